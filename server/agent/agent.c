@@ -1,0 +1,510 @@
+/* Agents in PostgreSQL: row <-> protobuf mapping, idempotent create, optimistic concurrency by
+ * revision, keyset pagination with opaque tokens. Every statement is parameterized. */
+#include "agent.h"
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/text.h"
+#include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
+#include "store/idem.h"
+
+#define COLS                                                                                     \
+    "id::text, name, role, goal, backstory, llm_provider, llm_model, llm_base_url,"             \
+    " llm_api_key_secret, llm_temperature, llm_max_tokens, llm_timeout_us,"                     \
+    " array_to_json(tools)::text, allow_delegation, max_iter, max_rpm, max_execution_time_us,"  \
+    " memory, disabled, status, labels::text, revision,"                                        \
+    " (extract(epoch FROM create_time) * 1000000)::bigint,"                                     \
+    " (extract(epoch FROM update_time) * 1000000)::bigint, workspace_id::text, create_time::text"
+
+enum {
+    C_ID, C_NAME, C_ROLE, C_GOAL, C_BACKSTORY, C_PROVIDER, C_MODEL, C_BASE_URL, C_SECRET,
+    C_TEMPERATURE, C_MAX_TOKENS, C_TIMEOUT, C_TOOLS, C_DELEGATION, C_MAX_ITER, C_MAX_RPM,
+    C_MAX_EXEC, C_MEMORY, C_DISABLED, C_STATUS, C_LABELS, C_REVISION, C_CREATE, C_UPDATE,
+    C_WORKSPACE, C_CREATE_TEXT,
+};
+
+/* ---------------------------------------------------------------- row -> message */
+
+static char *col(az_arena *a, const PGresult *r, int row, int c)
+{
+    return az_arena_strndup(a, PQgetvalue(r, row, c), (size_t)PQgetlength(r, row, c));
+}
+
+static Google__Protobuf__Duration *duration_us(az_arena *a, long long us)
+{
+    if (us <= 0) return NULL;
+    Google__Protobuf__Duration *d = az_arena_alloc(a, sizeof *d);
+    if (!d) return NULL;
+    google__protobuf__duration__init(d);
+    d->seconds = us / 1000000;
+    d->nanos = (int32_t)(us % 1000000) * 1000;
+    return d;
+}
+
+static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
+{
+    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
+    if (!t) return NULL;
+    google__protobuf__timestamp__init(t);
+    t->seconds = us / 1000000;
+    t->nanos = (int32_t)(us % 1000000) * 1000;
+    if (t->nanos < 0) {
+        t->seconds--;
+        t->nanos += 1000000000;
+    }
+    return t;
+}
+
+static int is_true(const PGresult *r, int row, int c) { return PQgetvalue(r, row, c)[0] == 't'; }
+static long long num(const PGresult *r, int row, int c) { return atoll(PQgetvalue(r, row, c)); }
+
+static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Agent **out, char *msg)
+{
+    Agentz__V1__Agent *g = az_arena_alloc(a, sizeof *g);
+    Agentz__V1__LlmConfig *llm = az_arena_alloc(a, sizeof *llm);
+    if (!g || !llm) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    agentz__v1__agent__init(g);
+    agentz__v1__llm_config__init(llm);
+    g->id = col(a, r, row, C_ID);
+    g->name = col(a, r, row, C_NAME);
+    g->role = col(a, r, row, C_ROLE);
+    g->goal = col(a, r, row, C_GOAL);
+    g->backstory = col(a, r, row, C_BACKSTORY);
+    llm->provider = col(a, r, row, C_PROVIDER);
+    llm->model = col(a, r, row, C_MODEL);
+    llm->base_url = col(a, r, row, C_BASE_URL);
+    llm->api_key_secret = col(a, r, row, C_SECRET);
+    if (!PQgetisnull(r, row, C_TEMPERATURE)) {
+        Google__Protobuf__DoubleValue *t = az_arena_alloc(a, sizeof *t);
+        if (!t) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        google__protobuf__double_value__init(t);
+        t->value = strtod(PQgetvalue(r, row, C_TEMPERATURE), NULL);
+        llm->temperature = t;
+    }
+    llm->max_tokens = (int32_t)num(r, row, C_MAX_TOKENS);
+    llm->timeout = duration_us(a, num(r, row, C_TIMEOUT));
+    g->llm = llm;
+
+    json_error_t jerr;
+    json_t *tools = json_loads(PQgetvalue(r, row, C_TOOLS), 0, &jerr);
+    if (json_is_array(tools) && json_array_size(tools) > 0) {
+        g->n_tools = json_array_size(tools);
+        g->tools = az_arena_alloc(a, g->n_tools * sizeof *g->tools);
+        if (!g->tools) {
+            json_decref(tools);
+            return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < g->n_tools; i++)
+            g->tools[i] = az_arena_strdup(a, json_string_value(json_array_get(tools, i)));
+    }
+    json_decref(tools);
+
+    g->allow_delegation = is_true(r, row, C_DELEGATION);
+    g->max_iter = (int32_t)num(r, row, C_MAX_ITER);
+    g->max_rpm = (int32_t)num(r, row, C_MAX_RPM);
+    g->max_execution_time = duration_us(a, num(r, row, C_MAX_EXEC));
+    g->memory = is_true(r, row, C_MEMORY);
+    g->disabled = is_true(r, row, C_DISABLED);
+    g->status = (Agentz__V1__AgentStatus)num(r, row, C_STATUS);
+
+    json_t *labels = json_loads(PQgetvalue(r, row, C_LABELS), 0, &jerr);
+    if (json_is_object(labels) && json_object_size(labels) > 0) {
+        size_t n = json_object_size(labels), i = 0;
+        g->labels = az_arena_alloc(a, n * sizeof *g->labels);
+        if (!g->labels) {
+            json_decref(labels);
+            return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        }
+        const char *k;
+        json_t *v;
+        json_object_foreach(labels, k, v)
+        {
+            Agentz__V1__Agent__LabelsEntry *e = az_arena_alloc(a, sizeof *e);
+            if (!e) break;
+            agentz__v1__agent__labels_entry__init(e);
+            e->key = az_arena_strdup(a, k);
+            e->value = az_arena_strdup(a, json_string_value(v));
+            g->labels[i++] = e;
+        }
+        g->n_labels = i;
+    }
+    json_decref(labels);
+
+    g->etag = az_arena_printf(a, "%lld", num(r, row, C_REVISION));
+    g->create_time = timestamp_us(a, num(r, row, C_CREATE));
+    g->update_time = timestamp_us(a, num(r, row, C_UPDATE));
+    g->workspace_id = col(a, r, row, C_WORKSPACE);
+    if (!g->etag || !g->create_time || !g->update_time || !g->workspace_id)
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    *out = g;
+    return AZ_OK;
+}
+
+/* ---------------------------------------------------------------- message -> parameters */
+
+/* Parameters $1..$21 shared by INSERT and UPDATE, all text. */
+enum { NPARAMS = 21 };
+
+static long long duration_to_us(const Google__Protobuf__Duration *d)
+{
+    if (!d) return 0;
+    return (long long)d->seconds * 1000000 + d->nanos / 1000;
+}
+
+static az_err to_params(const az_ctx *ctx, const char *id, const Agentz__V1__Agent *g,
+                        az_arena *a, const char *p[NPARAMS], char *msg)
+{
+    static const Agentz__V1__LlmConfig empty_llm = AGENTZ__V1__LLM_CONFIG__INIT;
+    const Agentz__V1__LlmConfig *llm = g->llm ? g->llm : &empty_llm;
+    json_t *tools = json_array();
+    for (size_t i = 0; i < g->n_tools; i++) json_array_append_new(tools, json_string(g->tools[i]));
+    json_t *labels = json_object();
+    for (size_t i = 0; i < g->n_labels; i++)
+        json_object_set_new(labels, g->labels[i]->key, json_string(g->labels[i]->value));
+    char *tools_s = json_dumps(tools, JSON_COMPACT);
+    char *labels_s = json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(tools);
+    json_decref(labels);
+    if (!tools_s || !labels_s) {
+        free(tools_s);
+        free(labels_s);
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    }
+    p[0] = ctx->workspace_id;
+    p[1] = id;
+    p[2] = g->name;
+    p[3] = g->role;
+    p[4] = g->goal;
+    p[5] = g->backstory;
+    p[6] = llm->provider;
+    p[7] = llm->model;
+    p[8] = llm->base_url;
+    p[9] = llm->api_key_secret;
+    p[10] = llm->temperature ? az_arena_printf(a, "%.17g", llm->temperature->value) : NULL;
+    p[11] = az_arena_printf(a, "%d", llm->max_tokens);
+    p[12] = az_arena_printf(a, "%lld", duration_to_us(llm->timeout));
+    p[13] = az_arena_strdup(a, tools_s);
+    p[14] = g->allow_delegation ? "t" : "f";
+    p[15] = az_arena_printf(a, "%d", g->max_iter ? g->max_iter : AZ_AGENT_DEFAULT_MAX_ITER);
+    p[16] = az_arena_printf(a, "%d", g->max_rpm);
+    p[17] = az_arena_printf(a, "%lld", duration_to_us(g->max_execution_time));
+    p[18] = g->memory ? "t" : "f";
+    p[19] = g->disabled ? "t" : "f";
+    p[20] = az_arena_strdup(a, labels_s);
+    free(tools_s);
+    free(labels_s);
+    for (int i = 11; i < NPARAMS; i++) {
+        if (!p[i]) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    }
+    return AZ_OK;
+}
+
+/* A unique-name violation reads better as the field the client sent. */
+static az_err name_taken(az_err err, const Agentz__V1__Agent *g, char *msg)
+{
+    if (err == AZ_ERR_EXISTS)
+        return az_fail(msg, AZ_ERR_EXISTS, "agent.name: an agent named \"%s\" already exists",
+                       g->name);
+    return err;
+}
+
+static az_err fetch_one(az_pgconn *c, const az_ctx *ctx, const char *id, az_arena *a,
+                        Agentz__V1__Agent **out, char *msg)
+{
+    const char *p[2] = {ctx->workspace_id, id};
+    PGresult *r;
+    az_err err = az_pg_exec(c, ctx, "SELECT " COLS " FROM agents WHERE workspace_id = $1 AND id = $2",
+                            2, p, &r, msg);
+    if (err != AZ_OK) return err;
+    if (PQntuples(r) == 0) err = az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", id);
+    else err = from_row(r, 0, a, out, msg);
+    PQclear(r);
+    return err;
+}
+
+az_err az_agent_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *g,
+                       const char *request_id, const char *request_hash, az_arena *a,
+                       Agentz__V1__Agent **out, int *replayed, char *msg)
+{
+    *out = NULL;
+    *replayed = 0;
+    char id[37];
+    if (az_text_uuid4(id) != AZ_OK) return az_fail(msg, AZ_ERR_IO, "cannot generate an id");
+    const char *p[NPARAMS];
+    az_err err = to_params(ctx, id, g, a, p, msg);
+    if (err != AZ_OK) return err;
+    az_pgconn *c;
+    if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) return err;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    if (request_id && *request_id) {
+        char existing[37];
+        err = az_idem_claim(c, ctx, "CreateAgent", request_id, request_hash, id, existing, msg);
+        if (err != AZ_OK) goto out;
+        if (existing[0]) {
+            err = fetch_one(c, ctx, existing, a, out, msg);
+            if (err == AZ_OK) {
+                *replayed = 1;
+                err = az_pg_commit(c, ctx, msg);
+            }
+            goto out;
+        }
+    }
+    PGresult *r;
+    err = az_pg_exec(c, ctx,
+                     "INSERT INTO agents (workspace_id, id, name, role, goal, backstory,"
+                     " llm_provider, llm_model, llm_base_url, llm_api_key_secret, llm_temperature,"
+                     " llm_max_tokens, llm_timeout_us, tools, allow_delegation, max_iter, max_rpm,"
+                     " max_execution_time_us, memory, disabled, labels, status)"
+                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+                     " ARRAY(SELECT jsonb_array_elements_text($14::jsonb)), $15, $16, $17, $18,"
+                     " $19, $20, $21::jsonb, CASE WHEN $20::boolean THEN 3 ELSE 1 END)"
+                     " RETURNING " COLS,
+                     NPARAMS, p, &r, msg);
+    if (err != AZ_OK) {
+        err = name_taken(err, g, msg);
+        goto out;
+    }
+    err = from_row(r, 0, a, out, msg);
+    PQclear(r);
+    if (err == AZ_OK) err = az_pg_commit(c, ctx, msg);
+out:
+    if (err != AZ_OK) *out = NULL;
+    az_pg_release(c);
+    return err;
+}
+
+az_err az_agent_get(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *a,
+                    Agentz__V1__Agent **out, char *msg)
+{
+    *out = NULL;
+    if (!az_text_is_uuid(id)) return az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", id);
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    err = fetch_one(c, ctx, id, a, out, msg);
+    az_pg_release(c);
+    return err;
+}
+
+/* ---------------------------------------------------------------- pagination */
+
+/* The token is base64url("a1|<filter hash>|<create_time text>|<id>"): opaque to clients, and
+ * bound to the filters it was issued for. */
+static unsigned long filter_hash(const az_agent_query *q)
+{
+    unsigned long h = 1469598103934665603ul;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d|", q->status);
+    for (const char *s = buf; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ul;
+    for (const char *s = q->labels_json ? q->labels_json : ""; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ul;
+    return h;
+}
+
+static char *encode_token(az_arena *a, unsigned long hash, const char *ts, const char *id)
+{
+    char raw[256];
+    int n = snprintf(raw, sizeof raw, "a1|%lx|%s|%s", hash, ts, id);
+    if (n < 0 || (size_t)n >= sizeof raw) return NULL;
+    char *out = az_arena_alloc(a, (size_t)(4 * ((n + 2) / 3) + 1));
+    if (!out) return NULL;
+    int len = EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
+    for (int i = 0; i < len; i++) {
+        if (out[i] == '+') out[i] = '-';
+        else if (out[i] == '/') out[i] = '_';
+        else if (out[i] == '=') {
+            out[i] = '\0';
+            break;
+        }
+    }
+    return out;
+}
+
+static az_err decode_token(const char *token, unsigned long hash, char ts[64], char id[37],
+                           char *msg)
+{
+    size_t n = strlen(token);
+    if (n > 300) return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
+    char b64[304];
+    size_t k = 0;
+    for (; k < n; k++) {
+        char ch = token[k];
+        b64[k] = ch == '-' ? '+' : ch == '_' ? '/' : ch;
+    }
+    while (k % 4) b64[k++] = '=';
+    b64[k] = '\0';
+    unsigned char raw[240];
+    int len = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)k);
+    if (len <= 0) return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
+    raw[len] = '\0';
+    unsigned long th;
+    char tsbuf[64], idbuf[40];
+    /* EVP_DecodeBlock keeps the zero bytes of the padding: sscanf stops at them. */
+    if (sscanf((char *)raw, "a1|%lx|%63[^|]|%39s", &th, tsbuf, idbuf) != 3 ||
+        !az_text_is_uuid(idbuf))
+        return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
+    if (th != hash)
+        return az_fail(msg, AZ_ERR_INVALID,
+                       "page_token was issued for different filters (status, label_selector)");
+    memcpy(ts, tsbuf, sizeof tsbuf);
+    memcpy(id, idbuf, 37);
+    return AZ_OK;
+}
+
+az_err az_agent_list(az_pg *pg, const az_ctx *ctx, const az_agent_query *q, az_arena *a,
+                     Agentz__V1__ListAgentsResponse **out, char *msg)
+{
+    *out = NULL;
+    unsigned long hash = filter_hash(q);
+    char ts[64] = "", after[37] = "";
+    az_err err;
+    if (q->page_token && *q->page_token &&
+        (err = decode_token(q->page_token, hash, ts, after, msg)) != AZ_OK)
+        return err;
+    char status[16], limit[16];
+    snprintf(status, sizeof status, "%d", q->status);
+    snprintf(limit, sizeof limit, "%d", q->page_size + 1);
+    const char *p[6] = {ctx->workspace_id, status, q->labels_json, ts[0] ? ts : NULL,
+                        after[0] ? after : NULL, limit};
+    az_pgconn *c;
+    if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) return err;
+    PGresult *r = NULL, *cnt = NULL;
+    err = az_pg_exec(c, ctx,
+                     "SELECT " COLS " FROM agents WHERE workspace_id = $1"
+                     " AND ($2::smallint = 0 OR status = $2::smallint)"
+                     " AND ($3::jsonb IS NULL OR labels @> $3::jsonb)"
+                     " AND ($4::timestamptz IS NULL OR (create_time, id) < ($4::timestamptz, $5::uuid))"
+                     " ORDER BY create_time DESC, id DESC LIMIT $6::integer",
+                     6, p, &r, msg);
+    if (err == AZ_OK)
+        err = az_pg_exec(c, ctx,
+                         "SELECT count(*) FROM agents WHERE workspace_id = $1"
+                         " AND ($2::smallint = 0 OR status = $2::smallint)"
+                         " AND ($3::jsonb IS NULL OR labels @> $3::jsonb)",
+                         3, p, &cnt, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) {
+        PQclear(r);
+        return err;
+    }
+    Agentz__V1__ListAgentsResponse *resp = az_arena_alloc(a, sizeof *resp);
+    int rows = PQntuples(r);
+    int n = rows > q->page_size ? q->page_size : rows;
+    if (resp) {
+        agentz__v1__list_agents_response__init(resp);
+        resp->total_size = (int32_t)atol(PQgetvalue(cnt, 0, 0));
+        resp->agents = az_arena_alloc(a, (size_t)(n ? n : 1) * sizeof *resp->agents);
+    }
+    if (!resp || !resp->agents) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && err == AZ_OK; i++) err = from_row(r, i, a, &resp->agents[i], msg);
+    if (err == AZ_OK) {
+        resp->n_agents = (size_t)n;
+        if (rows > q->page_size) {
+            resp->next_page_token = encode_token(a, hash, PQgetvalue(r, n - 1, C_CREATE_TEXT),
+                                                 PQgetvalue(r, n - 1, C_ID));
+            if (!resp->next_page_token) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        }
+    }
+    PQclear(r);
+    PQclear(cnt);
+    if (err == AZ_OK) *out = resp;
+    return err;
+}
+
+/* ---------------------------------------------------------------- update and delete */
+
+/* After a conditional statement touched no row: gone, or changed by someone else? */
+static az_err explain_miss(az_pgconn *c, const az_ctx *ctx, const char *id, char *msg)
+{
+    const char *p[2] = {ctx->workspace_id, id};
+    PGresult *r;
+    az_err err = az_pg_exec(c, ctx, "SELECT revision FROM agents WHERE workspace_id = $1 AND id = $2",
+                            2, p, &r, msg);
+    if (err != AZ_OK) return err;
+    if (PQntuples(r) == 0) err = az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", id);
+    else
+        err = az_fail(msg, AZ_ERR_ABORTED,
+                      "agent %s was changed concurrently (etag is now \"%s\"); read it again and "
+                      "retry",
+                      id, PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return err;
+}
+
+az_err az_agent_replace(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *g,
+                        int64_t expected_revision, az_arena *a, Agentz__V1__Agent **out, char *msg)
+{
+    *out = NULL;
+    if (!az_text_is_uuid(g->id)) return az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", g->id);
+    const char *p[NPARAMS + 1];
+    az_err err = to_params(ctx, g->id, g, a, p, msg);
+    if (err != AZ_OK) return err;
+    p[NPARAMS] = az_arena_printf(a, "%lld", (long long)expected_revision);
+    if (!p[NPARAMS]) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    az_pgconn *c;
+    if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, ctx,
+                     "UPDATE agents SET name = $3, role = $4, goal = $5, backstory = $6,"
+                     " llm_provider = $7, llm_model = $8, llm_base_url = $9,"
+                     " llm_api_key_secret = $10, llm_temperature = $11, llm_max_tokens = $12,"
+                     " llm_timeout_us = $13, tools = ARRAY(SELECT jsonb_array_elements_text($14::jsonb)),"
+                     " allow_delegation = $15, max_iter = $16, max_rpm = $17,"
+                     " max_execution_time_us = $18, memory = $19, disabled = $20,"
+                     " labels = $21::jsonb,"
+                     " status = CASE WHEN $20::boolean THEN 3 WHEN status = 3 THEN 1 ELSE status END,"
+                     " revision = revision + 1, update_time = clock_timestamp()"
+                     " WHERE workspace_id = $1 AND id = $2 AND revision = $22::bigint"
+                     " RETURNING " COLS,
+                     NPARAMS + 1, p, &r, msg);
+    if (err != AZ_OK) {
+        err = name_taken(err, g, msg);
+    } else {
+        if (PQntuples(r) == 0) err = explain_miss(c, ctx, g->id, msg);
+        else err = from_row(r, 0, a, out, msg);
+        PQclear(r);
+    }
+    az_pg_release(c);
+    return err;
+}
+
+az_err az_agent_delete(az_pg *pg, const az_ctx *ctx, const char *id, int64_t expected_revision,
+                       char *msg)
+{
+    if (!az_text_is_uuid(id)) return az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", id);
+    char rev[24];
+    snprintf(rev, sizeof rev, "%lld", (long long)expected_revision);
+    const char *p[3] = {ctx->workspace_id, id, rev};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, ctx,
+                     "DELETE FROM agents WHERE workspace_id = $1 AND id = $2"
+                     " AND ($3::bigint = 0 OR revision = $3::bigint)",
+                     3, p, &r, msg);
+    if (err == AZ_OK) {
+        int n = atoi(PQcmdTuples(r));
+        PQclear(r);
+        if (n == 0) err = explain_miss(c, ctx, id, msg);
+    }
+    az_pg_release(c);
+    return err;
+}
+
+int64_t az_agent_etag_revision(const char *etag)
+{
+    if (!etag || !*etag || strlen(etag) > 18) return -1;
+    int64_t v = 0;
+    for (const char *s = etag; *s; s++) {
+        if (*s < '0' || *s > '9') return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return v > 0 ? v : -1;
+}

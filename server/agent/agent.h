@@ -1,0 +1,54 @@
+/* The agent service: owns the agents table. Callers pass validated input; results are
+ * agentz.v1.Agent messages allocated in the caller's arena. */
+#ifndef AZ_AGENT_H
+#define AZ_AGENT_H
+
+#include <stdint.h>
+
+#include "agentz/v1/agent.pb-c.h"
+#include "core/arena.h"
+#include "core/ctx.h"
+#include "store/pgpool.h"
+
+#define AZ_AGENT_DEFAULT_MAX_ITER 25
+
+/* One page request of ListAgents; labels_json is a JSON object every agent's labels must
+ * contain (NULL = any). */
+typedef struct az_agent_query {
+    int status; /* Agentz__V1__AgentStatus; 0 = any */
+    const char *labels_json;
+    int page_size; /* already clamped to 1..1000 */
+    const char *page_token; /* "" for the first page */
+} az_agent_query;
+
+/* Inserts agent a (validated; its id, status and times are ignored). With a non-empty
+ * request_id the call is idempotent: a repeat with the same request_hash returns the agent the
+ * first call created (*replayed = 1), a different hash is AZ_ERR_EXISTS. A taken name is
+ * AZ_ERR_EXISTS. On AZ_OK *out lives in arena. */
+az_err az_agent_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *a,
+                       const char *request_id, const char *request_hash, az_arena *arena,
+                       Agentz__V1__Agent **out, int *replayed, char *msg);
+
+/* Reads one agent of ctx's workspace. AZ_ERR_NOT_FOUND when absent (or another workspace's). */
+az_err az_agent_get(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *arena,
+                    Agentz__V1__Agent **out, char *msg);
+
+/* One page, newest first, stable under concurrent inserts (keyset pagination). A token from
+ * a request with other filters, or a malformed one, is AZ_ERR_INVALID. */
+az_err az_agent_list(az_pg *pg, const az_ctx *ctx, const az_agent_query *q, az_arena *arena,
+                     Agentz__V1__ListAgentsResponse **out, char *msg);
+
+/* Overwrites every mutable field of agent a->id with a's values, provided the stored revision
+ * still equals expected_revision (else AZ_ERR_ABORTED). AZ_ERR_NOT_FOUND when absent. */
+az_err az_agent_replace(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *a,
+                        int64_t expected_revision, az_arena *arena, Agentz__V1__Agent **out,
+                        char *msg);
+
+/* Deletes agent id; with expected_revision > 0 only at that revision (else AZ_ERR_ABORTED). */
+az_err az_agent_delete(az_pg *pg, const az_ctx *ctx, const char *id, int64_t expected_revision,
+                       char *msg);
+
+/* Parses an etag produced by this service into its revision; -1 when malformed. */
+int64_t az_agent_etag_revision(const char *etag);
+
+#endif

@@ -1,0 +1,31 @@
+/* Leveled logfmt logging to stderr: `ts=... level=info msg="..." key=value`. Thread-safe. */
+#ifndef AZ_LOG_H
+#define AZ_LOG_H
+
+typedef enum az_log_level {
+    AZ_LOG_DEBUG = 0,
+    AZ_LOG_INFO,
+    AZ_LOG_WARN,
+    AZ_LOG_ERROR,
+} az_log_level;
+
+/* Sets the minimum level written; default AZ_LOG_INFO. */
+void az_log_set_level(az_log_level level);
+int az_log_enabled(az_log_level level);
+
+/* Parses "debug|info|warn|error" into *out; returns 0, or -1 and leaves *out unchanged. */
+int az_log_parse_level(const char *s, az_log_level *out);
+
+/* Writes one line. fmt produces the message text (lowercase, what failed first); it is
+ * quoted and escaped. Use az_log_kv for structured lines whose fields are preformatted. */
+void az_log(az_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Writes one line whose body is `msg="<msg>" <fields>`, fields already in logfmt form. */
+void az_log_kv(az_log_level level, const char *msg, const char *fields);
+
+#define az_debug(...) az_log(AZ_LOG_DEBUG, __VA_ARGS__)
+#define az_info(...) az_log(AZ_LOG_INFO, __VA_ARGS__)
+#define az_warn(...) az_log(AZ_LOG_WARN, __VA_ARGS__)
+#define az_error(...) az_log(AZ_LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,197 @@
+/* Option table: one row per setting ({flag, env, kind, field, default, help}); the same table
+ * drives parsing, validation and --help, so they cannot disagree. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_FLAG } opt_kind;
+
+typedef struct opt {
+    const char *flag, *env;
+    opt_kind kind;
+    size_t off;
+    const char *def;
+    long min, max;
+    const char *help;
+} opt;
+
+#define S(f) offsetof(az_config, f)
+static const opt opts[] = {
+    {"database-url", "AGENTZ_DATABASE_URL", OPT_STR, S(database_url), NULL, 0, 0,
+     "PostgreSQL URL; unset = run an embedded cluster under the data dir"},
+    {"redis-url", "AGENTZ_REDIS_URL", OPT_STR, S(redis_url), NULL, 0, 0,
+     "Redis URL (redis://host:port/db or unix:///path); unset = embedded redis-server"},
+    {"listen", "AGENTZ_GRPC_LISTEN", OPT_STR, S(listen), "127.0.0.1:50051", 0, 0,
+     "gRPC listen address (host:port; port 0 picks a free one)"},
+    {"data-dir", "AGENTZ_DATA_DIR", OPT_STR, S(data_dir), "./.agentz", 0, 0,
+     "where the embedded PostgreSQL and Redis keep their data"},
+    {"log-level", "AGENTZ_LOG_LEVEL", OPT_STR, S(log_level), "info", 0, 0,
+     "debug, info, warn or error"},
+    {"tls-cert", "AGENTZ_TLS_CERT", OPT_STR, S(tls_cert), NULL, 0, 0,
+     "PEM certificate chain; with --tls-key enables TLS"},
+    {"tls-key", "AGENTZ_TLS_KEY", OPT_STR, S(tls_key), NULL, 0, 0, "PEM private key"},
+    {"tls-client-ca", "AGENTZ_TLS_CLIENT_CA", OPT_STR, S(tls_client_ca), NULL, 0, 0,
+     "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)"},
+    {"grpc-threads", "AGENTZ_GRPC_THREADS", OPT_INT, S(grpc_threads), "0", 0, 256,
+     "completion-queue threads; 0 = 4 per core"},
+    {"db-pool-size", "AGENTZ_DB_POOL_SIZE", OPT_INT, S(db_pool_size), "8", 1, 512,
+     "PostgreSQL connections"},
+    {"max-message-bytes", "AGENTZ_MAX_MESSAGE_BYTES", OPT_INT, S(max_message_bytes), "4194304",
+     1024, 64 << 20, "largest gRPC message accepted or sent"},
+    {"stream-queue-limit", "AGENTZ_STREAM_QUEUE_LIMIT", OPT_INT, S(stream_queue_limit), "256", 1,
+     100000, "messages queued per stream before a slow consumer is cut off"},
+    {"shutdown-grace", "AGENTZ_SHUTDOWN_GRACE", OPT_MS, S(shutdown_grace_ms), "10s", 0, 600000,
+     "how long in-flight calls may finish after SIGTERM"},
+    {"health-interval", "AGENTZ_HEALTH_INTERVAL", OPT_MS, S(health_interval_ms), "2s", 100,
+     600000, "how often PostgreSQL and Redis are checked"},
+    {"help", NULL, OPT_FLAG, S(show_help), NULL, 0, 0, "print this help and exit"},
+    {"version", NULL, OPT_FLAG, S(show_version), NULL, 0, 0, "print the version and exit"},
+};
+#define NOPTS (sizeof opts / sizeof *opts)
+
+/* "1500ms", "10s", "2m", "1h" or a bare number of milliseconds. */
+static int parse_ms(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || v < 0) return -1;
+    double mult = 1;
+    if (strcmp(end, "ms") == 0 || *end == '\0') mult = 1;
+    else if (strcmp(end, "s") == 0) mult = 1000;
+    else if (strcmp(end, "m") == 0) mult = 60000;
+    else if (strcmp(end, "h") == 0) mult = 3600000;
+    else return -1;
+    v *= mult;
+    if (v > (double)LONG_MAX) return -1;
+    *out = (long)v;
+    return 0;
+}
+
+static az_err set(az_config *cfg, const opt *o, const char *value, const char *origin, char *msg)
+{
+    void *field = (char *)cfg + o->off;
+    switch (o->kind) {
+    case OPT_STR: {
+        char **p = field;
+        free(*p);
+        *p = NULL;
+        if (value && *value && !(*p = strdup(value))) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        return AZ_OK;
+    }
+    case OPT_FLAG: *(int *)field = 1; return AZ_OK;
+    case OPT_INT:
+    case OPT_MS: {
+        long v;
+        char *end;
+        if (o->kind == OPT_INT) {
+            errno = 0;
+            v = strtol(value, &end, 10);
+            if (end == value || *end || errno) v = LONG_MIN;
+        } else if (parse_ms(value, &v) != 0) {
+            v = LONG_MIN;
+        }
+        if (v == LONG_MIN)
+            return az_fail(msg, AZ_ERR_INVALID, "%s: \"%s\" is not %s", origin, value,
+                           o->kind == OPT_INT ? "an integer" : "a duration like 500ms, 10s or 2m");
+        if (v < o->min || v > o->max)
+            return az_fail(msg, AZ_ERR_INVALID, "%s: %s is out of range (%ld..%ld%s)", origin,
+                           value, o->min, o->max, o->kind == OPT_MS ? " ms" : "");
+        *(int *)field = (int)v;
+        return AZ_OK;
+    }
+    }
+    return AZ_ERR_INTERNAL;
+}
+
+az_err az_config_load(az_config *cfg, int argc, char **argv, char *msg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    az_err err;
+    char origin[96];
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (opts[i].def && (err = set(cfg, &opts[i], opts[i].def, "default", msg)) != AZ_OK)
+            return err;
+        const char *env = opts[i].env ? getenv(opts[i].env) : NULL;
+        if (env && *env) {
+            snprintf(origin, sizeof origin, "%s", opts[i].env);
+            if ((err = set(cfg, &opts[i], env, origin, msg)) != AZ_OK) return err;
+        }
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strcmp(arg, "-h") == 0) arg = "--help";
+        if (strncmp(arg, "--", 2) != 0)
+            return az_fail(msg, AZ_ERR_INVALID, "unexpected argument \"%s\" (see --help)", arg);
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const opt *o = NULL;
+        for (size_t i = 0; i < NOPTS && !o; i++) {
+            if (strlen(opts[i].flag) == nlen && strncmp(opts[i].flag, name, nlen) == 0) o = &opts[i];
+        }
+        if (!o) return az_fail(msg, AZ_ERR_INVALID, "unknown flag --%.*s (see --help)", (int)nlen, name);
+        snprintf(origin, sizeof origin, "--%s", o->flag);
+        const char *value = NULL;
+        if (o->kind != OPT_FLAG) {
+            if (eq) value = eq + 1;
+            else if (a + 1 < argc) value = argv[++a];
+            else return az_fail(msg, AZ_ERR_INVALID, "%s needs a value", origin);
+        } else if (eq) {
+            return az_fail(msg, AZ_ERR_INVALID, "%s takes no value", origin);
+        }
+        if ((err = set(cfg, o, value, origin, msg)) != AZ_OK) return err;
+    }
+    az_log_level lvl;
+    if (az_log_parse_level(cfg->log_level, &lvl) != 0)
+        return az_fail(msg, AZ_ERR_INVALID, "log level \"%s\" is not debug, info, warn or error",
+                       cfg->log_level);
+    if (!cfg->listen || !strchr(cfg->listen, ':'))
+        return az_fail(msg, AZ_ERR_INVALID, "listen address \"%s\" must be host:port",
+                       cfg->listen ? cfg->listen : "");
+    if (!!cfg->tls_cert != !!cfg->tls_key)
+        return az_fail(msg, AZ_ERR_INVALID, "--tls-cert and --tls-key must be given together");
+    if (cfg->tls_client_ca && !cfg->tls_cert)
+        return az_fail(msg, AZ_ERR_INVALID, "--tls-client-ca needs --tls-cert and --tls-key");
+    if (!!cfg->database_url != !!cfg->redis_url)
+        return az_fail(msg, AZ_ERR_INVALID,
+                       "set both AGENTZ_DATABASE_URL and AGENTZ_REDIS_URL (external services), or "
+                       "neither (embedded)");
+    return AZ_OK;
+}
+
+void az_config_free(az_config *cfg)
+{
+    if (!cfg) return;
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (opts[i].kind == OPT_STR) {
+            char **p = (char **)((char *)cfg + opts[i].off);
+            free(*p);
+            *p = NULL;
+        }
+    }
+}
+
+void az_config_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: agentzd [flags]\n\n"
+            "The AGENTZ server. Every flag has an environment variable; flags win.\n"
+            "Without AGENTZ_DATABASE_URL and AGENTZ_REDIS_URL it runs its own PostgreSQL and\n"
+            "Redis under the data dir.\n\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt *o = &opts[i];
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s", o->flag,
+                 o->kind == OPT_FLAG ? "" : o->kind == OPT_INT ? " N" : o->kind == OPT_MS ? " DUR" : " VALUE");
+        fprintf(out, "  %-28s %s\n", left, o->help);
+        if (o->env) fprintf(out, "  %-28s env %s%s%s%s\n", "", o->env, o->def ? ", default " : "",
+                            o->def ? o->def : "", "");
+    }
+}

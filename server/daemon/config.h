@@ -1,0 +1,34 @@
+/* agentzd's configuration: every setting from an environment variable with a matching flag. */
+#ifndef AZ_CONFIG_H
+#define AZ_CONFIG_H
+
+#include <stdio.h>
+
+#include "core/err.h"
+
+typedef struct az_config {
+    char *database_url; /* NULL = embedded PostgreSQL */
+    char *redis_url;    /* NULL = embedded Redis */
+    char *listen;
+    char *data_dir;
+    char *log_level;
+    char *tls_cert, *tls_key, *tls_client_ca;
+    int grpc_threads;
+    int db_pool_size;
+    int max_message_bytes;
+    int stream_queue_limit;
+    int shutdown_grace_ms;
+    int health_interval_ms;
+    int show_help, show_version;
+} az_config;
+
+/* Fills cfg from defaults, then the environment, then argv (flags win). On AZ_ERR_INVALID msg
+ * is a one-line error naming the flag or variable; cfg is then unspecified but still freeable
+ * with az_config_free. */
+az_err az_config_load(az_config *cfg, int argc, char **argv, char *msg);
+void az_config_free(az_config *cfg); /* frees the strings; accepts NULL */
+
+/* Writes the --help text, listing every flag, its variable and default. */
+void az_config_usage(FILE *out);
+
+#endif

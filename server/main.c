@@ -1,0 +1,219 @@
+/* agentzd: wires configuration, the embedded or external PostgreSQL and Redis, migrations,
+ * the services and the gRPC runtime together, then waits for SIGINT/SIGTERM. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent/agent_api.h"
+#include "core/log.h"
+#include "daemon/config.h"
+#include "descriptor_set.h"
+#include "embed/embedded.h"
+#include "rpc/health.h"
+#include "rpc/reflection.h"
+#include "rpc/rpc.h"
+#include "store/idem.h"
+#include "store/migrate.h"
+#include "store/pgpool.h"
+#include "store/redis.h"
+
+#define AZ_VERSION "0.1.0"
+#define JANITOR_PERIOD_S 3600
+
+static az_err check_pg(void *arg, char *msg) { return az_pg_ping(arg, msg); }
+static az_err check_redis(void *arg, char *msg) { return az_redis_ping(arg, msg); }
+static void health_down(void *arg) { az_health_shutdown(arg); }
+
+/* Hourly housekeeping: expired idempotency keys. Wakes at once on shutdown. */
+typedef struct janitor {
+    az_pg *pg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+} janitor;
+
+static void *janitor_main(void *arg)
+{
+    janitor *j = arg;
+    pthread_mutex_lock(&j->mu);
+    while (!j->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += JANITOR_PERIOD_S;
+        pthread_cond_timedwait(&j->cv, &j->mu, &until);
+        if (j->stop) break;
+        pthread_mutex_unlock(&j->mu);
+        char msg[AZ_MSG_MAX];
+        int n = 0;
+        if (az_idem_gc(j->pg, &n, msg) != AZ_OK) az_warn("cannot expire idempotency keys: %s", msg);
+        else if (n) az_info("expired %d idempotency keys", n);
+        pthread_mutex_lock(&j->mu);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+static int run(const az_config *cfg)
+{
+    char msg[AZ_MSG_MAX];
+    int rc = 1;
+    az_embed *embed = NULL;
+    az_pg *pg = NULL;
+    az_redis *redis = NULL;
+    az_health *health = NULL;
+    az_reflection *refl = NULL;
+    az_agent_api *agents = NULL;
+    az_server *srv = NULL;
+    janitor jan = {.stop = 0};
+    int janitor_started = 0;
+
+    /* Signals are taken by sigwait below; every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    const char *db_url = cfg->database_url, *redis_url = cfg->redis_url;
+    if (!db_url) {
+        if (az_embed_start(cfg->data_dir, &embed, msg) != AZ_OK) {
+            az_error("cannot start embedded postgresql and redis: %s", msg);
+            goto out;
+        }
+        db_url = az_embed_database_url(embed);
+        redis_url = az_embed_redis_url(embed);
+    }
+    if (az_pg_new(db_url, cfg->db_pool_size, 30000, &pg, msg) != AZ_OK) {
+        az_error("%s", msg);
+        goto out;
+    }
+    int applied = 0;
+    if (az_migrate(pg, az_migrations, az_migrations_count, &applied, msg) != AZ_OK) {
+        az_error("cannot migrate database: %s", msg);
+        goto out;
+    }
+    if (az_redis_new(redis_url, 30000, &redis, msg) != AZ_OK) {
+        az_error("%s", msg);
+        goto out;
+    }
+
+    health = az_health_new(cfg->health_interval_ms);
+    refl = az_reflection_new(az_descriptor_set, az_descriptor_set_len, msg);
+    agents = az_agent_api_new(pg);
+    if (!health || !refl || !agents) {
+        az_error("cannot set up services: %s", refl ? "out of memory" : msg);
+        goto out;
+    }
+    static const char *const services[] = {"agentz.v1.AgentService", "agentz.v1.TaskService",
+                                           "agentz.v1.WorkflowService", "agentz.v1.SystemService"};
+    if (az_health_add_check(health, "postgresql", check_pg, pg, msg) != AZ_OK ||
+        az_health_add_check(health, "redis", check_redis, redis, msg) != AZ_OK) {
+        az_error("cannot set up health checks: %s", msg);
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof services / sizeof *services; i++) {
+        if (az_health_add_service(health, services[i], msg) != AZ_OK) {
+            az_error("cannot set up health checks: %s", msg);
+            goto out;
+        }
+    }
+
+    const az_method *tables[3];
+    size_t counts[3];
+    tables[0] = az_health_methods(health, &counts[0]);
+    tables[1] = az_reflection_methods(refl, &counts[1]);
+    tables[2] = az_agent_api_methods(agents, &counts[2]);
+    az_server_config scfg = {
+        .listen = cfg->listen,
+        .tls_cert_file = cfg->tls_cert,
+        .tls_key_file = cfg->tls_key,
+        .tls_client_ca_file = cfg->tls_client_ca,
+        .threads = cfg->grpc_threads,
+        .max_message_bytes = cfg->max_message_bytes,
+        .stream_queue_limit = cfg->stream_queue_limit,
+        .shutdown_grace_ms = cfg->shutdown_grace_ms,
+    };
+    srv = az_server_new(&scfg, tables, counts, 3, msg);
+    if (!srv) {
+        az_error("%s", msg);
+        goto out;
+    }
+    az_server_on_shutdown(srv, health_down, health);
+    if (az_health_start(health, msg) != AZ_OK || az_server_start(srv, msg) != AZ_OK) {
+        az_error("cannot start serving: %s", msg);
+        goto out;
+    }
+    jan.pg = pg;
+    pthread_mutex_init(&jan.mu, NULL);
+    pthread_cond_init(&jan.cv, NULL);
+    janitor_started = pthread_create(&jan.thread, NULL, janitor_main, &jan) == 0;
+
+    char where[300];
+    const char *colon = strrchr(cfg->listen, ':');
+    snprintf(where, sizeof where, "%.*s:%d", (int)(colon - cfg->listen), cfg->listen,
+             az_server_port(srv));
+    az_info("agentzd %s serving grpc on %s (%s), database %s, redis %s", AZ_VERSION, where,
+            cfg->tls_cert ? "tls" : "plaintext", embed ? "embedded" : "external",
+            embed ? "embedded" : "external");
+    printf("AGENTZ is running: gRPC at %s%s\n", where, cfg->tls_cert ? " (TLS)" : "");
+    printf("  try: build/bin/agentz --server %s agents list\n", where);
+    printf("  or:  grpcurl -plaintext %s list\n", where);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    az_info("received %s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    az_server_shutdown(srv);
+    rc = 0;
+out:
+    if (janitor_started) {
+        pthread_mutex_lock(&jan.mu);
+        jan.stop = 1;
+        pthread_cond_signal(&jan.cv);
+        pthread_mutex_unlock(&jan.mu);
+        pthread_join(jan.thread, NULL);
+        pthread_mutex_destroy(&jan.mu);
+        pthread_cond_destroy(&jan.cv);
+    }
+    az_server_free(srv);
+    az_health_free(health);
+    az_reflection_free(refl);
+    az_agent_api_free(agents);
+    az_redis_free(redis);
+    az_pg_free(pg);
+    az_embed_stop(embed);
+    if (rc == 0) az_info("agentzd stopped");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    az_config cfg;
+    char msg[AZ_MSG_MAX];
+    if (az_config_load(&cfg, argc, argv, msg) != AZ_OK) {
+        fprintf(stderr, "agentzd: %s\n", msg);
+        az_config_free(&cfg);
+        return 2;
+    }
+    if (cfg.show_help) {
+        az_config_usage(stdout);
+        az_config_free(&cfg);
+        return 0;
+    }
+    if (cfg.show_version) {
+        printf("agentzd %s\n", AZ_VERSION);
+        az_config_free(&cfg);
+        return 0;
+    }
+    az_log_level lvl;
+    az_log_parse_level(cfg.log_level, &lvl);
+    az_log_set_level(lvl);
+    int rc = run(&cfg);
+    az_config_free(&cfg);
+    return rc;
+}

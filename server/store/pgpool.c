@@ -1,0 +1,278 @@
+/* Fixed-size libpq pool: mutex + condvar, one PGconn per borrower, lazy reconnects. The
+ * statement timeout is adjusted per statement only when the caller's deadline calls for it. */
+#include "pgpool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/log.h"
+
+#define DEFAULT_TIMEOUT_MS 30000 /* statements of callers without a deadline */
+#define POOL_WAIT_MS 5000
+
+struct az_pgconn {
+    az_pg *pool;
+    PGconn *conn;
+    int busy;
+    int64_t timeout_ms; /* the session's statement_timeout as last set */
+    PGcancel *cancel;
+};
+
+struct az_pg {
+    char *conninfo;
+    az_pgconn *conns;
+    int size;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+static void notice_quiet(void *arg, const char *message) { (void)arg, (void)message; }
+
+static PGconn *connect_one(const char *conninfo, char *msg)
+{
+    PGconn *conn = PQconnectdb(conninfo);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        const char *e = PQerrorMessage(conn);
+        az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot connect to postgresql: %.*s",
+                (int)strcspn(e, "\n"), e);
+        PQfinish(conn);
+        return NULL;
+    }
+    PQsetNoticeProcessor(conn, notice_quiet, NULL);
+    char sql[96];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %d; SET TIME ZONE 'UTC'", DEFAULT_TIMEOUT_MS);
+    PGresult *r = PQexec(conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+        az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot configure postgresql session: %s",
+                PQerrorMessage(conn));
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+az_err az_pg_new(const char *conninfo, int size, int wait_ms, az_pg **out, char *msg)
+{
+    *out = NULL;
+    if (size <= 0) size = 8;
+    az_pg *p = calloc(1, sizeof *p);
+    if (!p) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    p->conninfo = strdup(conninfo);
+    p->conns = calloc((size_t)size, sizeof *p->conns);
+    if (!p->conninfo || !p->conns) {
+        free(p->conninfo);
+        free(p->conns);
+        free(p);
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    }
+    p->size = size;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    int64_t until = az_now_ms() + (wait_ms > 0 ? wait_ms : 0);
+    for (int i = 0; i < size; i++) {
+        p->conns[i].pool = p;
+        p->conns[i].timeout_ms = DEFAULT_TIMEOUT_MS;
+        for (;;) {
+            p->conns[i].conn = connect_one(conninfo, msg);
+            if (p->conns[i].conn) break;
+            if (az_now_ms() >= until) {
+                az_pg_free(p);
+                return AZ_ERR_UNAVAILABLE;
+            }
+            usleep(200 * 1000);
+        }
+    }
+    *out = p;
+    return AZ_OK;
+}
+
+void az_pg_free(az_pg *p)
+{
+    if (!p) return;
+    for (int i = 0; i < p->size; i++) {
+        if (p->conns[i].conn) PQfinish(p->conns[i].conn);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p->conns);
+    free(p->conninfo);
+    free(p);
+}
+
+az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg)
+{
+    *out = NULL;
+    int64_t left = az_ctx_remaining_ms(ctx);
+    if (left == 0) return az_fail(msg, AZ_ERR_DEADLINE, "deadline exceeded before the query ran");
+    if (left < 0 || left > POOL_WAIT_MS) left = POOL_WAIT_MS;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += left / 1000;
+    until.tv_nsec += (left % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    az_pgconn *c = NULL;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        for (int i = 0; i < p->size && !c; i++) {
+            if (!p->conns[i].busy) c = &p->conns[i];
+        }
+        if (c) break;
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT) break;
+    }
+    if (c) c->busy = 1;
+    pthread_mutex_unlock(&p->mu);
+    if (!c)
+        return az_fail(msg, AZ_ERR_UNAVAILABLE,
+                       "no database connection free within %lld ms (pool of %d)", (long long)left,
+                       p->size);
+    if (!c->conn || PQstatus(c->conn) != CONNECTION_OK) {
+        if (c->conn) PQfinish(c->conn);
+        c->conn = connect_one(p->conninfo, msg);
+        c->timeout_ms = DEFAULT_TIMEOUT_MS;
+        if (!c->conn) {
+            pthread_mutex_lock(&p->mu);
+            c->busy = 0;
+            pthread_cond_signal(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+            return AZ_ERR_UNAVAILABLE;
+        }
+    }
+    *out = c;
+    return AZ_OK;
+}
+
+void az_pg_release(az_pgconn *c)
+{
+    if (!c) return;
+    az_pg *p = c->pool;
+    if (c->conn && PQtransactionStatus(c->conn) != PQTRANS_IDLE) az_pg_rollback(c);
+    pthread_mutex_lock(&p->mu);
+    c->busy = 0;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+PGconn *az_pg_raw(az_pgconn *c) { return c->conn; }
+
+static void cancel_statement(void *arg)
+{
+    az_pgconn *c = arg;
+    char buf[256];
+    if (c->cancel && !PQcancel(c->cancel, buf, sizeof buf))
+        az_warn("cannot cancel postgresql statement: %s", buf);
+}
+
+/* Lowers (or restores) the session's statement_timeout so a statement cannot outlive its
+ * caller. Skipped when the current value is already close: most callers use similar
+ * deadlines, and the SET costs a round trip. */
+static az_err fit_timeout(az_pgconn *c, const az_ctx *ctx, char *msg)
+{
+    int64_t left = az_ctx_remaining_ms(ctx);
+    if (left == 0) return az_fail(msg, AZ_ERR_DEADLINE, "deadline exceeded before the query ran");
+    int64_t want = left < 0 || left > DEFAULT_TIMEOUT_MS ? DEFAULT_TIMEOUT_MS : left;
+    if (c->timeout_ms <= want && c->timeout_ms >= want * 4 / 5) return AZ_OK;
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)(want > 0 ? want : 1));
+    PGresult *r = PQexec(c->conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) return az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot set statement timeout: %s",
+                            PQerrorMessage(c->conn));
+    c->timeout_ms = want;
+    return AZ_OK;
+}
+
+static az_err map_error(az_pgconn *c, const az_ctx *ctx, PGresult *r, char *msg)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *text = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!text) text = PQerrorMessage(c->conn);
+    az_err e = AZ_ERR_INTERNAL;
+    if (PQstatus(c->conn) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0) {
+        e = AZ_ERR_UNAVAILABLE;
+    } else if (strcmp(state, "23505") == 0) {
+        e = AZ_ERR_EXISTS;
+    } else if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) {
+        e = AZ_ERR_ABORTED;
+    } else if (strcmp(state, "23514") == 0 || strcmp(state, "23503") == 0 ||
+               strcmp(state, "23502") == 0) {
+        e = AZ_ERR_PRECONDITION;
+    } else if (strcmp(state, "57014") == 0) {
+        /* Cancelled by us (caller gone) or by statement_timeout (deadline). */
+        e = az_ctx_remaining_ms(ctx) == 0 || !ctx || ctx->deadline_ms < 0 ? AZ_ERR_DEADLINE
+                                                                           : AZ_ERR_CANCELLED;
+    } else if (strcmp(state, "22P02") == 0 || strncmp(state, "22", 2) == 0) {
+        e = AZ_ERR_INVALID;
+    } else if (strcmp(state, "57P01") == 0 || strcmp(state, "57P03") == 0) {
+        e = AZ_ERR_UNAVAILABLE;
+    }
+    if (e == AZ_ERR_INTERNAL || e == AZ_ERR_UNAVAILABLE)
+        az_error("postgresql statement failed: sqlstate=%s %.*s", state ? state : "-",
+                 (int)strcspn(text, "\n"), text);
+    return az_fail(msg, e, "database: %.*s", (int)strcspn(text, "\n"), text);
+}
+
+az_err az_pg_exec(az_pgconn *c, const az_ctx *ctx, const char *sql, int nparams,
+                  const char *const *params, PGresult **res, char *msg)
+{
+    if (res) *res = NULL;
+    az_err err = fit_timeout(c, ctx, msg);
+    if (err != AZ_OK) return err;
+    int cancellable = ctx && ctx->set_cancel;
+    if (cancellable) {
+        c->cancel = PQgetCancel(c->conn);
+        ctx->set_cancel(ctx->owner, cancel_statement, c);
+    }
+    PGresult *r = PQexecParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (cancellable) {
+        ctx->set_cancel(ctx->owner, NULL, NULL);
+        PQfreeCancel(c->cancel);
+        c->cancel = NULL;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        err = map_error(c, ctx, r, msg);
+        PQclear(r);
+        return err;
+    }
+    if (res) *res = r;
+    else PQclear(r);
+    return AZ_OK;
+}
+
+az_err az_pg_begin(az_pgconn *c, const az_ctx *ctx, char *msg)
+{
+    return az_pg_exec(c, ctx, "BEGIN", 0, NULL, NULL, msg);
+}
+
+az_err az_pg_commit(az_pgconn *c, const az_ctx *ctx, char *msg)
+{
+    return az_pg_exec(c, ctx, "COMMIT", 0, NULL, NULL, msg);
+}
+
+void az_pg_rollback(az_pgconn *c)
+{
+    PGresult *r = PQexec(c->conn, "ROLLBACK");
+    PQclear(r);
+}
+
+az_err az_pg_ping(az_pg *p, char *msg)
+{
+    az_ctx ctx = {.deadline_ms = az_now_ms() + 2000};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(p, &ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    err = az_pg_exec(c, &ctx, "SELECT 1", 0, NULL, NULL, msg);
+    az_pg_release(c);
+    return err;
+}

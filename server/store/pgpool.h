@@ -1,0 +1,46 @@
+/* A fixed pool of PostgreSQL connections with deadline-aware, cancellable statements. */
+#ifndef AZ_PGPOOL_H
+#define AZ_PGPOOL_H
+
+#include <libpq-fe.h>
+
+#include "../core/ctx.h"
+#include "../core/err.h"
+
+typedef struct az_pg az_pg;         /* the pool */
+typedef struct az_pgconn az_pgconn; /* one borrowed connection */
+
+/* Opens size connections to conninfo (a libpq URL or key=value string), retrying for up to
+ * wait_ms while the server starts. On error returns NULL-out, msg says why, nothing leaks. */
+az_err az_pg_new(const char *conninfo, int size, int wait_ms, az_pg **out, char *msg);
+
+/* Closes every connection; all must have been released. Accepts NULL. */
+void az_pg_free(az_pg *p);
+
+/* Borrows a connection, waiting until ctx's deadline (at most 5 s without one). A broken
+ * connection is re-established first. AZ_ERR_UNAVAILABLE when none can be had. Release with
+ * az_pg_release, which rolls back any open transaction. */
+az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg);
+void az_pg_release(az_pgconn *c);
+
+/* Runs one parameterized statement (text parameters, NULL = SQL NULL). The statement timeout
+ * follows ctx's deadline and the statement is cancelled if the caller goes away. On AZ_OK
+ * *res holds a result the caller frees with PQclear (res may be NULL to discard it). Errors
+ * map SQLSTATEs: unique violation AZ_ERR_EXISTS, serialization/deadlock AZ_ERR_ABORTED,
+ * cancel AZ_ERR_CANCELLED or AZ_ERR_DEADLINE, connection loss AZ_ERR_UNAVAILABLE, check and
+ * foreign-key violations AZ_ERR_PRECONDITION; msg carries the server's text. */
+az_err az_pg_exec(az_pgconn *c, const az_ctx *ctx, const char *sql, int nparams,
+                  const char *const *params, PGresult **res, char *msg);
+
+/* BEGIN / COMMIT / ROLLBACK on c. */
+az_err az_pg_begin(az_pgconn *c, const az_ctx *ctx, char *msg);
+az_err az_pg_commit(az_pgconn *c, const az_ctx *ctx, char *msg);
+void az_pg_rollback(az_pgconn *c);
+
+/* The raw connection, for code that must speak libpq directly (migrations). */
+PGconn *az_pg_raw(az_pgconn *c);
+
+/* Health check: a connection answers SELECT 1 within 2 s. */
+az_err az_pg_ping(az_pg *p, char *msg);
+
+#endif
