@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package needed to build, run and test AGENTZ. Idempotent and quick when
+# everything is present (dpkg-query only; apt-get update runs only when something is missing).
+# Never prompts: CI runs this with no standard input.
+set -euo pipefail
+
+PACKAGES=(
+    # build
+    build-essential cmake pkg-config git
+    # gRPC and protobuf (C core, protobuf-c, protoc for the descriptor set)
+    libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
+    grpc-proto golang-github-grpc-ecosystem-grpc-gateway-dev
+    # libraries the server and CLI link
+    libpq-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libjwt-dev libjansson-dev libyaml-dev
+    # tests
+    libcunit1-dev python3-grpcio python3-protobuf
+    # the embedded default runs a private PostgreSQL 15 cluster and redis-server
+    postgresql-15 postgresql-client-15 redis-server
+    # pgrep/kill and runuser (used to run PostgreSQL as the postgres user when agentzd is root)
+    procps util-linux
+    # test certificates for the TLS and mTLS tests
+    openssl
+)
+
+say() { printf 'install-deps: %s\n' "$*"; }
+
+# One dpkg-query for all packages keeps the already-installed case fast. It prints a line only for
+# packages it knows (and exits 1 if any is unknown), so anything not listed as installed is missing.
+missing_from() {
+    local -A have=()
+    local name status
+    while read -r name status; do
+        [[ "$status" == "installed" ]] && have[$name]=1
+    done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "$@" 2>/dev/null || true)
+    for name in "$@"; do
+        [[ -n "${have[$name]:-}" ]] || printf '%s\n' "$name"
+    done
+}
+
+mapfile -t missing < <(missing_from "${PACKAGES[@]}")
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    say "all ${#PACKAGES[@]} packages already installed, nothing to do"
+    exit 0
+fi
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+        say "cannot install ${missing[*]}: not root and sudo is not installed" >&2
+        exit 1
+    fi
+    # -n: fail instead of asking for a password we could never read in CI.
+    SUDO=(sudo -n)
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+APT_OPTS=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+
+say "missing ${#missing[@]} packages: ${missing[*]}"
+say "running apt-get update"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
+say "running apt-get install ${missing[*]}"
+# The postgresql-15 package creates and starts a "main" cluster on port 5432, and redis-server starts
+# a system redis on 6379. AGENTZ does not use either (it runs private instances under
+# AGENTZ_DATA_DIR); they are left as Debian set them up.
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install "${APT_OPTS[@]}" "${missing[@]}" </dev/null
+
+mapfile -t still_missing < <(missing_from "${missing[@]}")
+if [[ ${#still_missing[@]} -ne 0 ]]; then
+    say "packages still not installed after apt-get: ${still_missing[*]}" >&2
+    exit 1
+fi
+say "installed ${missing[*]}"

@@ -1,0 +1,39 @@
+/* The embedded default: a private PostgreSQL 15 cluster and redis-server run under one data dir when
+ * no external database or Redis is configured. Layout and behaviour: docs/embedded.md. */
+#ifndef AZ_EMBEDDED_H
+#define AZ_EMBEDDED_H
+
+#include "core/err.h"
+
+typedef struct az_embed az_embed;
+
+/* Starts PostgreSQL and Redis under data_dir (created if missing; relative paths are made absolute),
+ * or reuses servers left running there by an earlier agentzd that crashed, if they answer. Takes an
+ * exclusive lock on data_dir/agentz.lock for the handle's lifetime.
+ * On AZ_OK *out holds a handle the caller owns; release it with az_embed_stop.
+ * On error *out is NULL, nothing this call started is left running, and msg (AZ_MSG_MAX) says why:
+ * AZ_ERR_INVALID for a NULL/empty data_dir, AZ_ERR_PRECONDITION when another agentzd holds the data
+ * dir or the postgres user cannot reach it, AZ_ERR_UNAVAILABLE when a server fails to start (msg
+ * ends with the tail of its log), AZ_ERR_IO for file-system failures, AZ_ERR_NOMEM.
+ * The servers run in their own sessions, so Ctrl-C on agentzd does not reach them. This module reaps
+ * the children it spawns itself: the caller must not reap all children (waitpid(-1), SIGCHLD set to
+ * SIG_IGN) while start or stop runs. */
+az_err az_embed_start(const char *data_dir, az_embed **out, char *msg);
+
+/* libpq connection URI for database "agentz" over the private unix socket, for PQconnectdb:
+ * "postgresql:///agentz?host=<socket dir, percent-encoded>&port=5432&user=agentz".
+ * Owned by e; valid until az_embed_stop. */
+const char *az_embed_database_url(const az_embed *e);
+
+/* "unix://<absolute socket path>" (the path is not encoded). Owned by e; valid until az_embed_stop. */
+const char *az_embed_redis_url(const az_embed *e);
+
+/* Absolute data dir. Owned by e; valid until az_embed_stop. */
+const char *az_embed_data_dir(const az_embed *e);
+
+/* Stops Redis (SHUTDOWN SAVE, else SIGTERM; SIGKILL after 10 s) and PostgreSQL (pg_ctl stop -m fast),
+ * waits for both to exit, releases the data-dir lock and frees e. Failures are logged, not returned.
+ * Accepts NULL. */
+void az_embed_stop(az_embed *e);
+
+#endif
