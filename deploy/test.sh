@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this): installs what is missing,
+# checks gen/ is fresh, builds with -Werror, runs the unit, integration and python-grpcio suites,
+# then builds with AddressSanitizer + UBSan and runs the unit and integration suites again.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+jobs=$(nproc 2>/dev/null || echo 2)
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "dependencies"
+deploy/install-deps.sh
+
+step "gen/ is up to date with proto/"
+deploy/gen.sh --check
+
+# Integration suites run PostgreSQL as the postgres user when we are root, so their data lives
+# where that user can reach it, fresh for every run.
+export AGENTZ_TEST_DIR="${AGENTZ_TEST_DIR:-$(mktemp -d /tmp/agentz-test.XXXXXX)}"
+chmod 755 "$AGENTZ_TEST_DIR"
+cleanup() {
+    # Stop anything a failed suite left running, then drop the data.
+    pkill -f "agentzd --data-dir $AGENTZ_TEST_DIR" 2>/dev/null || true
+    sleep 1
+    for d in "$AGENTZ_TEST_DIR"/*/pg; do
+        [ -d "$d" ] || continue
+        if [ "$(id -u)" = 0 ]; then
+            runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$d" stop -m immediate >/dev/null 2>&1 || true
+        else
+            /usr/lib/postgresql/15/bin/pg_ctl -D "$d" stop -m immediate >/dev/null 2>&1 || true
+        fi
+    done
+    pkill -f "redis-server.*$AGENTZ_TEST_DIR" 2>/dev/null || true
+    [ -n "${KEEP_TEST_DIR:-}" ] || rm -rf "$AGENTZ_TEST_DIR"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+run_suite() { # name, command...
+    local name=$1
+    shift
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        printf 'FAILED: %s\n' "$name"
+    fi
+}
+
+step "build (-Werror)"
+cmake -S . -B build -DAZ_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+
+step "unit and integration suites"
+run_suite "ctest" ctest --test-dir build --output-on-failure --timeout 600
+
+step "python3-grpcio suite (a client we did not write)"
+run_suite "python" env AGENTZD="$root/build/bin/agentzd" /usr/bin/python3 -m unittest discover -s tests/python -v
+
+step "build with AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S . -B build-asan -DAZ_SANITIZE=ON -DAZ_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$jobs"
+
+step "unit and integration suites under ASan + UBSan"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:exitcode=23"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+run_suite "ctest (asan)" ctest --test-dir build-asan --output-on-failure --timeout 900
+
+printf '\ntest: %d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]
