@@ -20,7 +20,9 @@
 #include "store/pgpool.h"
 #include "store/redis.h"
 
+#ifndef AZ_VERSION
 #define AZ_VERSION "0.1.0"
+#endif
 #define JANITOR_PERIOD_S 3600
 
 static az_err check_pg(void *arg, char *msg) { return az_pg_ping(arg, msg); }

@@ -107,7 +107,7 @@ struct  Agentz__V1__Agent
    */
   char *id;
   /*
-   * Display name, unique within the workspace, 1..128 characters. Required.
+   * Display name, at most 128 characters; unique within the workspace when set.
    */
   char *name;
   /*
@@ -119,11 +119,11 @@ struct  Agentz__V1__Agent
    */
   char *goal;
   /*
-   * Context that shapes the agent's behaviour.
+   * Context that shapes the agent's behaviour. Required.
    */
   char *backstory;
   /*
-   * Model settings. Required.
+   * Model settings; unset fields fall back to the server's AGENTZ_LLM_* defaults.
    */
   Agentz__V1__LlmConfig *llm;
   /*
