@@ -118,10 +118,24 @@ static void add_line(lines *l, const char *key, char *value /* taken */)
     l->v[l->n++] = (line){k, value};
 }
 
+/* jansson prints reals with 17 digits (0.2 -> 0.20000000000000001); people want the shortest
+ * text that reads back as the same double. */
+static char *real_text(double d)
+{
+    char buf[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    if (!strpbrk(buf, ".eEn")) strcat(buf, ".0"); /* stays a real, as in the JSON output */
+    return strdup(buf);
+}
+
 /* A JSON scalar as plain text: strings unquoted, everything else as JSON. */
 static char *scalar_text(const json_t *v)
 {
     if (json_is_string(v)) return strdup(json_string_value(v));
+    if (json_is_real(v)) return real_text(json_real_value(v));
     return json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
 }
 
@@ -260,7 +274,7 @@ static void yaml_scalar(FILE *f, const json_t *v)
         return;
     }
     /* JSON scalars (quoted strings included) are valid YAML flow scalars. */
-    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    char *s = json_is_real(v) ? real_text(json_real_value(v)) : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     if (s) fputs(s, f);
     free(s);
 }

@@ -139,6 +139,8 @@ int az_table_width(FILE *f)
     struct winsize ws;
     if (!w && isatty(fileno(f)) && ioctl(fileno(f), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
         w = ws.ws_col;
+    /* Not a terminal and no COLUMNS: output goes to a pipe or file, where cut cells only hurt. */
+    if (!w && !isatty(fileno(f))) return 100000;
     return w < 80 ? 80 : w;
 }
 
