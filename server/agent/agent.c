@@ -228,6 +228,41 @@ static az_err fetch_one(az_pgconn *c, const az_ctx *ctx, const char *id, az_aren
     return err;
 }
 
+static const char insert_sql[] =
+    "INSERT INTO agents (workspace_id, id, name, role, goal, backstory,"
+    " llm_provider, llm_model, llm_base_url, llm_api_key_secret, llm_temperature,"
+    " llm_max_tokens, llm_timeout_us, tools, allow_delegation, max_iter, max_rpm,"
+    " max_execution_time_us, memory, disabled, labels, status)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+    " ARRAY(SELECT jsonb_array_elements_text($14::jsonb)), $15, $16, $17, $18,"
+    " $19, $20, $21::jsonb, CASE WHEN $20::boolean THEN 3 ELSE 1 END)"
+    " RETURNING " COLS;
+
+/* The INSERT shared by create and insert; id is pre-generated so idempotency keys can point
+ * at it before the row exists. */
+static az_err insert_row(az_pgconn *c, const az_ctx *ctx, const char *id, const Agentz__V1__Agent *g,
+                         az_arena *a, Agentz__V1__Agent **out, char *msg)
+{
+    const char *p[NPARAMS];
+    az_err err = to_params(ctx, id, g, a, p, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, ctx, insert_sql, NPARAMS, p, &r, msg);
+    if (err != AZ_OK) return name_taken(err, g, msg);
+    err = from_row(r, 0, a, out, msg);
+    PQclear(r);
+    return err;
+}
+
+az_err az_agent_insert(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Agent *g, az_arena *a,
+                       Agentz__V1__Agent **out, char *msg)
+{
+    *out = NULL;
+    char id[37];
+    if (az_text_uuid4(id) != AZ_OK) return az_fail(msg, AZ_ERR_IO, "cannot generate an id");
+    return insert_row(c, ctx, id, g, a, out, msg);
+}
+
 az_err az_agent_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *g,
                        const char *request_id, const char *request_hash, az_arena *a,
                        Agentz__V1__Agent **out, int *replayed, char *msg)
@@ -236,11 +271,9 @@ az_err az_agent_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *g,
     *replayed = 0;
     char id[37];
     if (az_text_uuid4(id) != AZ_OK) return az_fail(msg, AZ_ERR_IO, "cannot generate an id");
-    const char *p[NPARAMS];
-    az_err err = to_params(ctx, id, g, a, p, msg);
-    if (err != AZ_OK) return err;
     az_pgconn *c;
-    if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) return err;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
     if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
     if (request_id && *request_id) {
         char existing[37];
@@ -255,23 +288,7 @@ az_err az_agent_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *g,
             goto out;
         }
     }
-    PGresult *r;
-    err = az_pg_exec(c, ctx,
-                     "INSERT INTO agents (workspace_id, id, name, role, goal, backstory,"
-                     " llm_provider, llm_model, llm_base_url, llm_api_key_secret, llm_temperature,"
-                     " llm_max_tokens, llm_timeout_us, tools, allow_delegation, max_iter, max_rpm,"
-                     " max_execution_time_us, memory, disabled, labels, status)"
-                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-                     " ARRAY(SELECT jsonb_array_elements_text($14::jsonb)), $15, $16, $17, $18,"
-                     " $19, $20, $21::jsonb, CASE WHEN $20::boolean THEN 3 ELSE 1 END)"
-                     " RETURNING " COLS,
-                     NPARAMS, p, &r, msg);
-    if (err != AZ_OK) {
-        err = name_taken(err, g, msg);
-        goto out;
-    }
-    err = from_row(r, 0, a, out, msg);
-    PQclear(r);
+    err = insert_row(c, ctx, id, g, a, out, msg);
     if (err == AZ_OK) err = az_pg_commit(c, ctx, msg);
 out:
     if (err != AZ_OK) *out = NULL;

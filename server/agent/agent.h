@@ -29,6 +29,12 @@ az_err az_agent_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *a,
                        const char *request_id, const char *request_hash, az_arena *arena,
                        Agentz__V1__Agent **out, int *replayed, char *msg);
 
+/* Inserts agent a inside the caller's transaction on c (for callers that create agents together
+ * with other rows, such as template instantiation). Same rules as az_agent_create minus
+ * idempotency. */
+az_err az_agent_insert(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Agent *a,
+                       az_arena *arena, Agentz__V1__Agent **out, char *msg);
+
 /* Reads one agent of ctx's workspace. AZ_ERR_NOT_FOUND when absent (or another workspace's). */
 az_err az_agent_get(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *arena,
                     Agentz__V1__Agent **out, char *msg);

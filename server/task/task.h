@@ -1,0 +1,144 @@
+/* The task service: owns the tasks and task_attempts tables and the task state machine
+ *
+ *     pending ──▶ queued ──▶ running ──▶ succeeded
+ *        │          │          │  ╲
+ *        │          │          │   ╲──▶ backoff ──▶ queued     (retryable failure, attempts left)
+ *        │          │          ╰──────▶ failed                 (non-retryable or attempts used up)
+ *        ╰──────────┴──────────┴──────▶ cancelled              (CancelTask, CancelRun, failed dependency)
+ *     failed | cancelled ──▶ queued | pending                  (RetryTask, ResumeRun)
+ *
+ * Every transition is one conditional UPDATE (WHERE status IN the allowed sources) inside a
+ * transaction, so two workers or two API calls can never both move one task; the loser gets
+ * AZ_ERR_PRECONDITION with the current state in the message. Results are agentz.v1 messages in
+ * the caller's arena. Functions taking az_pgconn run inside the caller's transaction; those taking
+ * az_pg open their own. */
+#ifndef AZ_TASK_H
+#define AZ_TASK_H
+
+#include <stdint.h>
+
+#include "agentz/v1/task.pb-c.h"
+#include "core/arena.h"
+#include "core/ctx.h"
+#include "store/pgpool.h"
+
+/* Retry defaults (Temporal's): 1 s initial, x2, capped at 100 x initial, unlimited attempts
+ * (bounded by the task's timeout). */
+#define AZ_TASK_DEFAULT_INITIAL_BACKOFF_MS 1000
+#define AZ_TASK_DEFAULT_BACKOFF_COEFFICIENT 2.0
+#define AZ_TASK_DEFAULT_MAX_BACKOFF_FACTOR 100
+
+/* Ids of tasks that a call made ready (queued), for publishing to the Redis queue after the
+ * transaction commits. Lives in the caller's arena. */
+typedef struct az_task_ready {
+    char **ids;
+    size_t n;
+} az_task_ready;
+
+typedef struct az_task_query {
+    int status;             /* Agentz__V1__TaskStatus; 0 = any */
+    const char *agent_id;   /* "" = any */
+    const char *run_id;     /* "" = any */
+    int page_size;          /* already clamped to 1..1000 */
+    const char *page_token; /* "" = first page */
+} az_task_query;
+
+/* Delay before attempt `attempt` + 1 after a retryable failure of attempt `attempt` (>= 1):
+ * min(initial x coefficient^(attempt-1), maximum), with "full jitter" of up to 20 % subtracted.
+ * policy may be NULL (defaults). jitter01 in [0,1) makes it deterministic for tests. */
+int64_t az_task_backoff_ms(const Agentz__V1__RetryPolicy *policy, int attempt, double jitter01);
+
+/* 1 when another attempt is allowed after `attempt` failed with error type `type`. */
+int az_task_should_retry(const Agentz__V1__RetryPolicy *policy, int attempt, const char *type);
+
+/* Inserts validated task t inside the caller's transaction. t->id, when a uuid, is used (runs
+ * pre-assign ids to wire depends_on); else one is generated. workflow_id may be NULL. Every
+ * depends_on id must be a task of the workspace (else AZ_ERR_INVALID naming
+ * "task.depends_on[i]"); a dependency that already failed or was cancelled is
+ * AZ_ERR_PRECONDITION. The task starts queued when all dependencies succeeded (or it has none),
+ * else pending; queued ids are appended to ready. */
+az_err az_task_insert(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Task *t,
+                      const char *workflow_id, az_arena *arena, Agentz__V1__Task **out,
+                      az_task_ready *ready, char *msg);
+
+/* CreateTask: az_task_insert in its own transaction, idempotent by request_id (same hash
+ * returns the first task with *replayed = 1; another hash is AZ_ERR_EXISTS). */
+az_err az_task_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Task *t,
+                      const char *request_id, const char *request_hash, az_arena *arena,
+                      Agentz__V1__Task **out, int *replayed, az_task_ready *ready, char *msg);
+
+/* One task; AZ_ERR_NOT_FOUND when absent or another workspace's. */
+az_err az_task_get(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *arena,
+                   Agentz__V1__Task **out, char *msg);
+
+/* One page, newest first, keyset-paginated; tokens are bound to the filters. */
+az_err az_task_list(az_pg *pg, const az_ctx *ctx, const az_task_query *q, az_arena *arena,
+                    Agentz__V1__ListTasksResponse **out, char *msg);
+
+/* Every task of a run in creation order (at most 100 steps per run), inside c. */
+az_err az_task_list_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, az_arena *arena,
+                        Agentz__V1__Task ***out, size_t *n, char *msg);
+
+/* CancelTask: pending | queued | running | backoff -> cancelled (error type "cancelled" with
+ * reason), and every pending task depending on it, transitively. Terminal tasks are
+ * AZ_ERR_PRECONDITION "task X is already succeeded". *run_id (37 bytes, may be NULL) receives
+ * the task's run ("" for none) so the caller can refresh the run. */
+az_err az_task_cancel(az_pg *pg, const az_ctx *ctx, const char *id, const char *reason,
+                      az_arena *arena, Agentz__V1__Task **out, char *run_id, char *msg);
+
+/* RetryTask: failed | cancelled -> queued (dependencies all succeeded) or pending, error
+ * cleared; dependents that were cancelled because of it go back to pending. The next attempt
+ * number is attempt + 1 when it runs. Other states are AZ_ERR_PRECONDITION. */
+az_err az_task_retry(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *arena,
+                     Agentz__V1__Task **out, char *run_id, az_task_ready *ready, char *msg);
+
+/* Inside c: cancels every unfinished task of run_id (CancelRun), or re-queues its failed and
+ * cancelled tasks and everything downstream of them (ResumeRun), keeping succeeded outputs.
+ * *changed (may be NULL) receives how many tasks moved. */
+az_err az_task_cancel_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, const char *reason,
+                          int *changed, char *msg);
+az_err az_task_resume_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, int *changed,
+                          az_task_ready *ready, char *msg);
+
+/* Every attempt of a task, oldest first, paginated. */
+az_err az_task_list_attempts(az_pg *pg, const az_ctx *ctx, const char *task_id, int page_size,
+                             const char *page_token, az_arena *arena,
+                             Agentz__V1__ListTaskAttemptsResponse **out, char *msg);
+
+/* GetTaskStats over tasks created in [start_us, end_us) (0 = unbounded), optionally one agent. */
+az_err az_task_stats(az_pg *pg, const az_ctx *ctx, int64_t start_us, int64_t end_us,
+                     const char *agent_id, az_arena *arena, Agentz__V1__TaskStats **out, char *msg);
+
+/* ---- transitions driven by the execution engine ---- */
+
+/* queued -> running: attempt + 1, start_time, an attempt row for worker. AZ_ERR_PRECONDITION
+ * when the task is not queued any more (another worker won, or it was cancelled). */
+az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *worker,
+                     az_arena *arena, Agentz__V1__Task **out, char *msg);
+
+/* running (at `attempt`) -> succeeded with output and usage; dependents whose dependencies have
+ * now all succeeded become queued (appended to ready). A stale attempt is AZ_ERR_PRECONDITION:
+ * one terminal outcome per attempt even when a message is delivered twice. */
+az_err az_task_complete(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                        const Agentz__V1__TaskOutput *output, const Agentz__V1__TokenUsage *usage,
+                        char *run_id, az_task_ready *ready, char *msg);
+
+/* running (at `attempt`) -> backoff (retryable per the policy and error, next_attempt_time set)
+ * or failed (dependents cancelled). *next_attempt_ms (may be NULL) is 0 when it failed for good. */
+az_err az_task_fail(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                    const Agentz__V1__TaskError *error, const Agentz__V1__TokenUsage *usage,
+                    int64_t *next_attempt_ms, char *run_id, char *msg);
+
+/* backoff tasks whose next_attempt_time has passed -> queued (at most limit). */
+az_err az_task_wake(az_pg *pg, const az_ctx *ctx, int limit, az_arena *arena,
+                    az_task_ready *ready, char *msg);
+
+/* Queued tasks last published more than older_than_ms ago (at most limit), marked published
+ * now: the reconciler re-publishes them so no task is stranded if Redis lost the queue. */
+az_err az_task_stale_queued(az_pg *pg, const az_ctx *ctx, int64_t older_than_ms, int limit,
+                            az_arena *arena, az_task_ready *ready, char *msg);
+
+/* Parses an etag this service issued; -1 when malformed. */
+int64_t az_task_etag_revision(const char *etag);
+
+#endif
