@@ -1,6 +1,7 @@
 # Turns server/store/migrations/NNNN_name.sql files into a C array (az_migrations[]).
 set(body "/* Generated from server/store/migrations by deploy/embed_migrations.cmake. */\n#include <stddef.h>\n#include \"store/migrate.h\"\nconst az_migration az_migrations[] = {\n")
 set(n 0)
+string(REPLACE "|" ";" FILES "${FILES}")
 foreach(f ${FILES})
   get_filename_component(fname ${f} NAME_WE)
   string(REGEX MATCH "^[0-9]+" version ${fname})

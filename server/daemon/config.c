@@ -12,6 +12,9 @@
 
 typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_FLAG } opt_kind;
 
+/* Checks a string option's value; origin ("--listen", "AGENTZ_GRPC_LISTEN") names it. */
+typedef az_err (*check_fn)(const char *origin, const char *value, char *msg);
+
 typedef struct opt {
     const char *flag, *env;
     opt_kind kind;
@@ -19,7 +22,29 @@ typedef struct opt {
     const char *def;
     long min, max;
     const char *help;
+    check_fn check;
 } opt;
+
+static az_err check_level(const char *origin, const char *v, char *msg)
+{
+    az_log_level lvl;
+    if (az_log_parse_level(v, &lvl) == 0) return AZ_OK;
+    return az_fail(msg, AZ_ERR_INVALID, "%s: log level \"%s\" is not debug, info, warn or error",
+                   origin, v);
+}
+
+static az_err check_listen(const char *origin, const char *v, char *msg)
+{
+    const char *colon = strrchr(v, ':');
+    if (colon && colon[1]) return AZ_OK;
+    return az_fail(msg, AZ_ERR_INVALID, "%s: listen address \"%s\" must be host:port", origin, v);
+}
+
+static az_err check_nonempty(const char *origin, const char *v, char *msg)
+{
+    if (*v) return AZ_OK;
+    return az_fail(msg, AZ_ERR_INVALID, "%s: must not be empty", origin);
+}
 
 #define S(f) offsetof(az_config, f)
 static const opt opts[] = {
@@ -28,11 +53,11 @@ static const opt opts[] = {
     {"redis-url", "AGENTZ_REDIS_URL", OPT_STR, S(redis_url), NULL, 0, 0,
      "Redis URL (redis://host:port/db or unix:///path); unset = embedded redis-server"},
     {"listen", "AGENTZ_GRPC_LISTEN", OPT_STR, S(listen), "127.0.0.1:50051", 0, 0,
-     "gRPC listen address (host:port; port 0 picks a free one)"},
+     "gRPC listen address (host:port; port 0 picks a free one)", check_listen},
     {"data-dir", "AGENTZ_DATA_DIR", OPT_STR, S(data_dir), "./.agentz", 0, 0,
-     "where the embedded PostgreSQL and Redis keep their data"},
+     "where the embedded PostgreSQL and Redis keep their data", check_nonempty},
     {"log-level", "AGENTZ_LOG_LEVEL", OPT_STR, S(log_level), "info", 0, 0,
-     "debug, info, warn or error"},
+     "debug, info, warn or error", check_level},
     {"tls-cert", "AGENTZ_TLS_CERT", OPT_STR, S(tls_cert), NULL, 0, 0,
      "PEM certificate chain; with --tls-key enables TLS"},
     {"tls-key", "AGENTZ_TLS_KEY", OPT_STR, S(tls_key), NULL, 0, 0, "PEM private key"},
@@ -80,6 +105,8 @@ static az_err set(az_config *cfg, const opt *o, const char *value, const char *o
     switch (o->kind) {
     case OPT_STR: {
         char **p = field;
+        az_err err;
+        if (o->check && (err = o->check(origin, value ? value : "", msg)) != AZ_OK) return err;
         free(*p);
         *p = NULL;
         if (value && *value && !(*p = strdup(value))) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
@@ -148,13 +175,6 @@ az_err az_config_load(az_config *cfg, int argc, char **argv, char *msg)
         }
         if ((err = set(cfg, o, value, origin, msg)) != AZ_OK) return err;
     }
-    az_log_level lvl;
-    if (az_log_parse_level(cfg->log_level, &lvl) != 0)
-        return az_fail(msg, AZ_ERR_INVALID, "log level \"%s\" is not debug, info, warn or error",
-                       cfg->log_level);
-    if (!cfg->listen || !strchr(cfg->listen, ':'))
-        return az_fail(msg, AZ_ERR_INVALID, "listen address \"%s\" must be host:port",
-                       cfg->listen ? cfg->listen : "");
     if (!!cfg->tls_cert != !!cfg->tls_key)
         return az_fail(msg, AZ_ERR_INVALID, "--tls-cert and --tls-key must be given together");
     if (cfg->tls_client_ca && !cfg->tls_cert)

@@ -821,7 +821,7 @@ az_server *az_server_new(const az_server_config *cfg, const az_method *const *ta
     pthread_cond_init(&s->cv, NULL);
     s->t_shutdown.kind = TAG_SHUTDOWN;
 
-    grpc_arg args[4];
+    grpc_arg args[5];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = s->cfg.max_message_bytes;
@@ -835,7 +835,12 @@ az_server *az_server_new(const az_server_config *cfg, const az_method *const *ta
     args[3].type = GRPC_ARG_INTEGER;
     args[3].key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS;
     args[3].value.integer = 10000;
-    grpc_channel_args chargs = {4, args};
+    /* gRPC sets SO_REUSEPORT by default: a second agentzd on a busy port would start without
+     * error and the kernel would split new connections between the two. */
+    args[4].type = GRPC_ARG_INTEGER;
+    args[4].key = GRPC_ARG_ALLOW_REUSEPORT;
+    args[4].value.integer = 0;
+    grpc_channel_args chargs = {5, args};
     s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
