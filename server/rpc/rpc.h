@@ -70,8 +70,9 @@ const char *az_call_request_id(const az_call *c);
 const char *az_call_metadata(az_call *c, const char *key);
 
 /* Registers fn(arg) to run (once, on a runtime thread) when the call is cancelled while the
- * hook is set; az_call_set_cancel_hook(c, NULL, NULL) clears it. Used to cancel PostgreSQL
- * statements. */
+ * hook is set; az_call_set_cancel_hook(c, NULL, NULL) clears it, waiting for a running hook to
+ * return. Used to cancel PostgreSQL statements. The hook runs under the call's lock: it must
+ * not call az_call_* functions. */
 void az_call_set_cancel_hook(az_call *c, void (*fn)(void *), void *arg);
 
 /* Registers fn(arg) to run exactly once when the call is over (finished, cancelled or failed),
@@ -94,6 +95,9 @@ void az_call_unref(az_call *c);
  * is ended with RESOURCE_EXHAUSTED. Never blocks. */
 az_err az_call_send(az_call *c, const ProtobufCMessage *m);
 
+/* Messages queued or in flight on c: lets a fast producer pace itself below the limit. */
+int az_call_queued(az_call *c);
+
 /* Ends the call with code and message once queued messages are sent. Idempotent: the
  * first finish wins. Thread-safe. */
 void az_call_finish(az_call *c, az_err code, const char *msg);
@@ -105,7 +109,7 @@ typedef struct az_server_config {
     const char *tls_cert_file; /* PEM; NULL = plaintext */
     const char *tls_key_file;
     const char *tls_client_ca_file; /* when set, client certificates are required (mTLS) */
-    int threads;                    /* completion-queue threads; 0 = 2 x cores, at least 4 */
+    int threads;                    /* completion-queue threads; 0 = 4 x cores, at least 4 */
     int max_message_bytes;          /* receive and send limit; 0 = 4 MiB */
     int stream_queue_limit;         /* queued messages per stream; 0 = 256 */
     int shutdown_grace_ms;          /* in-flight calls get this long at shutdown; 0 = 10000 */

@@ -242,7 +242,20 @@ void *az_call_data(const az_call *c) { return c->reg ? c->reg->m->data : NULL; }
 az_arena *az_call_arena(az_call *c) { return c->arena; }
 const char *az_call_peer(const az_call *c) { return c->peer ? c->peer : ""; }
 const char *az_call_request_id(const az_call *c) { return c->request_id; }
-int az_call_cancelled(const az_call *c) { return atomic_load(&c->cancelled); }
+/* Shutdown counts as cancellation (rpc.h), so long-running handlers wrap up within the grace
+ * period; cancel hooks still fire only when gRPC cancels the call. */
+int az_call_cancelled(const az_call *c)
+{
+    return atomic_load(&c->cancelled) || atomic_load(&c->srv->shutting_down);
+}
+
+int az_call_queued(az_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int n = c->qlen + c->sending;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
 
 const char *az_call_method(const az_call *c)
 {
@@ -904,8 +917,11 @@ az_err az_server_start(az_server *s, char *msg)
     s->threads = calloc((size_t)s->cfg.threads, sizeof *s->threads);
     if (!s->threads) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     for (int i = 0; i < s->cfg.threads; i++) {
-        if (pthread_create(&s->threads[i], NULL, cq_thread, s) != 0)
+        if (pthread_create(&s->threads[i], NULL, cq_thread, s) != 0) {
+            /* The threads already running drain the queue; shutdown joins them. */
+            s->started = s->nthreads > 0;
             return az_fail(msg, AZ_ERR_INTERNAL, "cannot start completion-queue thread %d", i);
+        }
         s->nthreads++;
     }
     s->started = 1;
@@ -951,10 +967,11 @@ void az_server_shutdown(az_server *s)
         if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT) break;
     }
     int forced = !s->shutdown_done && s->started;
+    int nlive = s->nlive;
     pthread_mutex_unlock(&s->mu);
     if (forced) {
         az_warn("shutdown grace period of %d ms over: cancelling %d calls", s->cfg.shutdown_grace_ms,
-                s->nlive);
+                nlive);
         grpc_server_cancel_all_calls(s->server);
     }
     if (!s->started) {
