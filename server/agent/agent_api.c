@@ -308,9 +308,8 @@ az_err az_agent_parse_selector(const char *selector, az_arena *arena, char **jso
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     }
     az_err err = AZ_OK;
-    char *save = NULL;
-    for (char *term = strtok_r(copy, ",", &save); term && err == AZ_OK;
-         term = strtok_r(NULL, ",", &save)) {
+    /* strsep, not strtok: an empty term ("a=1,,b=2") is a mistake worth reporting. */
+    for (char *rest = copy, *term; err == AZ_OK && (term = strsep(&rest, ",")) != NULL;) {
         char *eq = strchr(term, '=');
         if (!eq) {
             err = az_fail(msg, AZ_ERR_INVALID, "label_selector: \"%.80s\" is not key=value", term);
@@ -319,6 +318,10 @@ az_err az_agent_parse_selector(const char *selector, az_arena *arena, char **jso
         *eq = '\0';
         if (!label_key_ok(term)) {
             err = az_fail(msg, AZ_ERR_INVALID, "label_selector: invalid key \"%.80s\"", term);
+            break;
+        }
+        if (json_object_get(obj, term)) {
+            err = az_fail(msg, AZ_ERR_INVALID, "label_selector: key \"%s\" appears twice", term);
             break;
         }
         err = az_text_check("label_selector value", eq + 1, LABEL_VALUE_MAX, 0, msg);

@@ -86,7 +86,7 @@ static int parse_ms(const char *s, long *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0) return -1;
+    if (end == s || errno || !(v >= 0)) return -1; /* !(v >= 0) also refuses NaN */
     double mult = 1;
     if (strcmp(end, "ms") == 0 || *end == '\0') mult = 1;
     else if (strcmp(end, "s") == 0) mult = 1000;

@@ -29,7 +29,20 @@ static az_err run(PGconn *conn, const char *sql, char *msg, const char *what)
 
 static az_err current_version(PGconn *conn, int *version, char *msg)
 {
-    PGresult *r = PQexec(conn, "SELECT coalesce(max(version), 0) FROM schema_migrations");
+    /* A database never migrated has no schema_migrations table: that is version 0. */
+    PGresult *r = PQexec(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        az_fail(msg, AZ_ERR_INTERNAL, "cannot read schema version: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        return AZ_ERR_INTERNAL;
+    }
+    int exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (!exists) {
+        *version = 0;
+        return AZ_OK;
+    }
+    r = PQexec(conn, "SELECT coalesce(max(version), 0) FROM schema_migrations");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         az_fail(msg, AZ_ERR_INTERNAL, "cannot read schema version: %s", PQresultErrorMessage(r));
         PQclear(r);

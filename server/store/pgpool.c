@@ -3,6 +3,7 @@
 #include "pgpool.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,16 @@ void az_pg_free(az_pg *p)
     free(p);
 }
 
+/* 1 when conn can take a statement. An idle connection has nothing to read, so a readable
+ * socket means the server sent a FATAL (pg_terminate_backend, restart, idle timeout) or closed
+ * it, which libpq would only notice by failing the next statement. */
+static int usable(PGconn *conn)
+{
+    if (!conn || PQstatus(conn) != CONNECTION_OK) return 0;
+    struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
+    return poll(&pfd, 1, 0) == 0;
+}
+
 az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg)
 {
     *out = NULL;
@@ -135,7 +146,7 @@ az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg)
         return az_fail(msg, AZ_ERR_UNAVAILABLE,
                        "no database connection free within %lld ms (pool of %d)", (long long)left,
                        p->size);
-    if (!c->conn || PQstatus(c->conn) != CONNECTION_OK) {
+    if (!usable(c->conn)) {
         if (c->conn) PQfinish(c->conn);
         c->conn = connect_one(p->conninfo, msg);
         c->timeout_ms = DEFAULT_TIMEOUT_MS;

@@ -26,8 +26,19 @@ static int copy(char *dst, size_t cap, const char *src, size_t n)
     return 0;
 }
 
+/* url for messages: a password is replaced by "***" (messages end up in logs). */
+static const char *redact(const char *url, char *buf, size_t cap)
+{
+    const char *at = strncmp(url, "redis://", 8) == 0 ? strrchr(url + 8, '@') : NULL;
+    if (!at) return url;
+    snprintf(buf, cap, "redis://***%s", at);
+    return buf;
+}
+
 az_err az_redis_parse_url(const char *url, az_redis_url *out, char *msg)
 {
+    char shown[320];
+    const char *u = redact(url, shown, sizeof shown);
     memset(out, 0, sizeof *out);
     out->port = 6379;
     if (strncmp(url, "unix://", 7) == 0) {
@@ -35,39 +46,44 @@ az_err az_redis_parse_url(const char *url, az_redis_url *out, char *msg)
         const char *q = strchr(p, '?');
         size_t n = q ? (size_t)(q - p) : strlen(p);
         if (n == 0 || p[0] != '/' || copy(out->path, sizeof out->path, p, n))
-            return az_fail(msg, AZ_ERR_INVALID, "redis url %s: expected unix:///absolute/path", url);
+            return az_fail(msg, AZ_ERR_INVALID, "redis url %s: expected unix:///absolute/path", u);
         if (q) {
             if (strncmp(q, "?db=", 4) != 0)
-                return az_fail(msg, AZ_ERR_INVALID, "redis url %s: only ?db=N is supported", url);
+                return az_fail(msg, AZ_ERR_INVALID, "redis url %s: only ?db=N is supported", u);
             char *end;
             long db = strtol(q + 4, &end, 10);
-            if (*end || db < 0 || db > 15)
-                return az_fail(msg, AZ_ERR_INVALID, "redis url %s: db must be 0..15", url);
+            if (end == q + 4 || *end || db < 0 || db > 15)
+                return az_fail(msg, AZ_ERR_INVALID, "redis url %s: db must be 0..15", u);
             out->db = (int)db;
         }
         return AZ_OK;
     }
     if (strncmp(url, "redis://", 8) != 0)
         return az_fail(msg, AZ_ERR_INVALID,
-                       "redis url %s: expected redis://host:port/db or unix:///path", url);
+                       "redis url %s: expected redis://host:port/db or unix:///path", u);
     const char *p = url + 8;
     const char *at = strrchr(p, '@');
     if (at) {
+        /* redis://[username]:password@host (Redis 6 ACL users); a bare "user@" has no password. */
         const char *colon = memchr(p, ':', (size_t)(at - p));
-        const char *pw = colon ? colon + 1 : p;
-        if (copy(out->password, sizeof out->password, pw, (size_t)(at - pw)))
+        if (!colon)
+            return az_fail(msg, AZ_ERR_INVALID,
+                           "redis url %s: a user needs a password (redis://user:password@host)", u);
+        if (copy(out->username, sizeof out->username, p, (size_t)(colon - p)))
+            return az_fail(msg, AZ_ERR_INVALID, "redis url: username too long");
+        if (copy(out->password, sizeof out->password, colon + 1, (size_t)(at - colon - 1)))
             return az_fail(msg, AZ_ERR_INVALID, "redis url: password too long");
         p = at + 1;
     }
     size_t hn = strcspn(p, ":/");
     if (hn == 0 || copy(out->host, sizeof out->host, p, hn))
-        return az_fail(msg, AZ_ERR_INVALID, "redis url %s: missing or overlong host", url);
+        return az_fail(msg, AZ_ERR_INVALID, "redis url %s: missing or overlong host", u);
     p += hn;
     if (*p == ':') {
         char *end;
         long port = strtol(p + 1, &end, 10);
         if (end == p + 1 || port < 1 || port > 65535 || (*end && *end != '/'))
-            return az_fail(msg, AZ_ERR_INVALID, "redis url %s: port must be 1..65535", url);
+            return az_fail(msg, AZ_ERR_INVALID, "redis url %s: port must be 1..65535", u);
         out->port = (int)port;
         p = end;
     }
@@ -75,7 +91,7 @@ az_err az_redis_parse_url(const char *url, az_redis_url *out, char *msg)
         char *end;
         long db = strtol(p + 1, &end, 10);
         if (*end || db < 0 || db > 15)
-            return az_fail(msg, AZ_ERR_INVALID, "redis url %s: db must be 0..15", url);
+            return az_fail(msg, AZ_ERR_INVALID, "redis url %s: db must be 0..15", u);
         out->db = (int)db;
     }
     return AZ_OK;
@@ -94,7 +110,8 @@ static redisContext *dial(const az_redis_url *u, const char *text, char *msg)
     }
     redisSetTimeout(c, tv);
     if (u->password[0]) {
-        redisReply *r = redisCommand(c, "AUTH %s", u->password);
+        redisReply *r = u->username[0] ? redisCommand(c, "AUTH %s %s", u->username, u->password)
+                                       : redisCommand(c, "AUTH %s", u->password);
         int ok = r && r->type != REDIS_REPLY_ERROR;
         if (r) freeReplyObject(r);
         if (!ok) {

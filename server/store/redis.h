@@ -9,11 +9,13 @@
 
 typedef struct az_redis az_redis;
 
-/* Parsed form of a Redis URL: redis://[:password@]host[:port][/db] or unix:///path/sock[?db=N]. */
+/* Parsed form of a Redis URL: redis://[[user]:password@]host[:port][/db] or
+ * unix:///path/sock[?db=N]. */
 typedef struct az_redis_url {
     char host[256]; /* empty for unix sockets */
     int port;
     char path[256]; /* unix socket path */
+    char username[128];
     char password[256];
     int db;
 } az_redis_url;

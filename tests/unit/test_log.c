@@ -1,0 +1,269 @@
+/* CUnit suite for server/core/log: level parsing and filtering, and the logfmt line format,
+ * checked by capturing stderr into a temporary file. */
+#include <CUnit/Basic.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+/* ---- stderr capture ---- */
+
+static int saved_fd = -1;
+static FILE *cap;
+
+static void capture_start(void)
+{
+    fflush(stderr);
+    cap = tmpfile();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cap);
+    saved_fd = dup(STDERR_FILENO);
+    CU_ASSERT_FATAL(saved_fd >= 0);
+    CU_ASSERT_FATAL(dup2(fileno(cap), STDERR_FILENO) == STDERR_FILENO);
+}
+
+/* Restores stderr and returns what was written (malloc'd). */
+static char *capture_end(void)
+{
+    fflush(stderr);
+    dup2(saved_fd, STDERR_FILENO);
+    close(saved_fd);
+    saved_fd = -1;
+    /* az_log writes with write(2), so ask the descriptor, not the FILE, for the size. */
+    off_t n = lseek(fileno(cap), 0, SEEK_END);
+    if (n < 0) n = 0;
+    char *buf = calloc(1, (size_t)n + 1);
+    if (buf && n > 0 && pread(fileno(cap), buf, (size_t)n, 0) != (ssize_t)n) buf[0] = '\0';
+    fclose(cap);
+    cap = NULL;
+    return buf;
+}
+
+static int line_count(const char *s)
+{
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+static int matches(const char *re, const char *s)
+{
+    regex_t rx;
+    if (regcomp(&rx, re, REG_EXTENDED | REG_NOSUB) != 0) return -1;
+    int ok = regexec(&rx, s, 0, NULL, 0) == 0;
+    regfree(&rx);
+    return ok;
+}
+
+#define TS_RE "^ts=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z "
+
+/* ---- level parsing ---- */
+
+static void test_parse_level(void)
+{
+    static const struct {
+        const char *s;
+        az_log_level want;
+    } ok[] = {
+        {"debug", AZ_LOG_DEBUG}, {"DEBUG", AZ_LOG_DEBUG}, {"info", AZ_LOG_INFO},
+        {"Info", AZ_LOG_INFO},   {"warn", AZ_LOG_WARN},   {"WARN", AZ_LOG_WARN},
+        {"warning", AZ_LOG_WARN}, {"WarNing", AZ_LOG_WARN}, {"error", AZ_LOG_ERROR},
+        {"ERROR", AZ_LOG_ERROR},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        /* Start from a level different from the expected one so a no-op would show. */
+        az_log_level out = ok[i].want == AZ_LOG_ERROR ? AZ_LOG_DEBUG : AZ_LOG_ERROR;
+        CU_ASSERT_EQUAL(az_log_parse_level(ok[i].s, &out), 0);
+        CU_ASSERT_EQUAL(out, ok[i].want);
+    }
+    static const char *bad[] = {"", "verbose", "err", "information", "warnings", " info",
+                                "info ", "fatal", "trace", "0", "debugx"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        az_log_level out = (az_log_level)77;
+        CU_ASSERT_EQUAL(az_log_parse_level(bad[i], &out), -1);
+        CU_ASSERT_EQUAL((int)out, 77);
+    }
+    az_log_level out = AZ_LOG_WARN;
+    CU_ASSERT_EQUAL(az_log_parse_level(NULL, &out), -1);
+    CU_ASSERT_EQUAL(out, AZ_LOG_WARN);
+}
+
+static void test_enabled(void)
+{
+    az_log_set_level(AZ_LOG_WARN);
+    CU_ASSERT_FALSE(az_log_enabled(AZ_LOG_DEBUG));
+    CU_ASSERT_FALSE(az_log_enabled(AZ_LOG_INFO));
+    CU_ASSERT_TRUE(az_log_enabled(AZ_LOG_WARN));
+    CU_ASSERT_TRUE(az_log_enabled(AZ_LOG_ERROR));
+    az_log_set_level(AZ_LOG_DEBUG);
+    CU_ASSERT_TRUE(az_log_enabled(AZ_LOG_DEBUG));
+    CU_ASSERT_TRUE(az_log_enabled(AZ_LOG_INFO));
+    az_log_set_level(AZ_LOG_ERROR);
+    CU_ASSERT_FALSE(az_log_enabled(AZ_LOG_WARN));
+    CU_ASSERT_TRUE(az_log_enabled(AZ_LOG_ERROR));
+    az_log_set_level(AZ_LOG_INFO);
+    CU_ASSERT_FALSE(az_log_enabled(AZ_LOG_DEBUG));
+    CU_ASSERT_TRUE(az_log_enabled(AZ_LOG_INFO));
+}
+
+/* ---- output ---- */
+
+static void test_line_format(void)
+{
+    az_log_set_level(AZ_LOG_INFO);
+    capture_start();
+    az_info("cannot connect to redis %s: %d", "127.0.0.1:6379", 111);
+    char *out = capture_end();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(line_count(out), 1);
+    CU_ASSERT_EQUAL(matches(TS_RE "level=info msg=\"cannot connect to redis 127\\.0\\.0\\.1:6379: "
+                            "111\"\n$",
+                            out),
+                    1);
+    if (!matches(TS_RE, out)) fprintf(stderr, "\n  line was: %s", out);
+    free(out);
+}
+
+static void test_levels_named(void)
+{
+    az_log_set_level(AZ_LOG_DEBUG);
+    capture_start();
+    az_debug("d");
+    az_info("i");
+    az_warn("w");
+    az_error("e");
+    char *out = capture_end();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(line_count(out), 4);
+    const char *d = strstr(out, " level=debug msg=\"d\"\n");
+    const char *i = strstr(out, " level=info msg=\"i\"\n");
+    const char *w = strstr(out, " level=warn msg=\"w\"\n");
+    const char *e = strstr(out, " level=error msg=\"e\"\n");
+    CU_ASSERT(d && i && w && e && d < i && i < w && w < e);
+    free(out);
+    az_log_set_level(AZ_LOG_INFO);
+}
+
+static void test_escaping(void)
+{
+    az_log_set_level(AZ_LOG_INFO);
+    capture_start();
+    az_info("say \"hi\" to C:\\dir\nsecond line");
+    char *out = capture_end();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    /* One physical line: the embedded newline is escaped, so log parsers keep it together. */
+    CU_ASSERT_EQUAL(line_count(out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "msg=\"say \\\"hi\\\" to C:\\\\dir\\nsecond line\"\n"));
+    if (!strstr(out, "msg=\"say \\\"hi\\\"")) fprintf(stderr, "\n  line was: %s", out);
+    free(out);
+
+    /* Other control characters never reach the output raw. */
+    capture_start();
+    az_info("a\tb\rc\x01" "d\x1b" "e");
+    out = capture_end();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(line_count(out), 1);
+    CU_ASSERT_PTR_NULL(strchr(out, '\r'));
+    CU_ASSERT_PTR_NULL(strchr(out, '\t'));
+    CU_ASSERT_PTR_NULL(strchr(out, '\x01'));
+    CU_ASSERT_PTR_NULL(strchr(out, '\x1b'));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "msg=\"a"));
+    free(out);
+}
+
+static void test_kv(void)
+{
+    az_log_set_level(AZ_LOG_INFO);
+    capture_start();
+    az_log_kv(AZ_LOG_WARN, "rpc finished", "method=/agentz.v1.AgentService/GetAgent code=5 ms=12");
+    az_log_kv(AZ_LOG_INFO, "no fields", NULL);
+    az_log_kv(AZ_LOG_INFO, "empty fields", "");
+    char *out = capture_end();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(line_count(out), 3);
+    CU_ASSERT_EQUAL(matches(TS_RE "level=warn msg=\"rpc finished\" "
+                            "method=/agentz\\.v1\\.AgentService/GetAgent code=5 ms=12\n",
+                            out),
+                    1);
+    /* No trailing space when there are no fields. */
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "level=info msg=\"no fields\"\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "level=info msg=\"empty fields\"\n"));
+    free(out);
+}
+
+static void test_below_level_not_written(void)
+{
+    az_log_set_level(AZ_LOG_WARN);
+    capture_start();
+    az_debug("hidden debug");
+    az_info("hidden info");
+    az_log_kv(AZ_LOG_INFO, "hidden kv", "a=1");
+    az_warn("shown warn");
+    char *out = capture_end();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(line_count(out), 1);
+    CU_ASSERT_PTR_NULL(strstr(out, "hidden"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "msg=\"shown warn\""));
+    free(out);
+
+    az_log_set_level(AZ_LOG_ERROR);
+    capture_start();
+    az_warn("hidden warn");
+    out = capture_end();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_STRING_EQUAL(out, "");
+    free(out);
+    az_log_set_level(AZ_LOG_INFO);
+}
+
+static void test_long_message(void)
+{
+    /* A message far longer than the line buffer is cut, still one line ending in \n. */
+    az_log_set_level(AZ_LOG_INFO);
+    char *big = malloc(10000);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(big);
+    memset(big, 'q', 9999);
+    big[9999] = '\0';
+    capture_start();
+    az_info("%s", big);
+    char *fields = malloc(10000);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fields);
+    memset(fields, 'k', 9999);
+    fields[9999] = '\0';
+    az_log_kv(AZ_LOG_INFO, "m", fields);
+    char *out = capture_end();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(line_count(out), 2);
+    CU_ASSERT(strlen(out) <= 2 * 4096);
+    CU_ASSERT_EQUAL(out[strlen(out) - 1], '\n');
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "qqqq"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "msg=\"m\" kkkk"));
+    free(out);
+    free(big);
+    free(fields);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS) return 1;
+    CU_pSuite s = CU_add_suite("log_level", NULL, NULL);
+    if (!s) return 1;
+    CU_add_test(s, "parse level", test_parse_level);
+    CU_add_test(s, "enabled follows set_level", test_enabled);
+    CU_pSuite o = CU_add_suite("log_output", NULL, NULL);
+    if (!o) return 1;
+    CU_add_test(o, "line format", test_line_format);
+    CU_add_test(o, "levels named", test_levels_named);
+    CU_add_test(o, "escaping", test_escaping);
+    CU_add_test(o, "az_log_kv fields", test_kv);
+    CU_add_test(o, "below level not written", test_below_level_not_written);
+    CU_add_test(o, "long message", test_long_message);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
+                        CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return failures ? 1 : 0;
+}
