@@ -44,37 +44,11 @@ struct az_conn_stream {
     char final_msg[AZ_MSG_MAX];
 };
 
-static const char *status_names[] = {
-    "OK",           "CANCELLED",         "UNKNOWN",          "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS",   "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",      "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
 
-/* The inverse of server/core/err.c's table; codes with no az_err of their own (UNKNOWN,
- * DATA_LOSS) are internal errors. */
-static const az_err status_errs[] = {
-    AZ_OK,           AZ_ERR_CANCELLED,    AZ_ERR_INTERNAL,     AZ_ERR_INVALID,
-    AZ_ERR_DEADLINE, AZ_ERR_NOT_FOUND,    AZ_ERR_EXISTS,       AZ_ERR_PERMISSION,
-    AZ_ERR_EXHAUSTED, AZ_ERR_PRECONDITION, AZ_ERR_ABORTED,     AZ_ERR_OUT_OF_RANGE,
-    AZ_ERR_UNIMPLEMENTED, AZ_ERR_INTERNAL, AZ_ERR_UNAVAILABLE, AZ_ERR_INTERNAL,
-    AZ_ERR_UNAUTHENTICATED,
-};
 
-#define NSTATUS (sizeof status_names / sizeof status_names[0])
+const char *az_conn_status_name(int grpc_status) { return az_grpc_status_name(grpc_status); }
 
-const char *az_conn_status_name(int grpc_status)
-{
-    if (grpc_status < 0 || (size_t)grpc_status >= NSTATUS) return "UNKNOWN";
-    return status_names[grpc_status];
-}
-
-az_err az_conn_err_from_status(int grpc_status)
-{
-    if (grpc_status < 0 || (size_t)grpc_status >= NSTATUS) return AZ_ERR_INTERNAL;
-    return status_errs[grpc_status];
-}
+az_err az_conn_err_from_status(int grpc_status) { return az_err_from_grpc_status(grpc_status); }
 
 static pthread_once_t grpc_once = PTHREAD_ONCE_INIT;
 

@@ -26,6 +26,32 @@ static const struct {
     [AZ_ERR_INTERNAL] = {"internal", 13},
 };
 
+static const char *const status_names[] = {
+    "OK",        "CANCELLED",         "UNKNOWN",         "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL",      "UNAVAILABLE",     "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+#define NSTATUS (sizeof status_names / sizeof *status_names)
+
+const char *az_grpc_status_name(int grpc_status)
+{
+    if (grpc_status < 0 || (size_t)grpc_status >= NSTATUS) return "UNKNOWN";
+    return status_names[grpc_status];
+}
+
+az_err az_err_from_grpc_status(int grpc_status)
+{
+    if (grpc_status == 0) return AZ_OK;
+    /* Search the table above rather than keep an inverse that could drift from it. */
+    for (int e = 1; e < AZ_ERR__COUNT; e++) {
+        if (e == AZ_ERR_NOMEM || e == AZ_ERR_IO) continue; /* aliases of 8 and 13 */
+        if (table[e].grpc == grpc_status) return (az_err)e;
+    }
+    return AZ_ERR_INTERNAL;
+}
+
 const char *az_err_name(az_err e)
 {
     if ((unsigned)e >= AZ_ERR__COUNT) return "unknown";

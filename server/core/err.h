@@ -34,6 +34,13 @@ const char *az_err_name(az_err e);
 /* The grpc_status_code (as int, so callers need not include grpc) for e. */
 int az_err_grpc_status(az_err e);
 
+/* "OK", "NOT_FOUND", ... for a raw grpc_status_code; "UNKNOWN" out of range. Never NULL. */
+const char *az_grpc_status_name(int grpc_status);
+
+/* The az_err for a raw grpc_status_code: the inverse of az_err_grpc_status, with UNKNOWN and
+ * DATA_LOSS (no az_err of their own) as AZ_ERR_INTERNAL. */
+az_err az_err_from_grpc_status(int grpc_status);
+
 /* Formats a message into msg (AZ_MSG_MAX bytes; NULL allowed) and returns code.
  * Lets callers write `return az_fail(msg, AZ_ERR_INVALID, "agent.role is required");`. */
 az_err az_fail(char *msg, az_err code, const char *fmt, ...)

@@ -139,19 +139,6 @@ static az_call *call_new(az_server *s, const reg *r)
     return c;
 }
 
-static const char *status_name(int code)
-{
-    static const char *names[] = {
-        "OK",        "CANCELLED",         "UNKNOWN",         "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL",      "UNAVAILABLE",     "DATA_LOSS",
-        "UNAUTHENTICATED",
-    };
-    if (code < 0 || code > 16) return "NONE";
-    return names[code];
-}
-
 static void log_call(az_call *c)
 {
     if (!c->call) return; /* never arrived */
@@ -160,7 +147,7 @@ static void log_call(az_call *c)
     int64_t us = elapsed_us(&c->start);
     snprintf(fields, sizeof fields,
              "method=%s status=%s duration_ms=%.3f peer=%s request_id=%s", method,
-             status_name(c->final_status), (double)us / 1000.0, c->peer ? c->peer : "-",
+             c->final_status < 0 ? "NONE" : az_grpc_status_name(c->final_status), (double)us / 1000.0, c->peer ? c->peer : "-",
              c->request_id);
     az_log_level lvl = AZ_LOG_INFO;
     if (c->final_status == 13 || c->final_status == 2 || c->final_status == 15) lvl = AZ_LOG_ERROR;
