@@ -274,8 +274,13 @@ az_err az_agent_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *g,
     az_pgconn *c;
     az_err err = az_pg_acquire(pg, ctx, &c, msg);
     if (err != AZ_OK) return err;
+    if (!request_id || !*request_id) {
+        /* One autocommit statement is atomic: no BEGIN/COMMIT round trips. */
+        err = insert_row(c, ctx, id, g, a, out, msg);
+        goto out;
+    }
     if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
-    if (request_id && *request_id) {
+    {
         char existing[37];
         err = az_idem_claim(c, ctx, "CreateAgent", request_id, request_hash, id, existing, msg);
         if (err != AZ_OK) goto out;
