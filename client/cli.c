@@ -6,9 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Every resource the CLI knows; add tasks, workflows and runs here. */
+/* Every resource the CLI knows. */
 static const az_cli_noun *const nouns[] = {
-    &az_cli_agents,
+    &az_cli_agents, &az_cli_tasks,  &az_cli_workflows, &az_cli_runs,
+    &az_cli_templates, &az_cli_import, &az_cli_export,
 };
 #define NNOUNS (sizeof nouns / sizeof nouns[0])
 
@@ -256,7 +257,9 @@ static int run_verb(az_cli *cli, az_flag_value *g, int argc, char **argv, int id
         code = az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
         goto done;
     }
-    az_flag_set sets[] = {{global_flags, g, G__COUNT}, {v->flags, values, v->nflags}};
+    /* A command's own flags win over global ones of the same name (tasks create --timeout is the
+     * task's timeout; put the call deadline before the resource: agentz --timeout 5 tasks ...). */
+    az_flag_set sets[] = {{v->flags, values, v->nflags}, {global_flags, g, G__COUNT}};
     size_t npos = 0;
     char msg[AZ_MSG_MAX];
     if (az_args_parse(sets, 2, argc, argv, &idx, 0, pos, (size_t)argc, &npos, msg)) {
