@@ -12,6 +12,7 @@
 #include "daemon/config.h"
 #include "descriptor_set.h"
 #include "embed/embedded.h"
+#include "queue/reconciler.h"
 #include "rpc/health.h"
 #include "rpc/reflection.h"
 #include "rpc/rpc.h"
@@ -19,6 +20,7 @@
 #include "store/migrate.h"
 #include "store/pgpool.h"
 #include "store/redis.h"
+#include "task/task_api.h"
 
 #ifndef AZ_VERSION
 #define AZ_VERSION "0.1.0"
@@ -69,6 +71,8 @@ static int run(const az_config *cfg)
     az_health *health = NULL;
     az_reflection *refl = NULL;
     az_agent_api *agents = NULL;
+    az_task_api *tasks = NULL;
+    az_reconciler *reconciler = NULL;
     az_server *srv = NULL;
     janitor jan = {.stop = 0};
     int janitor_started = 0;
@@ -107,7 +111,9 @@ static int run(const az_config *cfg)
     health = az_health_new(cfg->health_interval_ms);
     refl = az_reflection_new(az_descriptor_set, az_descriptor_set_len, msg);
     agents = az_agent_api_new(pg);
-    if (!health || !refl || !agents) {
+    tasks = az_task_api_new(pg, redis);
+    reconciler = az_reconciler_new(pg, redis, 0, 0);
+    if (!health || !refl || !agents || !tasks || !reconciler) {
         az_error("cannot set up services: %s", refl ? "out of memory" : msg);
         goto out;
     }
@@ -125,11 +131,12 @@ static int run(const az_config *cfg)
         }
     }
 
-    const az_method *tables[3];
-    size_t counts[3];
+    const az_method *tables[4];
+    size_t counts[4];
     tables[0] = az_health_methods(health, &counts[0]);
     tables[1] = az_reflection_methods(refl, &counts[1]);
     tables[2] = az_agent_api_methods(agents, &counts[2]);
+    tables[3] = az_task_api_methods(tasks, &counts[3]);
     az_server_config scfg = {
         .listen = cfg->listen,
         .tls_cert_file = cfg->tls_cert,
@@ -140,13 +147,14 @@ static int run(const az_config *cfg)
         .stream_queue_limit = cfg->stream_queue_limit,
         .shutdown_grace_ms = cfg->shutdown_grace_ms,
     };
-    srv = az_server_new(&scfg, tables, counts, 3, msg);
+    srv = az_server_new(&scfg, tables, counts, 4, msg);
     if (!srv) {
         az_error("%s", msg);
         goto out;
     }
     az_server_on_shutdown(srv, health_down, health);
-    if (az_health_start(health, msg) != AZ_OK || az_server_start(srv, msg) != AZ_OK) {
+    if (az_health_start(health, msg) != AZ_OK || az_server_start(srv, msg) != AZ_OK ||
+        az_reconciler_start(reconciler, msg) != AZ_OK) {
         az_error("cannot start serving: %s", msg);
         goto out;
     }
@@ -173,6 +181,7 @@ static int run(const az_config *cfg)
     az_server_shutdown(srv);
     rc = 0;
 out:
+    az_reconciler_free(reconciler); /* before the pool and redis it uses */
     if (janitor_started) {
         pthread_mutex_lock(&jan.mu);
         jan.stop = 1;
@@ -186,6 +195,7 @@ out:
     az_health_free(health);
     az_reflection_free(refl);
     az_agent_api_free(agents);
+    az_task_api_free(tasks);
     az_redis_free(redis);
     az_pg_free(pg);
     az_embed_stop(embed);

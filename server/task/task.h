@@ -29,10 +29,14 @@
 #define AZ_TASK_DEFAULT_MAX_BACKOFF_FACTOR 100
 
 /* Ids of tasks that a call made ready (queued), for publishing to the Redis queue after the
- * transaction commits. Lives in the caller's arena. */
+ * transaction commits. Lives in the caller's arena: `arena` when set, else the arena parameter
+ * of the call; az_task_complete and az_task_resume_run have none, so they need `arena` set
+ * (else AZ_ERR_INTERNAL).
+ * Start with az_task_ready r = {0}; calls append. */
 typedef struct az_task_ready {
     char **ids;
     size_t n;
+    az_arena *arena;
 } az_task_ready;
 
 typedef struct az_task_query {
@@ -137,6 +141,11 @@ az_err az_task_wake(az_pg *pg, const az_ctx *ctx, int limit, az_arena *arena,
  * now: the reconciler re-publishes them so no task is stranded if Redis lost the queue. */
 az_err az_task_stale_queued(az_pg *pg, const az_ctx *ctx, int64_t older_than_ms, int limit,
                             az_arena *arena, az_task_ready *ready, char *msg);
+
+/* Workspaces holding queued or backoff tasks (ids in arena), for the reconciler, which runs
+ * az_task_wake and az_task_stale_queued per workspace. */
+az_err az_task_active_workspaces(az_pg *pg, const az_ctx *ctx, az_arena *arena, char ***ids,
+                                 size_t *n, char *msg);
 
 /* Parses an etag this service issued; -1 when malformed. */
 int64_t az_task_etag_revision(const char *etag);

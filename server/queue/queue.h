@@ -1,0 +1,23 @@
+/* The task queue hand-off in Redis: a bounded stream of "task X of workspace W is ready" hints.
+ * PostgreSQL stays the source of truth; a lost hint is re-published by the reconciler. Owns the
+ * agentz:tasks:* keys. */
+#ifndef AZ_QUEUE_H
+#define AZ_QUEUE_H
+
+#include "store/redis.h"
+#include "task/task.h"
+
+/* The stream workers read (XREADGROUP) and its approximate length bound (XADD MAXLEN ~). */
+#define AZ_QUEUE_STREAM "agentz:tasks:ready"
+#define AZ_QUEUE_MAXLEN 100000
+
+/* Appends one entry {task: id, workspace: workspace_id} per ready id to the stream, in batches of
+ * up to 500 ids per round trip (one server-side script each, so a batch is atomic). Accepts an
+ * empty or NULL ready. On error (Redis down: AZ_ERR_UNAVAILABLE) some batches may have been
+ * added; callers log and rely on the reconciler. */
+az_err az_queue_publish(az_redis *r, const char *workspace_id, const az_task_ready *ready, char *msg);
+
+/* The stream's length (XLEN) into *n. */
+az_err az_queue_depth(az_redis *r, long long *n, char *msg);
+
+#endif

@@ -1,0 +1,140 @@
+/* The reconciler thread: PostgreSQL decides which tasks are ready; this re-announces them on the
+ * Redis stream until a worker claims them. */
+#include "reconciler.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "queue.h"
+#include "task/task.h"
+
+#define BATCH_LIMIT 1000
+
+struct az_reconciler {
+    az_pg *pg;
+    az_redis *redis;
+    int interval_ms;
+    int64_t republish_after_ms;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, stop;
+};
+
+az_reconciler *az_reconciler_new(az_pg *pg, az_redis *redis, int interval_ms,
+                                 int64_t republish_after_ms)
+{
+    az_reconciler *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->pg = pg;
+    r->redis = redis;
+    r->interval_ms = interval_ms > 0 ? interval_ms : AZ_RECONCILER_DEFAULT_INTERVAL_MS;
+    r->republish_after_ms =
+        republish_after_ms > 0 ? republish_after_ms : AZ_RECONCILER_DEFAULT_REPUBLISH_MS;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return r;
+}
+
+/* Wakes and re-publishes the tasks of one workspace; the first error wins, but both steps run. */
+static az_err one_workspace(az_reconciler *r, const char *ws, az_reconciler_counts *counts, char *msg)
+{
+    az_ctx ctx = {.workspace_id = ws, .principal = "", .request_id = "reconciler", .deadline_ms = -1};
+    az_arena *a = az_arena_new(0);
+    if (!a) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    az_err first = AZ_OK;
+    char m[AZ_MSG_MAX];
+    az_task_ready woken = {.arena = a}, stale = {.arena = a};
+    az_err err = az_task_wake(r->pg, &ctx, BATCH_LIMIT, a, &woken, m);
+    if (err == AZ_OK) err = az_queue_publish(r->redis, ws, &woken, m);
+    if (err != AZ_OK) first = az_fail(msg, err, "cannot wake backoff tasks of workspace %s: %s", ws, m);
+    err = az_task_stale_queued(r->pg, &ctx, r->republish_after_ms, BATCH_LIMIT, a, &stale, m);
+    if (err == AZ_OK) err = az_queue_publish(r->redis, ws, &stale, m);
+    if (err != AZ_OK && first == AZ_OK)
+        first = az_fail(msg, err, "cannot re-publish queued tasks of workspace %s: %s", ws, m);
+    counts->woken += (int)woken.n;
+    counts->republished += (int)stale.n;
+    az_arena_free(a);
+    return first;
+}
+
+az_err az_reconciler_run_once(az_reconciler *r, az_reconciler_counts *counts, char *msg)
+{
+    az_reconciler_counts local = {0, 0};
+    az_ctx ctx = {.workspace_id = "", .principal = "", .request_id = "reconciler", .deadline_ms = -1};
+    az_arena *a = az_arena_new(0);
+    if (!a) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    char **ws = NULL;
+    size_t n = 0;
+    az_err first = az_task_active_workspaces(r->pg, &ctx, a, &ws, &n, msg);
+    /* One workspace's trouble must not strand the others' tasks: keep going, report the first. */
+    for (size_t i = 0; i < n; i++) {
+        char m[AZ_MSG_MAX];
+        az_err err = one_workspace(r, ws[i], &local, m);
+        if (err != AZ_OK && first == AZ_OK) first = az_fail(msg, err, "%s", m);
+    }
+    az_arena_free(a);
+    if (counts) *counts = local;
+    return first;
+}
+
+static void *reconciler_main(void *arg)
+{
+    az_reconciler *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += r->interval_ms / 1000;
+        until.tv_nsec += (long)(r->interval_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0) {
+        }
+        if (r->stop) break;
+        pthread_mutex_unlock(&r->mu);
+        char msg[AZ_MSG_MAX];
+        az_reconciler_counts c = {0, 0};
+        if (az_reconciler_run_once(r, &c, msg) != AZ_OK) az_warn("reconciler: %s", msg);
+        if (c.woken || c.republished)
+            az_debug("reconciler woke %d backoff tasks and re-published %d queued tasks", c.woken,
+                     c.republished);
+        pthread_mutex_lock(&r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+az_err az_reconciler_start(az_reconciler *r, char *msg)
+{
+    if (r->started) return AZ_OK;
+    if (pthread_create(&r->thread, NULL, reconciler_main, r) != 0)
+        return az_fail(msg, AZ_ERR_IO, "cannot start the reconciler thread");
+    r->started = 1;
+    return AZ_OK;
+}
+
+void az_reconciler_free(az_reconciler *r)
+{
+    if (!r) return;
+    if (r->started) {
+        pthread_mutex_lock(&r->mu);
+        r->stop = 1;
+        pthread_cond_signal(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->thread, NULL);
+    }
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}

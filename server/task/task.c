@@ -1,0 +1,1448 @@
+/* Tasks in PostgreSQL: the task state machine as conditional UPDATEs, dependency propagation
+ * (queue dependents on success, cancel them transitively on failure, restore them on retry),
+ * attempt history, retry/backoff decisions, keyset pagination and statistics. */
+#include "task.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/pbjson.h"
+#include "core/text.h"
+#include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/struct.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+#include "store/idem.h"
+
+/* The default attempt timeout (Task.timeout unset), which also bounds unlimited retries. */
+#define DEFAULT_TIMEOUT_US 600000000LL
+#define JITTER_FRACTION 0.2
+#define RUN_TASKS_MAX 1000
+
+#define S_PENDING AGENTZ__V1__TASK_STATUS__TASK_STATUS_PENDING
+#define S_QUEUED AGENTZ__V1__TASK_STATUS__TASK_STATUS_QUEUED
+#define S_RUNNING AGENTZ__V1__TASK_STATUS__TASK_STATUS_RUNNING
+#define S_BACKOFF AGENTZ__V1__TASK_STATUS__TASK_STATUS_BACKOFF
+#define S_SUCCEEDED AGENTZ__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED
+#define S_FAILED AGENTZ__V1__TASK_STATUS__TASK_STATUS_FAILED
+#define S_CANCELLED AGENTZ__V1__TASK_STATUS__TASK_STATUS_CANCELLED
+
+static const char *const status_names[] = {"unspecified", "pending",   "queued", "running",
+                                           "backoff",     "succeeded", "failed", "cancelled"};
+
+static const char *status_name(long s)
+{
+    return s >= 0 && s < (long)(sizeof status_names / sizeof *status_names) ? status_names[s]
+                                                                            : "unknown";
+}
+
+#define TS(c) "(extract(epoch FROM t." c ") * 1000000)::bigint"
+#define COLS                                                                                     \
+    "t.id::text, t.description, t.expected_output, COALESCE(t.agent_id::text, ''),"             \
+    " array_to_json(t.depends_on)::text, array_to_json(t.context)::text, t.output_schema::text," \
+    " t.retry_policy_set, t.initial_backoff_us, t.backoff_coefficient, t.maximum_backoff_us,"   \
+    " t.max_attempts, array_to_json(t.non_retryable_errors)::text, t.timeout_us, t.status,"     \
+    " t.attempt, t.output_raw, t.output_json::text, t.error_type, t.error_message,"             \
+    " t.error_retryable, t.prompt_tokens, t.completion_tokens, t.total_tokens, t.cost_usd,"     \
+    " t.progress, COALESCE(t.run_id::text, ''), t.step_id,"                                     \
+    " array_to_json(t.webhook_urls)::text, t.labels::text, " TS("create_time") ", "             \
+    TS("start_time") ", " TS("end_time") ", " TS("next_attempt_time") ", t.workspace_id::text,"  \
+    " t.revision, t.create_time::text, t.retry_base, " TS("series_start_time")
+
+enum {
+    C_ID, C_DESC, C_EXPECTED, C_AGENT, C_DEPS, C_CONTEXT, C_SCHEMA, C_RP_SET, C_INITIAL, C_COEF,
+    C_MAXB, C_MAXATT, C_NRE, C_TIMEOUT, C_STATUS, C_ATTEMPT, C_OUT_RAW, C_OUT_JSON, C_ERR_TYPE,
+    C_ERR_MSG, C_ERR_RETRY, C_PT, C_CT, C_TT, C_COST, C_PROGRESS, C_RUN, C_STEP, C_WEBHOOKS,
+    C_LABELS, C_CREATE, C_START, C_END, C_NEXT, C_WS, C_REV, C_CREATE_TEXT, C_RETRY_BASE,
+    C_SERIES,
+};
+
+/* ---------------------------------------------------------------- retry policy */
+
+static double duration_ms(const Google__Protobuf__Duration *d)
+{
+    return (double)d->seconds * 1000.0 + (double)d->nanos / 1e6;
+}
+
+int64_t az_task_backoff_ms(const Agentz__V1__RetryPolicy *policy, int attempt, double jitter01)
+{
+    double initial = AZ_TASK_DEFAULT_INITIAL_BACKOFF_MS, coef = AZ_TASK_DEFAULT_BACKOFF_COEFFICIENT;
+    if (policy && policy->initial_backoff) initial = duration_ms(policy->initial_backoff);
+    if (policy && policy->backoff_coefficient > 0) coef = policy->backoff_coefficient;
+    double max = initial * AZ_TASK_DEFAULT_MAX_BACKOFF_FACTOR;
+    if (policy && policy->maximum_backoff) max = duration_ms(policy->maximum_backoff);
+    if (attempt < 1) attempt = 1;
+    double d = initial * pow(coef, attempt - 1);
+    if (!(d < max)) d = max; /* also catches inf from a large exponent */
+    if (jitter01 < 0) jitter01 = 0;
+    if (jitter01 >= 1) jitter01 = 0.999999;
+    d -= d * JITTER_FRACTION * jitter01;
+    return d < 0 ? 0 : (int64_t)d;
+}
+
+int az_task_should_retry(const Agentz__V1__RetryPolicy *policy, int attempt, const char *type)
+{
+    if (!policy) return 1;
+    for (size_t i = 0; type && i < policy->n_non_retryable_errors; i++) {
+        if (strcmp(policy->non_retryable_errors[i], type) == 0) return 0;
+    }
+    return policy->max_attempts <= 0 || attempt < policy->max_attempts;
+}
+
+/* ---------------------------------------------------------------- row -> message */
+
+static char *col(az_arena *a, const PGresult *r, int row, int c)
+{
+    return az_arena_strndup(a, PQgetvalue(r, row, c), (size_t)PQgetlength(r, row, c));
+}
+
+static long long num(const PGresult *r, int row, int c) { return atoll(PQgetvalue(r, row, c)); }
+static int null(const PGresult *r, int row, int c) { return PQgetisnull(r, row, c); }
+
+static Google__Protobuf__Duration *duration_us(az_arena *a, long long us)
+{
+    Google__Protobuf__Duration *d = az_arena_alloc(a, sizeof *d);
+    if (!d) return NULL;
+    google__protobuf__duration__init(d);
+    d->seconds = us / 1000000;
+    d->nanos = (int32_t)(us % 1000000) * 1000;
+    return d;
+}
+
+static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
+{
+    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
+    if (!t) return NULL;
+    google__protobuf__timestamp__init(t);
+    t->seconds = us / 1000000;
+    t->nanos = (int32_t)(us % 1000000) * 1000;
+    if (t->nanos < 0) {
+        t->seconds--;
+        t->nanos += 1000000000;
+    }
+    return t;
+}
+
+static Google__Protobuf__Timestamp *opt_timestamp(az_arena *a, const PGresult *r, int row, int c,
+                                                  int *oom)
+{
+    if (null(r, row, c)) return NULL;
+    Google__Protobuf__Timestamp *t = timestamp_us(a, num(r, row, c));
+    if (!t) *oom = 1;
+    return t;
+}
+
+/* A JSON array of strings (from array_to_json) into an arena array. */
+static int json_strings(az_arena *a, const char *text, size_t *n, char ***out)
+{
+    *n = 0;
+    *out = NULL;
+    json_error_t jerr;
+    json_t *arr = json_loads(text, 0, &jerr);
+    int ok = 1;
+    if (json_is_array(arr) && json_array_size(arr) > 0) {
+        size_t k = json_array_size(arr);
+        char **v = az_arena_alloc(a, k * sizeof *v);
+        if (!v) ok = 0;
+        for (size_t i = 0; ok && i < k; i++) {
+            v[i] = az_arena_strdup(a, json_string_value(json_array_get(arr, i)));
+            if (!v[i]) ok = 0;
+        }
+        if (ok) {
+            *n = k;
+            *out = v;
+        }
+    }
+    json_decref(arr);
+    return ok;
+}
+
+static az_err struct_from_json(az_arena *a, const char *json, Google__Protobuf__Struct **out,
+                               char *msg)
+{
+    ProtobufCMessage *m = NULL;
+    az_err err = az_pbjson_decode(&google__protobuf__struct__descriptor, json, strlen(json),
+                                  az_arena_allocator(a), &m, msg);
+    if (err != AZ_OK) return az_fail(msg, AZ_ERR_INTERNAL, "stored json does not decode: %s", msg);
+    *out = (Google__Protobuf__Struct *)m;
+    return AZ_OK;
+}
+
+static Agentz__V1__TokenUsage *usage_from(az_arena *a, const PGresult *r, int row, int pt)
+{
+    Agentz__V1__TokenUsage *u = az_arena_alloc(a, sizeof *u);
+    if (!u) return NULL;
+    agentz__v1__token_usage__init(u);
+    u->prompt_tokens = num(r, row, pt);
+    u->completion_tokens = num(r, row, pt + 1);
+    u->total_tokens = num(r, row, pt + 2);
+    u->cost_usd = strtod(PQgetvalue(r, row, pt + 3), NULL);
+    return u;
+}
+
+static Agentz__V1__TaskError *error_from(az_arena *a, const PGresult *r, int row, int type,
+                                         int *oom)
+{
+    if (null(r, row, type)) return NULL;
+    Agentz__V1__TaskError *e = az_arena_alloc(a, sizeof *e);
+    if (!e) {
+        *oom = 1;
+        return NULL;
+    }
+    agentz__v1__task_error__init(e);
+    e->type = col(a, r, row, type);
+    e->message = col(a, r, row, type + 1);
+    e->retryable = PQgetvalue(r, row, type + 2)[0] == 't';
+    if (!e->type || !e->message) *oom = 1;
+    return e;
+}
+
+static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Task **out, char *msg)
+{
+    Agentz__V1__Task *t = az_arena_alloc(a, sizeof *t);
+    if (!t) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    agentz__v1__task__init(t);
+    int oom = 0;
+    az_err err;
+    t->id = col(a, r, row, C_ID);
+    t->description = col(a, r, row, C_DESC);
+    t->expected_output = col(a, r, row, C_EXPECTED);
+    t->agent_id = col(a, r, row, C_AGENT);
+    if (!json_strings(a, PQgetvalue(r, row, C_DEPS), &t->n_depends_on, &t->depends_on) ||
+        !json_strings(a, PQgetvalue(r, row, C_CONTEXT), &t->n_context, &t->context) ||
+        !json_strings(a, PQgetvalue(r, row, C_WEBHOOKS), &t->n_webhook_urls, &t->webhook_urls))
+        oom = 1;
+    if (!null(r, row, C_SCHEMA) &&
+        (err = struct_from_json(a, PQgetvalue(r, row, C_SCHEMA), &t->output_schema, msg)) != AZ_OK)
+        return err;
+    if (PQgetvalue(r, row, C_RP_SET)[0] == 't') {
+        Agentz__V1__RetryPolicy *p = az_arena_alloc(a, sizeof *p);
+        if (!p) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        agentz__v1__retry_policy__init(p);
+        if (!null(r, row, C_INITIAL) && !(p->initial_backoff = duration_us(a, num(r, row, C_INITIAL))))
+            oom = 1;
+        p->backoff_coefficient = strtod(PQgetvalue(r, row, C_COEF), NULL);
+        if (!null(r, row, C_MAXB) && !(p->maximum_backoff = duration_us(a, num(r, row, C_MAXB))))
+            oom = 1;
+        p->max_attempts = (int32_t)num(r, row, C_MAXATT);
+        if (!json_strings(a, PQgetvalue(r, row, C_NRE), &p->n_non_retryable_errors,
+                          &p->non_retryable_errors))
+            oom = 1;
+        t->retry_policy = p;
+    }
+    if (num(r, row, C_TIMEOUT) > 0 && !(t->timeout = duration_us(a, num(r, row, C_TIMEOUT))))
+        oom = 1;
+    t->status = (Agentz__V1__TaskStatus)num(r, row, C_STATUS);
+    t->attempt = (int32_t)num(r, row, C_ATTEMPT);
+    if (!null(r, row, C_OUT_RAW) || !null(r, row, C_OUT_JSON)) {
+        Agentz__V1__TaskOutput *o = az_arena_alloc(a, sizeof *o);
+        if (!o) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        agentz__v1__task_output__init(o);
+        o->raw = col(a, r, row, C_OUT_RAW);
+        if (!null(r, row, C_OUT_JSON) &&
+            (err = struct_from_json(a, PQgetvalue(r, row, C_OUT_JSON), &o->json, msg)) != AZ_OK)
+            return err;
+        t->output = o;
+    }
+    t->error = error_from(a, r, row, C_ERR_TYPE, &oom);
+    if (!(t->usage = usage_from(a, r, row, C_PT))) oom = 1;
+    t->progress = strtod(PQgetvalue(r, row, C_PROGRESS), NULL);
+    t->run_id = col(a, r, row, C_RUN);
+    t->step_id = col(a, r, row, C_STEP);
+
+    json_error_t jerr;
+    json_t *labels = json_loads(PQgetvalue(r, row, C_LABELS), 0, &jerr);
+    if (json_is_object(labels) && json_object_size(labels) > 0) {
+        size_t n = json_object_size(labels), i = 0;
+        t->labels = az_arena_alloc(a, n * sizeof *t->labels);
+        const char *k;
+        json_t *v;
+        if (!t->labels) oom = 1;
+        else {
+            json_object_foreach(labels, k, v)
+            {
+                Agentz__V1__Task__LabelsEntry *e = az_arena_alloc(a, sizeof *e);
+                if (!e) {
+                    oom = 1;
+                    break;
+                }
+                agentz__v1__task__labels_entry__init(e);
+                e->key = az_arena_strdup(a, k);
+                e->value = az_arena_strdup(a, json_string_value(v));
+                t->labels[i++] = e;
+            }
+            t->n_labels = i;
+        }
+    }
+    json_decref(labels);
+
+    t->create_time = opt_timestamp(a, r, row, C_CREATE, &oom);
+    t->start_time = opt_timestamp(a, r, row, C_START, &oom);
+    t->end_time = opt_timestamp(a, r, row, C_END, &oom);
+    t->next_attempt_time = opt_timestamp(a, r, row, C_NEXT, &oom);
+    t->workspace_id = col(a, r, row, C_WS);
+    t->etag = az_arena_printf(a, "%lld", num(r, row, C_REV));
+    if (oom || !t->id || !t->description || !t->expected_output || !t->agent_id || !t->run_id ||
+        !t->step_id || !t->workspace_id || !t->etag)
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    *out = t;
+    return AZ_OK;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static az_err ready_add(az_task_ready *ready, az_arena *a, const char *id, char *msg)
+{
+    if (!ready) return AZ_OK;
+    az_arena *arena = ready->arena ? ready->arena : a;
+    if (!arena) return az_fail(msg, AZ_ERR_INTERNAL, "az_task_ready.arena is required here");
+    /* Arena memory cannot grow in place: double into a fresh array at powers of two. */
+    size_t n = ready->n;
+    if ((n & (n - 1)) == 0) {
+        char **ids = az_arena_alloc(arena, (n ? 2 * n : 4) * sizeof *ids);
+        if (!ids) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        if (n) memcpy(ids, ready->ids, n * sizeof *ids);
+        ready->ids = ids;
+    }
+    if (!(ready->ids[n] = az_arena_strdup(arena, id))) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    ready->n = n + 1;
+    return AZ_OK;
+}
+
+/* Appends column 0 of every row of r (task ids) to ready. */
+static az_err ready_add_rows(az_task_ready *ready, az_arena *a, const PGresult *r, char *msg)
+{
+    az_err err = AZ_OK;
+    for (int i = 0; i < PQntuples(r) && err == AZ_OK; i++)
+        err = ready_add(ready, a, PQgetvalue(r, i, 0), msg);
+    return err;
+}
+
+static void set_run_id(char *run_id, const char *v)
+{
+    if (!run_id) return;
+    snprintf(run_id, 37, "%s", v ? v : "");
+}
+
+static az_err not_found(const char *id, char *msg)
+{
+    return az_fail(msg, AZ_ERR_NOT_FOUND, "task %.64s not found", id);
+}
+
+/* After a conditional UPDATE matched nothing: gone, or in a state the verb does not accept? */
+static az_err explain_miss(az_pgconn *c, const az_ctx *ctx, const char *id, const char *verb,
+                           char *msg)
+{
+    const char *p[2] = {ctx->workspace_id, id};
+    PGresult *r;
+    az_err err = az_pg_exec(c, ctx, "SELECT status, attempt FROM tasks WHERE workspace_id = $1 AND id = $2",
+                            2, p, &r, msg);
+    if (err != AZ_OK) return err;
+    if (PQntuples(r) == 0) err = not_found(id, msg);
+    else
+        err = az_fail(msg, AZ_ERR_PRECONDITION, "task %s is %s (attempt %s); cannot %s", id,
+                      status_name(num(r, 0, 0)), PQgetvalue(r, 0, 1), verb);
+    PQclear(r);
+    return err;
+}
+
+static az_err fetch_one(az_pgconn *c, const az_ctx *ctx, const char *id, int lock, az_arena *a,
+                        Agentz__V1__Task **out, char *msg)
+{
+    const char *p[2] = {ctx->workspace_id, id};
+    PGresult *r;
+    az_err err = az_pg_exec(c, ctx,
+                            lock ? "SELECT " COLS " FROM tasks t WHERE t.workspace_id = $1 AND t.id = $2 FOR UPDATE"
+                                 : "SELECT " COLS " FROM tasks t WHERE t.workspace_id = $1 AND t.id = $2",
+                            2, p, &r, msg);
+    if (err != AZ_OK) return err;
+    if (PQntuples(r) == 0) err = not_found(id, msg);
+    else err = from_row(r, 0, a, out, msg);
+    PQclear(r);
+    return err;
+}
+
+/* Every pending task downstream of root (transitively) -> cancelled, blaming root. */
+static az_err cancel_downstream(az_pgconn *c, const az_ctx *ctx, const char *root, const char *type,
+                                const char *why, int *changed, char *msg)
+{
+    char *text = NULL;
+    if (asprintf(&text, "dependency %s %s", root, why) < 0)
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    const char *p[4] = {ctx->workspace_id, root, type, text};
+    PGresult *r;
+    az_err err = az_pg_exec(
+        c, ctx,
+        "WITH RECURSIVE down(id) AS ("
+        "  SELECT d.id FROM tasks d WHERE d.workspace_id = $1 AND d.depends_on @> ARRAY[$2::uuid]"
+        "   AND d.status = 1"
+        "  UNION"
+        "  SELECT d.id FROM down JOIN tasks d ON d.workspace_id = $1"
+        "   AND d.depends_on @> ARRAY[down.id] AND d.status = 1)"
+        " UPDATE tasks t SET status = 7, error_type = $3, error_message = $4,"
+        " error_retryable = false, cause_id = $2::uuid, end_time = clock_timestamp(),"
+        " revision = revision + 1"
+        " FROM down WHERE t.workspace_id = $1 AND t.id = down.id AND t.status = 1",
+        4, p, &r, msg);
+    free(text);
+    if (err != AZ_OK) return err;
+    if (changed) *changed += atoi(PQcmdTuples(r));
+    PQclear(r);
+    return AZ_OK;
+}
+
+/* Tasks cancelled because root failed or was cancelled -> pending again, nearest first, as
+ * long as none of their own dependencies is failed or cancelled (another root may still
+ * block them; those stay cancelled). */
+static az_err restore_downstream(az_pgconn *c, const az_ctx *ctx, const char *root, int *changed,
+                                 char *msg)
+{
+    const char *p[2] = {ctx->workspace_id, root};
+    for (;;) {
+        PGresult *r;
+        az_err err = az_pg_exec(
+            c, ctx,
+            "UPDATE tasks t SET status = 1, error_type = NULL, error_message = NULL,"
+            " error_retryable = NULL, cause_id = NULL, end_time = NULL, revision = revision + 1"
+            " WHERE t.workspace_id = $1 AND t.cause_id = $2::uuid AND t.status = 7"
+            " AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.workspace_id = $1"
+            "  AND d.id = ANY (t.depends_on) AND d.status IN (6, 7))",
+            2, p, &r, msg);
+        if (err != AZ_OK) return err;
+        int n = atoi(PQcmdTuples(r));
+        PQclear(r);
+        if (n == 0) return AZ_OK;
+        if (changed) *changed += n;
+    }
+}
+
+/* Pending dependents of id whose dependencies have all succeeded -> queued. The dependents
+ * are locked first: two dependencies finishing at once each see the other's commit. */
+static az_err queue_dependents(az_pgconn *c, const az_ctx *ctx, const char *id, az_arena *a,
+                               az_task_ready *ready, char *msg)
+{
+    const char *p[2] = {ctx->workspace_id, id};
+    PGresult *r;
+    az_err err = az_pg_exec(c, ctx,
+                            "SELECT id FROM tasks WHERE workspace_id = $1"
+                            " AND depends_on @> ARRAY[$2::uuid] AND status = 1 ORDER BY id FOR UPDATE",
+                            2, p, &r, msg);
+    if (err != AZ_OK) return err;
+    int n = PQntuples(r);
+    PQclear(r);
+    if (n == 0) return AZ_OK;
+    err = az_pg_exec(c, ctx,
+                     "UPDATE tasks t SET status = 2, queued_at = clock_timestamp(),"
+                     " published_at = clock_timestamp(), revision = revision + 1"
+                     " WHERE t.workspace_id = $1 AND t.depends_on @> ARRAY[$2::uuid] AND t.status = 1"
+                     " AND NOT EXISTS (SELECT 1 FROM unnest(t.depends_on) AS dep(id)"
+                     "  LEFT JOIN tasks d ON d.workspace_id = $1 AND d.id = dep.id"
+                     "  WHERE d.status IS DISTINCT FROM 5)"
+                     " RETURNING t.id::text",
+                     2, p, &r, msg);
+    if (err != AZ_OK) return err;
+    err = ready_add_rows(ready, a, r, msg);
+    PQclear(r);
+    return err;
+}
+
+/* Closes the open attempt row of a task (attempt 0 = whichever is open). */
+static az_err close_attempt(az_pgconn *c, const az_ctx *ctx, const char *id, int attempt, int status,
+                            const Agentz__V1__TaskError *e, const Agentz__V1__TokenUsage *u,
+                            char *msg)
+{
+    char att[16], st[8], pt[24], ct[24], tt[24], cost[40];
+    snprintf(att, sizeof att, "%d", attempt);
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(pt, sizeof pt, "%lld", u ? (long long)u->prompt_tokens : 0LL);
+    snprintf(ct, sizeof ct, "%lld", u ? (long long)u->completion_tokens : 0LL);
+    snprintf(tt, sizeof tt, "%lld", u ? (long long)u->total_tokens : 0LL);
+    snprintf(cost, sizeof cost, "%.17g", u ? u->cost_usd : 0.0);
+    const char *p[11] = {ctx->workspace_id, id, att, st, e ? e->type : NULL, e ? e->message : NULL,
+                         e ? (e->retryable ? "t" : "f") : NULL, pt, ct, tt, cost};
+    return az_pg_exec(c, ctx,
+                      "UPDATE task_attempts SET status = $4, end_time = clock_timestamp(),"
+                      " error_type = $5, error_message = $6, error_retryable = $7,"
+                      " prompt_tokens = prompt_tokens + $8, completion_tokens = completion_tokens + $9,"
+                      " total_tokens = total_tokens + $10, cost_usd = cost_usd + $11"
+                      " WHERE workspace_id = $1 AND task_id = $2 AND end_time IS NULL"
+                      " AND ($3::integer = 0 OR attempt = $3::integer)",
+                      11, p, NULL, msg);
+}
+
+/* Status of the dependencies of a task-to-be, locked FOR SHARE so none finishes unseen while
+ * the caller's transaction runs. Returns the state the task starts in (1 or 2). */
+static az_err check_deps(az_pgconn *c, const az_ctx *ctx, const char *field, char *const *deps,
+                         size_t n, const char *self, int *start, char *msg)
+{
+    *start = S_QUEUED;
+    if (n == 0) return AZ_OK;
+    size_t cap = n * 38 + 3;
+    char *arr = malloc(cap);
+    if (!arr) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    arr[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (!az_text_is_uuid(deps[i])) {
+            free(arr);
+            return az_fail(msg, AZ_ERR_INVALID, "%s[%zu]: not a task id", field, i);
+        }
+        if (self && strcasecmp(deps[i], self) == 0) {
+            free(arr);
+            return az_fail(msg, AZ_ERR_INVALID, "%s[%zu]: a task cannot depend on itself", field, i);
+        }
+        k += (size_t)snprintf(arr + k, cap - k, "%s%s", i ? "," : "", deps[i]);
+    }
+    arr[k++] = '}';
+    arr[k] = '\0';
+    const char *p[2] = {ctx->workspace_id, arr};
+    PGresult *r;
+    az_err err = az_pg_exec(c, ctx,
+                            "SELECT id::text, status FROM tasks WHERE workspace_id = $1"
+                            " AND id = ANY ($2::uuid[]) ORDER BY id FOR SHARE",
+                            2, p, &r, msg);
+    free(arr);
+    if (err != AZ_OK) return err;
+    for (size_t i = 0; i < n && err == AZ_OK; i++) {
+        int found = 0;
+        for (int j = 0; j < PQntuples(r); j++) {
+            if (strcasecmp(PQgetvalue(r, j, 0), deps[i]) != 0) continue;
+            found = 1;
+            long s = num(r, j, 1);
+            if (s == S_FAILED || s == S_CANCELLED)
+                err = az_fail(msg, AZ_ERR_PRECONDITION,
+                              "%s[%zu]: task %s is %s; retry it first", field, i, deps[i],
+                              status_name(s));
+            else if (s != S_SUCCEEDED)
+                *start = S_PENDING;
+        }
+        if (!found && err == AZ_OK)
+            err = az_fail(msg, AZ_ERR_INVALID, "%s[%zu]: task %s not found", field, i, deps[i]);
+    }
+    PQclear(r);
+    return err;
+}
+
+/* ---------------------------------------------------------------- create */
+
+static char *json_dup(az_arena *a, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    json_decref(j);
+    if (!s) return NULL;
+    char *out = az_arena_strdup(a, s);
+    free(s);
+    return out;
+}
+
+static char *strings_json(az_arena *a, char *const *v, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(arr, json_string(v[i]));
+    return json_dup(a, arr);
+}
+
+static az_err struct_json(az_arena *a, const Google__Protobuf__Struct *s, char **out, char *msg)
+{
+    *out = NULL;
+    if (!s) return AZ_OK;
+    char *json = NULL;
+    az_err err = az_pbjson_encode(&s->base, 0, &json, msg);
+    if (err != AZ_OK) return err;
+    *out = az_arena_strdup(a, json);
+    free(json);
+    return *out ? AZ_OK : az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+}
+
+static long long dur_us(const Google__Protobuf__Duration *d)
+{
+    return (long long)d->seconds * 1000000 + d->nanos / 1000;
+}
+
+enum { NINSERT = 21 };
+
+static const char insert_sql[] =
+    "INSERT INTO tasks AS t (workspace_id, id, description, expected_output, agent_id,"
+    " workflow_id, run_id, step_id, depends_on, context, output_schema, retry_policy_set,"
+    " initial_backoff_us, backoff_coefficient, maximum_backoff_us, max_attempts,"
+    " non_retryable_errors, timeout_us, status, webhook_urls, labels, queued_at, published_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+    " ARRAY(SELECT jsonb_array_elements_text($9::jsonb))::uuid[],"
+    " ARRAY(SELECT jsonb_array_elements_text($10::jsonb)), $11::jsonb, $12, $13, $14, $15, $16,"
+    " ARRAY(SELECT jsonb_array_elements_text($17::jsonb)), $18, $19,"
+    " ARRAY(SELECT jsonb_array_elements_text($20::jsonb)), $21::jsonb,"
+    " CASE WHEN $19::smallint = 2 THEN clock_timestamp() END,"
+    " CASE WHEN $19::smallint = 2 THEN clock_timestamp() END)"
+    " RETURNING " COLS;
+
+az_err az_task_insert(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Task *t,
+                      const char *workflow_id, az_arena *a, Agentz__V1__Task **out,
+                      az_task_ready *ready, char *msg)
+{
+    *out = NULL;
+    char id[37];
+    if (t->id && az_text_is_uuid(t->id)) snprintf(id, sizeof id, "%s", t->id);
+    else if (az_text_uuid4(id) != AZ_OK) return az_fail(msg, AZ_ERR_IO, "cannot generate an id");
+    int start;
+    az_err err = check_deps(c, ctx, "task.depends_on", t->depends_on, t->n_depends_on, id, &start, msg);
+    if (err != AZ_OK) return err;
+
+    const Agentz__V1__RetryPolicy *rp = t->retry_policy;
+    json_t *labels = json_object();
+    for (size_t i = 0; i < t->n_labels; i++)
+        json_object_set_new(labels, t->labels[i]->key, json_string(t->labels[i]->value));
+    char *schema;
+    if ((err = struct_json(a, t->output_schema, &schema, msg)) != AZ_OK) {
+        json_decref(labels);
+        return err;
+    }
+    const char *p[NINSERT];
+    p[0] = ctx->workspace_id;
+    p[1] = id;
+    p[2] = t->description;
+    p[3] = t->expected_output ? t->expected_output : "";
+    p[4] = t->agent_id && *t->agent_id ? t->agent_id : NULL;
+    p[5] = workflow_id && *workflow_id ? workflow_id : NULL;
+    p[6] = t->run_id && *t->run_id ? t->run_id : NULL;
+    p[7] = t->step_id ? t->step_id : "";
+    p[8] = strings_json(a, t->depends_on, t->n_depends_on);
+    p[9] = strings_json(a, t->context, t->n_context);
+    p[10] = schema;
+    p[11] = rp ? "t" : "f";
+    p[12] = rp && rp->initial_backoff ? az_arena_printf(a, "%lld", dur_us(rp->initial_backoff)) : NULL;
+    p[13] = az_arena_printf(a, "%.17g", rp ? rp->backoff_coefficient : 0.0);
+    p[14] = rp && rp->maximum_backoff ? az_arena_printf(a, "%lld", dur_us(rp->maximum_backoff)) : NULL;
+    p[15] = az_arena_printf(a, "%d", rp ? rp->max_attempts : 0);
+    p[16] = rp ? strings_json(a, rp->non_retryable_errors, rp->n_non_retryable_errors) : "[]";
+    p[17] = az_arena_printf(a, "%lld", t->timeout ? dur_us(t->timeout) : 0LL);
+    p[18] = start == S_QUEUED ? "2" : "1";
+    p[19] = strings_json(a, t->webhook_urls, t->n_webhook_urls);
+    p[20] = json_dup(a, labels);
+    if (!p[8] || !p[9] || !p[13] || !p[15] || !p[16] || !p[17] || !p[19] || !p[20] ||
+        (rp && rp->initial_backoff && !p[12]) || (rp && rp->maximum_backoff && !p[14]))
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    PGresult *r;
+    err = az_pg_exec(c, ctx, insert_sql, NINSERT, p, &r, msg);
+    if (err == AZ_ERR_EXISTS) return az_fail(msg, AZ_ERR_EXISTS, "task %s already exists", id);
+    if (err != AZ_OK) return err;
+    err = from_row(r, 0, a, out, msg);
+    PQclear(r);
+    if (err == AZ_OK && start == S_QUEUED) err = ready_add(ready, a, id, msg);
+    if (err != AZ_OK) *out = NULL;
+    return err;
+}
+
+az_err az_task_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Task *t,
+                      const char *request_id, const char *request_hash, az_arena *a,
+                      Agentz__V1__Task **out, int *replayed, az_task_ready *ready, char *msg)
+{
+    *out = NULL;
+    *replayed = 0;
+    char id[37];
+    if (az_text_uuid4(id) != AZ_OK) return az_fail(msg, AZ_ERR_IO, "cannot generate an id");
+    Agentz__V1__Task copy = *t;
+    copy.id = id;
+    size_t ready_n = ready ? ready->n : 0;
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    if (request_id && *request_id) {
+        char existing[37];
+        err = az_idem_claim(c, ctx, "CreateTask", request_id, request_hash, id, existing, msg);
+        if (err != AZ_OK) goto out;
+        if (existing[0]) {
+            err = fetch_one(c, ctx, existing, 0, a, out, msg);
+            if (err == AZ_OK) {
+                *replayed = 1;
+                err = az_pg_commit(c, ctx, msg);
+            }
+            goto out;
+        }
+    }
+    err = az_task_insert(c, ctx, &copy, NULL, a, out, ready, msg);
+    if (err == AZ_OK) err = az_pg_commit(c, ctx, msg);
+out:
+    if (err != AZ_OK) {
+        *out = NULL;
+        if (ready) ready->n = ready_n; /* nothing was made ready after all */
+    }
+    az_pg_release(c);
+    return err;
+}
+
+az_err az_task_get(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *a,
+                   Agentz__V1__Task **out, char *msg)
+{
+    *out = NULL;
+    if (!az_text_is_uuid(id)) return not_found(id, msg);
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    err = fetch_one(c, ctx, id, 0, a, out, msg);
+    az_pg_release(c);
+    return err;
+}
+
+/* ---------------------------------------------------------------- pagination */
+
+static unsigned long fnv(unsigned long h, const char *s)
+{
+    for (; s && *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ul;
+    return (h ^ '|') * 1099511628211ul;
+}
+
+static char *b64url(az_arena *a, const char *raw, int n)
+{
+    char *out = az_arena_alloc(a, (size_t)(4 * ((n + 2) / 3) + 1));
+    if (!out) return NULL;
+    int len = EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
+    for (int i = 0; i < len; i++) {
+        if (out[i] == '+') out[i] = '-';
+        else if (out[i] == '/') out[i] = '_';
+        else if (out[i] == '=') {
+            out[i] = '\0';
+            break;
+        }
+    }
+    return out;
+}
+
+/* Decodes into raw (cap bytes, NUL-terminated); 0 when malformed. */
+static int unb64url(const char *token, char *raw, size_t cap)
+{
+    size_t n = strlen(token);
+    if (n == 0 || n > 300 || (n * 3) / 4 + 3 > cap) return 0;
+    char b64[308];
+    size_t k = 0;
+    for (; k < n; k++) {
+        char ch = token[k];
+        if (ch == '+' || ch == '/' || ch == '=') return 0;
+        b64[k] = ch == '-' ? '+' : ch == '_' ? '/' : ch;
+    }
+    while (k % 4) b64[k++] = '=';
+    b64[k] = '\0';
+    int len = EVP_DecodeBlock((unsigned char *)raw, (const unsigned char *)b64, (int)k);
+    if (len <= 0) return 0;
+    raw[len] = '\0';
+    return 1;
+}
+
+az_err az_task_list(az_pg *pg, const az_ctx *ctx, const az_task_query *q, az_arena *a,
+                    Agentz__V1__ListTasksResponse **out, char *msg)
+{
+    *out = NULL;
+    char status[16], limit[16];
+    snprintf(status, sizeof status, "%d", q->status);
+    snprintf(limit, sizeof limit, "%d", q->page_size + 1);
+    unsigned long hash = fnv(fnv(fnv(1469598103934665603ul, status), q->agent_id), q->run_id);
+    char ts[64] = "", after[40] = "";
+    if (q->page_token && *q->page_token) {
+        char raw[240];
+        unsigned long th;
+        if (!unb64url(q->page_token, raw, sizeof raw) ||
+            sscanf(raw, "t1|%lx|%63[^|]|%39s", &th, ts, after) != 3 || !az_text_is_uuid(after))
+            return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
+        if (th != hash)
+            return az_fail(msg, AZ_ERR_INVALID,
+                           "page_token was issued for different filters (status, agent_id, run_id)");
+    }
+    const char *p[6] = {ctx->workspace_id, status, q->agent_id && *q->agent_id ? q->agent_id : NULL,
+                        q->run_id && *q->run_id ? q->run_id : NULL, ts[0] ? ts : NULL, limit};
+    const char *p2[7] = {p[0], p[1], p[2], p[3], p[4], after[0] ? after : NULL, limit};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r = NULL;
+    err = az_pg_exec(c, ctx,
+                     "SELECT " COLS " FROM tasks t WHERE t.workspace_id = $1"
+                     " AND ($2::smallint = 0 OR t.status = $2::smallint)"
+                     " AND ($3::uuid IS NULL OR t.agent_id = $3::uuid)"
+                     " AND ($4::uuid IS NULL OR t.run_id = $4::uuid)"
+                     " AND ($5::timestamptz IS NULL OR (t.create_time, t.id) < ($5::timestamptz, $6::uuid))"
+                     " ORDER BY t.create_time DESC, t.id DESC LIMIT $7::integer",
+                     7, p2, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    Agentz__V1__ListTasksResponse *resp = az_arena_alloc(a, sizeof *resp);
+    int rows = PQntuples(r);
+    int n = rows > q->page_size ? q->page_size : rows;
+    if (resp) {
+        agentz__v1__list_tasks_response__init(resp);
+        resp->tasks = az_arena_alloc(a, (size_t)(n ? n : 1) * sizeof *resp->tasks);
+    }
+    if (!resp || !resp->tasks) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && err == AZ_OK; i++) err = from_row(r, i, a, &resp->tasks[i], msg);
+    if (err == AZ_OK) {
+        resp->n_tasks = (size_t)n;
+        if (rows > q->page_size) {
+            char raw[200];
+            int len = snprintf(raw, sizeof raw, "t1|%lx|%s|%s", hash,
+                               PQgetvalue(r, n - 1, C_CREATE_TEXT), PQgetvalue(r, n - 1, C_ID));
+            resp->next_page_token = b64url(a, raw, len);
+            if (!resp->next_page_token) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        }
+    }
+    PQclear(r);
+    if (err == AZ_OK) *out = resp;
+    return err;
+}
+
+az_err az_task_list_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, az_arena *a,
+                        Agentz__V1__Task ***out, size_t *n, char *msg)
+{
+    *out = NULL;
+    *n = 0;
+    if (!az_text_is_uuid(run_id)) return AZ_OK;
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", RUN_TASKS_MAX);
+    const char *p[3] = {ctx->workspace_id, run_id, limit};
+    PGresult *r;
+    az_err err = az_pg_exec(c, ctx,
+                            "SELECT " COLS " FROM tasks t WHERE t.workspace_id = $1 AND t.run_id = $2"
+                            " ORDER BY t.create_time, t.id LIMIT $3::integer",
+                            3, p, &r, msg);
+    if (err != AZ_OK) return err;
+    int rows = PQntuples(r);
+    Agentz__V1__Task **v = az_arena_alloc(a, (size_t)(rows ? rows : 1) * sizeof *v);
+    if (!v) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < rows && err == AZ_OK; i++) err = from_row(r, i, a, &v[i], msg);
+    PQclear(r);
+    if (err != AZ_OK) return err;
+    *out = v;
+    *n = (size_t)rows;
+    return AZ_OK;
+}
+
+/* ---------------------------------------------------------------- cancel and retry */
+
+/* The cancel UPDATE shared by CancelTask: cancels id itself when unfinished. */
+static const char cancel_sql[] =
+    "UPDATE tasks t SET status = 7, error_type = 'cancelled', error_message = $3,"
+    " error_retryable = false, cause_id = NULL, end_time = clock_timestamp(),"
+    " next_attempt_time = NULL, revision = revision + 1"
+    " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status IN (1, 2, 3, 4)"
+    " RETURNING " COLS;
+
+az_err az_task_cancel(az_pg *pg, const az_ctx *ctx, const char *id, const char *reason,
+                      az_arena *a, Agentz__V1__Task **out, char *run_id, char *msg)
+{
+    *out = NULL;
+    set_run_id(run_id, "");
+    if (!az_text_is_uuid(id)) return not_found(id, msg);
+    const char *why = reason && *reason ? reason : "cancelled by a user";
+    const char *p[3] = {ctx->workspace_id, id, why};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r = NULL;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    if ((err = az_pg_exec(c, ctx, cancel_sql, 3, p, &r, msg)) != AZ_OK) goto out;
+    if (PQntuples(r) == 0) {
+        /* Already cancelled is success (idempotent); finished is not. The row lock makes
+         * the answer consistent with concurrent transitions. */
+        Agentz__V1__Task *cur;
+        if ((err = fetch_one(c, ctx, id, 1, a, &cur, msg)) != AZ_OK) goto out;
+        if (cur->status == S_CANCELLED) {
+            *out = cur;
+            set_run_id(run_id, cur->run_id);
+            err = az_pg_commit(c, ctx, msg);
+        } else {
+            err = az_fail(msg, AZ_ERR_PRECONDITION, "task %s is already %s; cannot cancel", id,
+                          status_name(cur->status));
+        }
+        goto out;
+    }
+    if ((err = from_row(r, 0, a, out, msg)) != AZ_OK) goto out;
+    if ((err = close_attempt(c, ctx, id, 0, S_CANCELLED, (*out)->error, NULL, msg)) != AZ_OK ||
+        (err = cancel_downstream(c, ctx, id, "cancelled", "was cancelled", NULL, msg)) != AZ_OK)
+        goto out;
+    set_run_id(run_id, (*out)->run_id);
+    err = az_pg_commit(c, ctx, msg);
+out:
+    PQclear(r);
+    if (err != AZ_OK) {
+        *out = NULL;
+        set_run_id(run_id, "");
+    }
+    az_pg_release(c);
+    return err;
+}
+
+az_err az_task_retry(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *a,
+                     Agentz__V1__Task **out, char *run_id, az_task_ready *ready, char *msg)
+{
+    *out = NULL;
+    set_run_id(run_id, "");
+    if (!az_text_is_uuid(id)) return not_found(id, msg);
+    size_t ready_n = ready ? ready->n : 0;
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r = NULL;
+    Agentz__V1__Task *cur;
+    int start;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    /* Read-then-write: the row lock serializes concurrent RetryTask/CancelTask calls. */
+    if ((err = fetch_one(c, ctx, id, 1, a, &cur, msg)) != AZ_OK) goto out;
+    if (cur->status != S_FAILED && cur->status != S_CANCELLED) {
+        err = az_fail(msg, AZ_ERR_PRECONDITION, "task %s is %s; cannot retry (only failed or "
+                      "cancelled tasks can)", id, status_name(cur->status));
+        goto out;
+    }
+    if ((err = check_deps(c, ctx, "depends_on", cur->depends_on, cur->n_depends_on, NULL, &start,
+                          msg)) != AZ_OK) {
+        if (err == AZ_ERR_PRECONDITION) {
+            char inner[AZ_MSG_MAX];
+            snprintf(inner, sizeof inner, "%s", msg);
+            az_fail(msg, err, "task %s cannot be retried: %s", id, inner);
+        }
+        goto out;
+    }
+    const char *p[3] = {ctx->workspace_id, id, start == S_QUEUED ? "2" : "1"};
+    if ((err = az_pg_exec(c, ctx,
+                          "UPDATE tasks t SET status = $3::smallint, error_type = NULL,"
+                          " error_message = NULL, error_retryable = NULL, cause_id = NULL,"
+                          " output_raw = NULL, output_json = NULL, end_time = NULL,"
+                          " next_attempt_time = NULL, progress = 0, retry_base = attempt,"
+                          " queued_at = CASE WHEN $3::smallint = 2 THEN clock_timestamp() END,"
+                          " published_at = CASE WHEN $3::smallint = 2 THEN clock_timestamp() END,"
+                          " revision = revision + 1"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status IN (6, 7)"
+                          " RETURNING " COLS,
+                          3, p, &r, msg)) != AZ_OK)
+        goto out;
+    if (PQntuples(r) == 0) {
+        err = explain_miss(c, ctx, id, "retry", msg);
+        goto out;
+    }
+    if ((err = from_row(r, 0, a, out, msg)) != AZ_OK ||
+        (err = restore_downstream(c, ctx, id, NULL, msg)) != AZ_OK)
+        goto out;
+    if (start == S_QUEUED && (err = ready_add(ready, a, id, msg)) != AZ_OK) goto out;
+    set_run_id(run_id, (*out)->run_id);
+    err = az_pg_commit(c, ctx, msg);
+out:
+    PQclear(r);
+    if (err != AZ_OK) {
+        *out = NULL;
+        set_run_id(run_id, "");
+        if (ready) ready->n = ready_n;
+    }
+    az_pg_release(c);
+    return err;
+}
+
+az_err az_task_cancel_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, const char *reason,
+                          int *changed, char *msg)
+{
+    if (changed) *changed = 0;
+    if (!az_text_is_uuid(run_id)) return AZ_OK;
+    const char *p[3] = {ctx->workspace_id, run_id, reason && *reason ? reason : "run cancelled"};
+    PGresult *r;
+    az_err err = az_pg_exec(c, ctx,
+                            "UPDATE tasks SET status = 7, error_type = 'cancelled',"
+                            " error_message = $3, error_retryable = false, cause_id = NULL,"
+                            " end_time = clock_timestamp(), next_attempt_time = NULL,"
+                            " revision = revision + 1"
+                            " WHERE workspace_id = $1 AND run_id = $2 AND status IN (1, 2, 3, 4)",
+                            3, p, &r, msg);
+    if (err != AZ_OK) return err;
+    if (changed) *changed = atoi(PQcmdTuples(r));
+    PQclear(r);
+    return az_pg_exec(c, ctx,
+                      "UPDATE task_attempts a SET status = 7, end_time = clock_timestamp(),"
+                      " error_type = 'cancelled', error_message = $3, error_retryable = false"
+                      " FROM tasks t WHERE a.workspace_id = $1 AND a.end_time IS NULL"
+                      " AND t.workspace_id = $1 AND t.run_id = $2 AND t.id = a.task_id",
+                      3, p, NULL, msg);
+}
+
+az_err az_task_resume_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, int *changed,
+                          az_task_ready *ready, char *msg)
+{
+    if (changed) *changed = 0;
+    if (!az_text_is_uuid(run_id)) return AZ_OK;
+    const char *p[2] = {ctx->workspace_id, run_id};
+    PGresult *r;
+    az_err err = az_pg_exec(c, ctx,
+                            "UPDATE tasks SET status = 1, error_type = NULL, error_message = NULL,"
+                            " error_retryable = NULL, cause_id = NULL, output_raw = NULL,"
+                            " output_json = NULL, end_time = NULL, next_attempt_time = NULL,"
+                            " progress = 0, retry_base = attempt, revision = revision + 1"
+                            " WHERE workspace_id = $1 AND run_id = $2 AND status IN (6, 7)",
+                            2, p, &r, msg);
+    if (err != AZ_OK) return err;
+    if (changed) *changed = atoi(PQcmdTuples(r));
+    PQclear(r);
+    err = az_pg_exec(c, ctx,
+                     "UPDATE tasks t SET status = 2, queued_at = clock_timestamp(),"
+                     " published_at = clock_timestamp(), revision = revision + 1"
+                     " WHERE t.workspace_id = $1 AND t.run_id = $2 AND t.status = 1"
+                     " AND NOT EXISTS (SELECT 1 FROM unnest(t.depends_on) AS dep(id)"
+                     "  LEFT JOIN tasks d ON d.workspace_id = $1 AND d.id = dep.id"
+                     "  WHERE d.status IS DISTINCT FROM 5)"
+                     " RETURNING t.id::text",
+                     2, p, &r, msg);
+    if (err != AZ_OK) return err;
+    err = ready_add_rows(ready, NULL, r, msg);
+    PQclear(r);
+    return err;
+}
+
+/* ---------------------------------------------------------------- attempts and stats */
+
+az_err az_task_list_attempts(az_pg *pg, const az_ctx *ctx, const char *task_id, int page_size,
+                             const char *page_token, az_arena *a,
+                             Agentz__V1__ListTaskAttemptsResponse **out, char *msg)
+{
+    *out = NULL;
+    if (!az_text_is_uuid(task_id)) return not_found(task_id, msg);
+    if (page_size <= 0) page_size = 50;
+    int after = 0;
+    if (page_token && *page_token) {
+        char raw[128], tid[40];
+        if (!unb64url(page_token, raw, sizeof raw) || sscanf(raw, "p1|%39[^|]|%d", tid, &after) != 2 ||
+            strcasecmp(tid, task_id) != 0 || after < 0)
+            return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
+    }
+    char aft[16], limit[16];
+    snprintf(aft, sizeof aft, "%d", after);
+    snprintf(limit, sizeof limit, "%d", page_size + 1);
+    const char *p[4] = {ctx->workspace_id, task_id, aft, limit};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r = NULL, *t = NULL;
+    err = az_pg_exec(c, ctx, "SELECT 1 FROM tasks WHERE workspace_id = $1 AND id = $2", 2, p, &t, msg);
+    if (err == AZ_OK && PQntuples(t) == 0) err = not_found(task_id, msg);
+    if (err == AZ_OK)
+        err = az_pg_exec(c, ctx,
+                         "SELECT attempt, status, (extract(epoch FROM start_time) * 1000000)::bigint,"
+                         " (extract(epoch FROM end_time) * 1000000)::bigint, error_type,"
+                         " error_message, error_retryable, prompt_tokens, completion_tokens,"
+                         " total_tokens, cost_usd, worker FROM task_attempts"
+                         " WHERE workspace_id = $1 AND task_id = $2 AND attempt > $3::integer"
+                         " ORDER BY attempt LIMIT $4::integer",
+                         4, p, &r, msg);
+    PQclear(t);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    int rows = PQntuples(r), n = rows > page_size ? page_size : rows, oom = 0;
+    Agentz__V1__ListTaskAttemptsResponse *resp = az_arena_alloc(a, sizeof *resp);
+    if (resp) {
+        agentz__v1__list_task_attempts_response__init(resp);
+        resp->attempts = az_arena_alloc(a, (size_t)(n ? n : 1) * sizeof *resp->attempts);
+    }
+    if (!resp || !resp->attempts) oom = 1;
+    for (int i = 0; i < n && !oom; i++) {
+        Agentz__V1__TaskAttempt *at = az_arena_alloc(a, sizeof *at);
+        if (!at) {
+            oom = 1;
+            break;
+        }
+        agentz__v1__task_attempt__init(at);
+        at->attempt = (int32_t)num(r, i, 0);
+        at->status = (Agentz__V1__TaskStatus)num(r, i, 1);
+        at->start_time = opt_timestamp(a, r, i, 2, &oom);
+        at->end_time = opt_timestamp(a, r, i, 3, &oom);
+        at->error = error_from(a, r, i, 4, &oom);
+        if (!(at->usage = usage_from(a, r, i, 7))) oom = 1;
+        if (!(at->worker = col(a, r, i, 11))) oom = 1;
+        resp->attempts[i] = at;
+        resp->n_attempts = (size_t)i + 1;
+    }
+    if (!oom && rows > page_size) {
+        char raw[80];
+        int len = snprintf(raw, sizeof raw, "p1|%s|%s", task_id, PQgetvalue(r, n - 1, 0));
+        if (!(resp->next_page_token = b64url(a, raw, len))) oom = 1;
+    }
+    PQclear(r);
+    if (oom) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    *out = resp;
+    return AZ_OK;
+}
+
+az_err az_task_stats(az_pg *pg, const az_ctx *ctx, int64_t start_us, int64_t end_us,
+                     const char *agent_id, az_arena *a, Agentz__V1__TaskStats **out, char *msg)
+{
+    *out = NULL;
+    char s[24], e[24];
+    snprintf(s, sizeof s, "%lld", (long long)start_us);
+    snprintf(e, sizeof e, "%lld", (long long)end_us);
+    const char *p[4] = {ctx->workspace_id, start_us ? s : NULL, end_us ? e : NULL,
+                        agent_id && *agent_id ? agent_id : NULL};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    /* Durations of finished tasks that ever started; percentiles interpolate. */
+    err = az_pg_exec(
+        c, ctx,
+        "WITH w AS (SELECT status, attempt, prompt_tokens, completion_tokens, total_tokens, cost_usd,"
+        "  CASE WHEN status IN (5, 6, 7) AND start_time IS NOT NULL AND end_time IS NOT NULL"
+        "   THEN extract(epoch FROM end_time - start_time) * 1000000 END AS us"
+        "  FROM tasks WHERE workspace_id = $1"
+        "  AND ($2::bigint IS NULL OR create_time >= to_timestamp($2::bigint / 1000000.0))"
+        "  AND ($3::bigint IS NULL OR create_time < to_timestamp($3::bigint / 1000000.0))"
+        "  AND ($4::uuid IS NULL OR agent_id = $4::uuid))"
+        " SELECT count(*), count(*) FILTER (WHERE status = 1), count(*) FILTER (WHERE status = 2),"
+        " count(*) FILTER (WHERE status = 3), count(*) FILTER (WHERE status = 4),"
+        " count(*) FILTER (WHERE status = 5), count(*) FILTER (WHERE status = 6),"
+        " count(*) FILTER (WHERE status = 7),"
+        " COALESCE(round(percentile_cont(0.5) WITHIN GROUP (ORDER BY us))::bigint, -1),"
+        " COALESCE(round(percentile_cont(0.95) WITHIN GROUP (ORDER BY us))::bigint, -1),"
+        " COALESCE(round(max(us))::bigint, -1),"
+        " COALESCE(sum(GREATEST(attempt - 1, 0)), 0), COALESCE(sum(prompt_tokens), 0),"
+        " COALESCE(sum(completion_tokens), 0), COALESCE(sum(total_tokens), 0),"
+        " COALESCE(sum(cost_usd), 0) FROM w",
+        4, p, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    Agentz__V1__TaskStats *st = az_arena_alloc(a, sizeof *st);
+    Agentz__V1__TokenUsage *u = az_arena_alloc(a, sizeof *u);
+    int oom = !st || !u;
+    if (!oom) {
+        agentz__v1__task_stats__init(st);
+        agentz__v1__token_usage__init(u);
+        st->total = num(r, 0, 0);
+        st->pending = num(r, 0, 1);
+        st->queued = num(r, 0, 2);
+        st->running = num(r, 0, 3);
+        st->backoff = num(r, 0, 4);
+        st->succeeded = num(r, 0, 5);
+        st->failed = num(r, 0, 6);
+        st->cancelled = num(r, 0, 7);
+        int64_t done = st->succeeded + st->failed + st->cancelled;
+        st->success_rate = done ? (double)st->succeeded / (double)done : 0.0;
+        Google__Protobuf__Duration **d[3] = {&st->p50_duration, &st->p95_duration, &st->max_duration};
+        for (int i = 0; i < 3; i++) {
+            long long us = num(r, 0, 8 + i);
+            if (us >= 0 && !(*d[i] = duration_us(a, us))) oom = 1;
+        }
+        st->retries = num(r, 0, 11);
+        u->prompt_tokens = num(r, 0, 12);
+        u->completion_tokens = num(r, 0, 13);
+        u->total_tokens = num(r, 0, 14);
+        u->cost_usd = strtod(PQgetvalue(r, 0, 15), NULL);
+        st->usage = u;
+        if (start_us && !(st->start_time = timestamp_us(a, start_us))) oom = 1;
+        if (end_us && !(st->end_time = timestamp_us(a, end_us))) oom = 1;
+    }
+    PQclear(r);
+    if (oom) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    *out = st;
+    return AZ_OK;
+}
+
+/* ---------------------------------------------------------------- engine transitions */
+
+az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *worker,
+                     az_arena *a, Agentz__V1__Task **out, char *msg)
+{
+    *out = NULL;
+    if (!az_text_is_uuid(id)) return not_found(id, msg);
+    const char *p[3] = {ctx->workspace_id, id, worker ? worker : ""};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r = NULL;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    if ((err = az_pg_exec(c, ctx,
+                          "UPDATE tasks t SET status = 3, attempt = attempt + 1,"
+                          " start_time = COALESCE(start_time, clock_timestamp()),"
+                          " series_start_time = CASE WHEN attempt = retry_base"
+                          "  THEN clock_timestamp() ELSE series_start_time END,"
+                          " progress = 0, next_attempt_time = NULL, revision = revision + 1"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 2"
+                          " RETURNING " COLS,
+                          2, p, &r, msg)) != AZ_OK)
+        goto out;
+    if (PQntuples(r) == 0) {
+        err = explain_miss(c, ctx, id, "claim", msg);
+        goto out;
+    }
+    if ((err = from_row(r, 0, a, out, msg)) != AZ_OK) goto out;
+    char att[16];
+    snprintf(att, sizeof att, "%d", (*out)->attempt);
+    const char *q[4] = {ctx->workspace_id, id, att, p[2]};
+    if ((err = az_pg_exec(c, ctx,
+                          "INSERT INTO task_attempts (workspace_id, task_id, attempt, status, worker)"
+                          " VALUES ($1, $2, $3, 3, $4)",
+                          4, q, NULL, msg)) != AZ_OK)
+        goto out;
+    err = az_pg_commit(c, ctx, msg);
+out:
+    PQclear(r);
+    if (err != AZ_OK) *out = NULL;
+    az_pg_release(c);
+    return err;
+}
+
+static void usage_params(const Agentz__V1__TokenUsage *u, char b[4][40], const char *p[4])
+{
+    snprintf(b[0], 40, "%lld", u ? (long long)u->prompt_tokens : 0LL);
+    snprintf(b[1], 40, "%lld", u ? (long long)u->completion_tokens : 0LL);
+    snprintf(b[2], 40, "%lld", u ? (long long)u->total_tokens : 0LL);
+    snprintf(b[3], 40, "%.17g", u ? u->cost_usd : 0.0);
+    for (int i = 0; i < 4; i++) p[i] = b[i];
+}
+
+az_err az_task_complete(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                        const Agentz__V1__TaskOutput *output, const Agentz__V1__TokenUsage *usage,
+                        char *run_id, az_task_ready *ready, char *msg)
+{
+    set_run_id(run_id, "");
+    if (!az_text_is_uuid(id)) return not_found(id, msg);
+    if (ready && !ready->arena)
+        return az_fail(msg, AZ_ERR_INTERNAL, "az_task_complete needs ready->arena");
+    size_t ready_n = ready ? ready->n : 0;
+    az_arena *tmp = az_arena_new(0);
+    if (!tmp) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    char *json = NULL;
+    az_err err = struct_json(tmp, output ? output->json : NULL, &json, msg);
+    if (err != AZ_OK) {
+        az_arena_free(tmp);
+        return err;
+    }
+    char att[16], ub[4][40];
+    snprintf(att, sizeof att, "%d", attempt);
+    const char *p[9] = {ctx->workspace_id, id, att, output ? output->raw : "", json};
+    usage_params(usage, ub, p + 5);
+    az_pgconn *c;
+    if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) {
+        az_arena_free(tmp);
+        return err;
+    }
+    PGresult *r = NULL;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    if ((err = az_pg_exec(c, ctx,
+                          "UPDATE tasks t SET status = 5, output_raw = $4, output_json = $5::jsonb,"
+                          " error_type = NULL, error_message = NULL, error_retryable = NULL,"
+                          " prompt_tokens = prompt_tokens + $6, completion_tokens = completion_tokens + $7,"
+                          " total_tokens = total_tokens + $8, cost_usd = cost_usd + $9,"
+                          " progress = 1, end_time = clock_timestamp(), revision = revision + 1"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
+                          " AND t.attempt = $3::integer RETURNING COALESCE(t.run_id::text, '')",
+                          9, p, &r, msg)) != AZ_OK)
+        goto out;
+    if (PQntuples(r) == 0) {
+        char verb[64];
+        snprintf(verb, sizeof verb, "complete attempt %d", attempt);
+        err = explain_miss(c, ctx, id, verb, msg);
+        goto out;
+    }
+    set_run_id(run_id, PQgetvalue(r, 0, 0));
+    if ((err = close_attempt(c, ctx, id, attempt, S_SUCCEEDED, NULL, usage, msg)) != AZ_OK ||
+        (err = queue_dependents(c, ctx, id, NULL, ready, msg)) != AZ_OK)
+        goto out;
+    err = az_pg_commit(c, ctx, msg);
+out:
+    PQclear(r);
+    if (err != AZ_OK) {
+        set_run_id(run_id, "");
+        if (ready) ready->n = ready_n;
+    }
+    az_pg_release(c);
+    az_arena_free(tmp);
+    return err;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+az_err az_task_fail(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                    const Agentz__V1__TaskError *error, const Agentz__V1__TokenUsage *usage,
+                    int64_t *next_attempt_ms, char *run_id, char *msg)
+{
+    if (next_attempt_ms) *next_attempt_ms = 0;
+    set_run_id(run_id, "");
+    if (!az_text_is_uuid(id)) return not_found(id, msg);
+    static const Agentz__V1__TaskError unknown = {PROTOBUF_C_MESSAGE_INIT(&agentz__v1__task_error__descriptor),
+                                                 "unknown", "the attempt failed", 1};
+    const Agentz__V1__TaskError *e = error ? error : &unknown;
+    az_arena *tmp = az_arena_new(0);
+    if (!tmp) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) {
+        az_arena_free(tmp);
+        return err;
+    }
+    PGresult *r = NULL, *sr = NULL;
+    Agentz__V1__Task *cur;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    /* Read-then-write: lock the row, decide, then move it conditionally. */
+    if ((err = fetch_one(c, ctx, id, 1, tmp, &cur, msg)) != AZ_OK) goto out;
+    if (cur->status != S_RUNNING || cur->attempt != attempt) {
+        err = az_fail(msg, AZ_ERR_PRECONDITION, "task %s is %s (attempt %d); cannot fail attempt %d",
+                      id, status_name(cur->status), cur->attempt, attempt);
+        goto out;
+    }
+    const char *sp[2] = {ctx->workspace_id, id};
+    if ((err = az_pg_exec(c, ctx,
+                          "SELECT retry_base, (extract(epoch FROM series_start_time) * 1000000)::bigint,"
+                          " timeout_us FROM tasks WHERE workspace_id = $1 AND id = $2",
+                          2, sp, &sr, msg)) != AZ_OK)
+        goto out;
+    int series_attempt = attempt - (int)num(sr, 0, 0);
+    int64_t series_start = null(sr, 0, 1) ? now_us() : num(sr, 0, 1);
+    int64_t timeout = num(sr, 0, 2) > 0 ? num(sr, 0, 2) : DEFAULT_TIMEOUT_US;
+    int64_t delay_ms = 0;
+    const char *text = e->message;
+    int retry = e->retryable && az_task_should_retry(cur->retry_policy, series_attempt, e->type);
+    if (retry) {
+        delay_ms = az_task_backoff_ms(cur->retry_policy, series_attempt,
+                                      (double)arc4random_uniform(1000000) / 1e6);
+        /* Unlimited attempts stop once the next one would start past the timeout, measured
+         * from the first attempt of the series. */
+        int unlimited = !cur->retry_policy || cur->retry_policy->max_attempts <= 0;
+        if (unlimited && now_us() + delay_ms * 1000 - series_start > timeout) {
+            retry = 0;
+            text = az_arena_printf(tmp, "%s (not retried: the next attempt would start after the "
+                                        "task's timeout of %llds)",
+                                   e->message, (long long)(timeout / 1000000));
+            if (!text) {
+                err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+        }
+    }
+    char att[16], delay[24], ub[4][40];
+    snprintf(att, sizeof att, "%d", attempt);
+    snprintf(delay, sizeof delay, "%lld", (long long)delay_ms);
+    /* $1..$8 identify the attempt and its outcome; $9..$12 are the usage to add. */
+    const char *q[12] = {ctx->workspace_id, id, att, retry ? "4" : "6", delay, e->type, text,
+                         e->retryable ? "t" : "f"};
+    usage_params(usage, ub, q + 8);
+    if ((err = az_pg_exec(c, ctx,
+                          "UPDATE tasks t SET status = $4::smallint, error_type = $6,"
+                          " error_message = $7, error_retryable = $8::boolean,"
+                          " next_attempt_time = CASE WHEN $4::smallint = 4 THEN clock_timestamp()"
+                          "  + make_interval(secs => $5::bigint / 1000.0) END,"
+                          " end_time = CASE WHEN $4::smallint = 6 THEN clock_timestamp() END,"
+                          " prompt_tokens = prompt_tokens + $9, completion_tokens = completion_tokens + $10,"
+                          " total_tokens = total_tokens + $11, cost_usd = cost_usd + $12,"
+                          " revision = revision + 1"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
+                          " AND t.attempt = $3::integer RETURNING COALESCE(t.run_id::text, '')",
+                          12, q, &r, msg)) != AZ_OK)
+        goto out;
+    if (PQntuples(r) == 0) {
+        err = explain_miss(c, ctx, id, "fail the attempt", msg);
+        goto out;
+    }
+    set_run_id(run_id, PQgetvalue(r, 0, 0));
+    Agentz__V1__TaskError closed = *e;
+    closed.message = (char *)text;
+    if ((err = close_attempt(c, ctx, id, attempt, S_FAILED, &closed, usage, msg)) != AZ_OK) goto out;
+    if (!retry && (err = cancel_downstream(c, ctx, id, "dependency_failed", "failed", NULL, msg)) != AZ_OK)
+        goto out;
+    if ((err = az_pg_commit(c, ctx, msg)) == AZ_OK && next_attempt_ms && retry)
+        *next_attempt_ms = delay_ms > 0 ? delay_ms : 1;
+out:
+    PQclear(r);
+    PQclear(sr);
+    if (err != AZ_OK) set_run_id(run_id, "");
+    az_pg_release(c);
+    az_arena_free(tmp);
+    return err;
+}
+
+az_err az_task_wake(az_pg *pg, const az_ctx *ctx, int limit, az_arena *a, az_task_ready *ready,
+                    char *msg)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 1000);
+    const char *p[2] = {ctx->workspace_id, lim};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, ctx,
+                     "UPDATE tasks t SET status = 2, next_attempt_time = NULL,"
+                     " queued_at = clock_timestamp(), published_at = clock_timestamp(),"
+                     " revision = revision + 1"
+                     " WHERE t.workspace_id = $1 AND t.id IN (SELECT id FROM tasks"
+                     "  WHERE workspace_id = $1 AND status = 4 AND next_attempt_time <= clock_timestamp()"
+                     "  ORDER BY next_attempt_time LIMIT $2::integer FOR UPDATE SKIP LOCKED)"
+                     " AND t.status = 4 RETURNING t.id::text",
+                     2, p, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    err = ready_add_rows(ready, a, r, msg);
+    PQclear(r);
+    return err;
+}
+
+az_err az_task_stale_queued(az_pg *pg, const az_ctx *ctx, int64_t older_than_ms, int limit,
+                            az_arena *a, az_task_ready *ready, char *msg)
+{
+    char lim[16], older[24];
+    snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 1000);
+    snprintf(older, sizeof older, "%lld", (long long)(older_than_ms > 0 ? older_than_ms : 0));
+    const char *p[3] = {ctx->workspace_id, lim, older};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, ctx,
+                     "UPDATE tasks t SET published_at = clock_timestamp()"
+                     " WHERE t.workspace_id = $1 AND t.id IN (SELECT id FROM tasks"
+                     "  WHERE workspace_id = $1 AND status = 2 AND (published_at IS NULL OR"
+                     "  published_at < clock_timestamp() - make_interval(secs => $3::bigint / 1000.0))"
+                     "  ORDER BY published_at NULLS FIRST LIMIT $2::integer FOR UPDATE SKIP LOCKED)"
+                     " AND t.status = 2 RETURNING t.id::text",
+                     3, p, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    err = ready_add_rows(ready, a, r, msg);
+    PQclear(r);
+    return err;
+}
+
+az_err az_task_active_workspaces(az_pg *pg, const az_ctx *ctx, az_arena *a, char ***ids,
+                                 size_t *n, char *msg)
+{
+    *ids = NULL;
+    *n = 0;
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, ctx,
+                     "SELECT w.id::text FROM workspaces w WHERE EXISTS (SELECT 1 FROM tasks t"
+                     " WHERE t.workspace_id = w.id AND t.status IN (2, 4)) ORDER BY w.id",
+                     0, NULL, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    int rows = PQntuples(r);
+    char **v = az_arena_alloc(a, (size_t)(rows ? rows : 1) * sizeof *v);
+    if (!v) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < rows && err == AZ_OK; i++) {
+        if (!(v[i] = col(a, r, i, 0))) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    }
+    PQclear(r);
+    if (err != AZ_OK) return err;
+    *ids = v;
+    *n = (size_t)rows;
+    return AZ_OK;
+}
+
+int64_t az_task_etag_revision(const char *etag)
+{
+    if (!etag || !*etag || strlen(etag) > 18) return -1;
+    int64_t v = 0;
+    for (const char *s = etag; *s; s++) {
+        if (*s < '0' || *s > '9') return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return v > 0 ? v : -1;
+}
