@@ -112,7 +112,7 @@ static int run(const az_config *cfg)
     refl = az_reflection_new(az_descriptor_set, az_descriptor_set_len, msg);
     agents = az_agent_api_new(pg);
     tasks = az_task_api_new(pg, redis);
-    reconciler = az_reconciler_new(pg, redis, 0, 0);
+    reconciler = az_reconciler_new(pg, redis, cfg->reconcile_interval_ms, cfg->republish_after_ms);
     if (!health || !refl || !agents || !tasks || !reconciler) {
         az_error("cannot set up services: %s", refl ? "out of memory" : msg);
         goto out;

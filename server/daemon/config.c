@@ -75,6 +75,10 @@ static const opt opts[] = {
      "how long in-flight calls may finish after SIGTERM"},
     {"health-interval", "AGENTZ_HEALTH_INTERVAL", OPT_MS, S(health_interval_ms), "2s", 100,
      600000, "how often PostgreSQL and Redis are checked"},
+    {"reconcile-interval", "AGENTZ_RECONCILE_INTERVAL", OPT_MS, S(reconcile_interval_ms), "5s", 100,
+     3600000, "how often due retries are queued and stranded queued tasks re-published"},
+    {"republish-after", "AGENTZ_REPUBLISH_AFTER", OPT_MS, S(republish_after_ms), "60s", 1000,
+     86400000, "a queued task nobody picked up for this long is published to Redis again"},
     {"help", NULL, OPT_FLAG, S(show_help), NULL, 0, 0, "print this help and exit"},
     {"version", NULL, OPT_FLAG, S(show_version), NULL, 0, 0, "print the version and exit"},
 };

@@ -19,6 +19,8 @@ typedef struct az_config {
     int stream_queue_limit;
     int shutdown_grace_ms;
     int health_interval_ms;
+    int reconcile_interval_ms;
+    int republish_after_ms;
     int show_help, show_version;
 } az_config;
 
