@@ -102,6 +102,34 @@ int az_call_queued(az_call *c);
  * first finish wins. Thread-safe. */
 void az_call_finish(az_call *c, az_err code, const char *msg);
 
+/* ---- authentication, authorization and auditing hooks ---- */
+
+/* Who is calling. Filled by the server's authorizer before the handler runs. */
+typedef struct az_principal {
+    char id[160];          /* "user:<sub>", "key:<id>", "local-admin"; "" = anonymous */
+    char workspace_id[37]; /* uuid; every service query is scoped to it */
+    int role;              /* Agentz__V1__Role value; 0 = none */
+    char auth_method[16];  /* "clerk", "api_key", "admin_key", "none" */
+} az_principal;
+
+/* The caller; never NULL (anonymous until an authorizer sets it). */
+const az_principal *az_call_principal(const az_call *c);
+
+/* Records the resource id a call acted on (for the audit log); copied. */
+void az_call_set_target(az_call *c, const char *id);
+const char *az_call_target(const az_call *c);
+
+/* Runs before every call's handler (unknown methods included, m == NULL) on a runtime thread.
+ * Return AZ_OK after filling *p, or an error (UNAUTHENTICATED, PERMISSION_DENIED,
+ * RESOURCE_EXHAUSTED...) with msg, which ends the call at once without running the handler. */
+typedef az_err (*az_authorizer_fn)(void *arg, az_call *c, const char *method, az_principal *p,
+                                   char *msg);
+
+/* Runs once per call after its final status is known (for audit logs and metrics). status is
+ * the grpc status code sent (1 when the client cancelled). Must not call az_call_send. */
+typedef void (*az_observer_fn)(void *arg, az_call *c, const char *method, int status,
+                               int64_t duration_us);
+
 /* ---- the server ---- */
 
 typedef struct az_server_config {
@@ -127,6 +155,10 @@ int az_server_port(const az_server *s);
 
 /* Starts the completion-queue threads. */
 az_err az_server_start(az_server *s, char *msg);
+
+/* Installs the authorizer / observer (one each; before az_server_start). */
+void az_server_set_authorizer(az_server *s, az_authorizer_fn fn, void *arg);
+void az_server_set_observer(az_server *s, az_observer_fn fn, void *arg);
 
 /* Registers fn(arg) to run when shutdown begins (before calls are drained), e.g. to turn
  * health NOT_SERVING and end watch streams. At most 8 hooks. */

@@ -82,6 +82,8 @@ struct az_call {
     char request_id[REQUEST_ID_MAX + 1];
     struct timespec start;
     int final_status; /* grpc status we sent, or CANCELLED */
+    az_principal principal;
+    char *target;
     az_call *prev, *next; /* live list */
 };
 
@@ -96,6 +98,10 @@ struct az_server {
     int nthreads, started;
     atomic_int shutting_down;
     tag t_shutdown;
+    az_authorizer_fn authorize;
+    void *authorize_arg;
+    az_observer_fn observe;
+    void *observe_arg;
     void (*hooks[MAX_HOOKS])(void *);
     void *hook_args[MAX_HOOKS];
     int nhooks;
@@ -142,6 +148,9 @@ static az_call *call_new(az_server *s, const reg *r)
 static void log_call(az_call *c)
 {
     if (!c->call) return; /* never arrived */
+    if (c->srv->observe)
+        c->srv->observe(c->srv->observe_arg, c, az_call_method(c), c->final_status < 0 ? 2 : c->final_status,
+                        elapsed_us(&c->start));
     char fields[1024];
     const char *method = az_call_method(c);
     int64_t us = elapsed_us(&c->start);
@@ -182,6 +191,7 @@ static void call_free(az_call *c)
     grpc_slice_unref(c->status_details);
     if (c->peer) gpr_free(c->peer);
     if (c->generic_path) gpr_free(c->generic_path);
+    free(c->target);
     az_arena_free(c->arena);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -271,6 +281,15 @@ const char *az_call_metadata(az_call *c, const char *key)
     return NULL;
 }
 
+const az_principal *az_call_principal(const az_call *c) { return &c->principal; }
+const char *az_call_target(const az_call *c) { return c->target ? c->target : ""; }
+
+void az_call_set_target(az_call *c, const char *id)
+{
+    free(c->target);
+    c->target = id ? strdup(id) : NULL;
+}
+
 void az_call_set_cancel_hook(az_call *c, void (*fn)(void *), void *arg)
 {
     pthread_mutex_lock(&c->mu);
@@ -289,8 +308,8 @@ static void set_cancel(void *owner, void (*fn)(void *), void *arg)
 void az_call_ctx(az_call *c, az_ctx *ctx)
 {
     int64_t left = az_call_remaining_ms(c);
-    ctx->workspace_id = AZ_DEFAULT_WORKSPACE;
-    ctx->principal = "";
+    ctx->workspace_id = c->principal.workspace_id[0] ? c->principal.workspace_id : AZ_DEFAULT_WORKSPACE;
+    ctx->principal = c->principal.id;
     ctx->request_id = c->request_id;
     ctx->deadline_ms = left < 0 ? -1 : az_now_ms() + left;
     ctx->set_cancel = set_cancel;
@@ -639,8 +658,14 @@ static void on_new_call(az_call *c, int ok)
     const az_method *m = c->reg ? c->reg->m : NULL;
     c->arena = az_arena_new(0);
     if (!c->arena) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-    if (!m) {
-        c->generic_path = grpc_slice_to_c_string(c->details.method);
+    if (!m) c->generic_path = grpc_slice_to_c_string(c->details.method);
+    if (err == AZ_OK && s->authorize) {
+        strcpy(c->principal.auth_method, "none");
+        err = s->authorize(s->authorize_arg, c, az_call_method(c), &c->principal, msg);
+    }
+    if (err != AZ_OK) {
+        /* refused before the handler: the status below carries why */
+    } else if (!m) {
         err = az_fail(msg, AZ_ERR_UNIMPLEMENTED, "method %s is not implemented by this server",
                       c->generic_path);
     } else if (err == AZ_OK && m->kind == AZ_RPC_UNARY) {
@@ -913,6 +938,18 @@ az_err az_server_start(az_server *s, char *msg)
     }
     s->started = 1;
     return AZ_OK;
+}
+
+void az_server_set_authorizer(az_server *s, az_authorizer_fn fn, void *arg)
+{
+    s->authorize = fn;
+    s->authorize_arg = arg;
+}
+
+void az_server_set_observer(az_server *s, az_observer_fn fn, void *arg)
+{
+    s->observe = fn;
+    s->observe_arg = arg;
 }
 
 void az_server_on_shutdown(az_server *s, void (*fn)(void *), void *arg)
