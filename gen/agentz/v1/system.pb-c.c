@@ -1939,19 +1939,21 @@ const ProtobufCEnumDescriptor agentz__v1__role__descriptor =
   agentz__v1__role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue agentz__v1__auth_method__enum_values_by_number[4] =
+static const ProtobufCEnumValue agentz__v1__auth_method__enum_values_by_number[5] =
 {
   { "AUTH_METHOD_UNSPECIFIED", "AGENTZ__V1__AUTH_METHOD__AUTH_METHOD_UNSPECIFIED", 0 },
   { "AUTH_METHOD_NONE", "AGENTZ__V1__AUTH_METHOD__AUTH_METHOD_NONE", 1 },
   { "AUTH_METHOD_API_KEY", "AGENTZ__V1__AUTH_METHOD__AUTH_METHOD_API_KEY", 2 },
   { "AUTH_METHOD_MTLS", "AGENTZ__V1__AUTH_METHOD__AUTH_METHOD_MTLS", 3 },
+  { "AUTH_METHOD_JWT", "AGENTZ__V1__AUTH_METHOD__AUTH_METHOD_JWT", 4 },
 };
 static const ProtobufCIntRange agentz__v1__auth_method__value_ranges[] = {
-{0, 0},{0, 4}
+{0, 0},{0, 5}
 };
-static const ProtobufCEnumValueIndex agentz__v1__auth_method__enum_values_by_name[4] =
+static const ProtobufCEnumValueIndex agentz__v1__auth_method__enum_values_by_name[5] =
 {
   { "AUTH_METHOD_API_KEY", 2 },
+  { "AUTH_METHOD_JWT", 4 },
   { "AUTH_METHOD_MTLS", 3 },
   { "AUTH_METHOD_NONE", 1 },
   { "AUTH_METHOD_UNSPECIFIED", 0 },
@@ -1963,9 +1965,9 @@ const ProtobufCEnumDescriptor agentz__v1__auth_method__descriptor =
   "AuthMethod",
   "Agentz__V1__AuthMethod",
   "agentz.v1",
-  4,
+  5,
   agentz__v1__auth_method__enum_values_by_number,
-  4,
+  5,
   agentz__v1__auth_method__enum_values_by_name,
   1,
   agentz__v1__auth_method__value_ranges,

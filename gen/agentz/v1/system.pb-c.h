@@ -86,7 +86,11 @@ typedef enum _Agentz__V1__AuthMethod {
   /*
    * A TLS client certificate.
    */
-  AGENTZ__V1__AUTH_METHOD__AUTH_METHOD_MTLS = 3
+  AGENTZ__V1__AUTH_METHOD__AUTH_METHOD_MTLS = 3,
+  /*
+   * A Clerk session token (RS256 JWT verified against the configured JWKS).
+   */
+  AGENTZ__V1__AUTH_METHOD__AUTH_METHOD_JWT = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AGENTZ__V1__AUTH_METHOD)
 } Agentz__V1__AuthMethod;
 
