@@ -21,6 +21,8 @@
 #include "store/pgpool.h"
 #include "store/redis.h"
 #include "task/task_api.h"
+#include "workflow/run.h"
+#include "workflow/workflow_api.h"
 
 #ifndef AZ_VERSION
 #define AZ_VERSION "0.1.0"
@@ -72,6 +74,7 @@ static int run(const az_config *cfg)
     az_reflection *refl = NULL;
     az_agent_api *agents = NULL;
     az_task_api *tasks = NULL;
+    az_workflow_api *workflows = NULL;
     az_reconciler *reconciler = NULL;
     az_server *srv = NULL;
     janitor jan = {.stop = 0};
@@ -112,8 +115,9 @@ static int run(const az_config *cfg)
     refl = az_reflection_new(az_descriptor_set, az_descriptor_set_len, msg);
     agents = az_agent_api_new(pg);
     tasks = az_task_api_new(pg, redis);
+    workflows = az_workflow_api_new(pg, redis);
     reconciler = az_reconciler_new(pg, redis, cfg->reconcile_interval_ms, cfg->republish_after_ms);
-    if (!health || !refl || !agents || !tasks || !reconciler) {
+    if (!health || !refl || !agents || !tasks || !workflows || !reconciler) {
         az_error("cannot set up services: %s", refl ? "out of memory" : msg);
         goto out;
     }
@@ -131,12 +135,15 @@ static int run(const az_config *cfg)
         }
     }
 
-    const az_method *tables[4];
-    size_t counts[4];
+    /* CancelTask/RetryTask on a run's task refresh the run's status. */
+    az_task_api_set_run_hook(tasks, az_run_sync_hook, pg);
+    const az_method *tables[5];
+    size_t counts[5];
     tables[0] = az_health_methods(health, &counts[0]);
     tables[1] = az_reflection_methods(refl, &counts[1]);
     tables[2] = az_agent_api_methods(agents, &counts[2]);
     tables[3] = az_task_api_methods(tasks, &counts[3]);
+    tables[4] = az_workflow_api_methods(workflows, &counts[4]);
     az_server_config scfg = {
         .listen = cfg->listen,
         .tls_cert_file = cfg->tls_cert,
@@ -147,7 +154,7 @@ static int run(const az_config *cfg)
         .stream_queue_limit = cfg->stream_queue_limit,
         .shutdown_grace_ms = cfg->shutdown_grace_ms,
     };
-    srv = az_server_new(&scfg, tables, counts, 4, msg);
+    srv = az_server_new(&scfg, tables, counts, 5, msg);
     if (!srv) {
         az_error("%s", msg);
         goto out;
@@ -196,6 +203,7 @@ out:
     az_reflection_free(refl);
     az_agent_api_free(agents);
     az_task_api_free(tasks);
+    az_workflow_api_free(workflows);
     az_redis_free(redis);
     az_pg_free(pg);
     az_embed_stop(embed);
