@@ -79,10 +79,24 @@ static int create_all(az_cli *cli, Agentz__V1__Template *t, const char *key, az_
     int code = AZ_CLI_EXIT_OK;
     Agentz__V1__Workflow *wf = NULL;
     char rid[AZ_CREWAI_REQUEST_ID_SIZE];
+    /* Agent names are unique per workspace, and every crew has its "researcher": the agents
+     * are named <workflow>/<key>, while steps keep naming them by key until ids replace them. */
+    const char **keys = az_arena_alloc(ar, (t->n_agents + 1) * sizeof *keys);
+    if (!keys) {
+        free(made);
+        return out_of_memory(cli);
+    }
     for (size_t i = 0; i < t->n_agents && !code; i++) {
         Agentz__V1__CreateAgentRequest req = AGENTZ__V1__CREATE_AGENT_REQUEST__INIT;
+        keys[i] = t->agents[i]->name;
+        char *full = az_arena_printf(ar, "%.60s/%.60s", t->workflow->name, keys[i]);
+        if (!full) {
+            code = out_of_memory(cli);
+            break;
+        }
+        t->agents[i]->name = full;
         req.agent = t->agents[i];
-        az_crewai_request_id(key, "agent", t->agents[i]->name, rid);
+        az_crewai_request_id(key, "agent", keys[i], rid);
         req.request_id = rid;
         ProtobufCMessage *m;
         if ((code = az_cli_call(cli, AGENTS "CreateAgent", &req.base,
@@ -96,7 +110,7 @@ static int create_all(az_cli *cli, Agentz__V1__Template *t, const char *key, az_
         for (size_t s = 0; s <= w->n_steps; s++) {
             char **ref = s < w->n_steps ? &w->steps[s]->agent_id : &w->manager_agent_id;
             for (size_t i = 0; i < nmade && **ref; i++)
-                if (strcmp(made[i]->name, *ref) == 0) {
+                if (strcmp(keys[i], *ref) == 0) {
                     *ref = az_arena_strdup(ar, made[i]->id);
                     break;
                 }

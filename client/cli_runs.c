@@ -177,6 +177,8 @@ static az_err read_inputs(const char *path, inputs *in, az_arena *ar, char *msg)
     return err;
 }
 
+static int print_run(az_cli *cli, ProtobufCMessage *m);
+
 static int run_start(az_cli *cli, const az_flag_value *v, const char *const *args, size_t nargs)
 {
     char msg[AZ_MSG_MAX];
@@ -214,7 +216,7 @@ static int run_start(az_cli *cli, const az_flag_value *v, const char *const *arg
     ProtobufCMessage *resp;
     if (!(code = az_cli_call(cli, SERVICE "StartRun", &req.base,
                              &agentz__v1__workflow_run__descriptor, &resp)))
-        code = print_free(cli, resp);
+        code = print_run(cli, resp);
 done:
     az_arena_free(ar);
     return code;
@@ -313,7 +315,8 @@ static const az_flag list_flags[L__COUNT] = {
 
 static int print_runs_table(az_cli *cli, ProtobufCMessage **pages, size_t npages)
 {
-    static const char *const headers[] = {"ID", "WORKFLOW", "VERSION", "STATUS", "STEPS", "AGE"};
+    /* ListRuns carries no steps (GetRun does), so the list shows timing instead. */
+    static const char *const headers[] = {"ID", "WORKFLOW", "VERSION", "STATUS", "DURATION", "AGE"};
     char msg[AZ_MSG_MAX];
     az_table *tb = az_table_new(6, headers);
     if (!tb) return out_of_memory(cli);
@@ -324,17 +327,13 @@ static int print_runs_table(az_cli *cli, ProtobufCMessage **pages, size_t npages
         const Agentz__V1__ListRunsResponse *r = (const Agentz__V1__ListRunsResponse *)pages[p];
         for (size_t i = 0; i < r->n_runs; i++) {
             const Agentz__V1__WorkflowRun *w = r->runs[i];
-            char version[16], status[32], steps[32], age[32];
-            size_t done = 0;
-            for (size_t s = 0; s < w->n_steps; s++)
-                done += w->steps[s]->status == AGENTZ__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED;
+            char version[16], status[32], dur[32], age[32];
             snprintf(version, sizeof version, "%d", w->workflow_version);
-            snprintf(steps, sizeof steps, "%zu/%zu", done, w->n_steps);
             const char *cells[6] = {
                 w->id, w->workflow_id, version,
                 az_output_enum(&agentz__v1__run_status__descriptor, RUN_PREFIX, (int)w->status,
                                status, sizeof status),
-                steps,
+                duration_text(w->start_time, w->end_time, dur, sizeof dur),
                 w->create_time ? az_output_age(w->create_time->seconds, now, age, sizeof age) : "",
             };
             if (az_table_add(tb, cells, msg)) {
@@ -417,7 +416,7 @@ static const az_cli_verb verbs[] = {
      start_flags, S__COUNT, 1, 1, run_start},
     {"get", "ID", "Show a run and its steps", NULL, NULL, 0, 1, 1, run_get},
     {"list", "", "List runs, newest first, one page or --all",
-     "Table columns: ID WORKFLOW VERSION STATUS STEPS (succeeded/total) AGE.", list_flags,
+     "Table columns: ID WORKFLOW VERSION STATUS DURATION AGE.", list_flags,
      L__COUNT, 0, 0, run_list},
     {"cancel", "ID", "Cancel a run and its unfinished tasks", NULL, cancel_flags, X__COUNT, 1, 1,
      run_cancel},

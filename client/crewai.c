@@ -4,6 +4,8 @@
  * tables: adding a CrewAI setting is one row. */
 #include "crewai.h"
 
+#include "core/placeholder.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <glob.h>
@@ -20,7 +22,6 @@
 #include "yamljson.h"
 
 #define STEP_ID_MAX 63
-#define INPUT_NAME_MAX 63
 #define AGENT_NAME_MAX 128
 
 /* ---- notes ---- */
@@ -91,7 +92,6 @@ typedef struct ictx {
     const char *agents_name, *tasks_name;
     az_crewai_notes *notes;
     json_t *inputs;       /* array of WorkflowInput objects, first occurrence order */
-    json_t *bad_inputs;   /* placeholder names already reported as invalid */
     char *msg;
 } ictx;
 
@@ -113,46 +113,27 @@ static const char *scalar_text(const json_t *v, char *buf, size_t size)
     return NULL;
 }
 
-static int valid_input_name(const char *s, size_t n)
+/* Records each placeholder as a workflow input (CrewAI requires them all at kickoff, so they
+ * are required). The rule is the server's own (core/placeholder.h), so what the import declares
+ * is exactly what workflow validation looks for. */
+static az_err add_input(void *arg, const char *name, size_t len, char *msg)
 {
-    if (n == 0 || n > INPUT_NAME_MAX) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_')) return 0;
-    return 1;
+    ictx *x = arg;
+    size_t i;
+    json_t *in;
+    json_array_foreach(x->inputs, i, in) {
+        const char *have = json_string_value(json_object_get(in, "name"));
+        if (strlen(have) == len && strncmp(have, name, len) == 0) return AZ_OK;
+    }
+    json_t *o = json_pack("{s:s%, s:b}", "name", name, len, "required", 1);
+    if (!o || json_array_append_new(x->inputs, o)) return nomem(x);
+    return AZ_OK;
 }
 
-/* Records every {placeholder} of text as a workflow input (CrewAI requires them all at kickoff,
- * so they are required). where names the text in notes. */
 static az_err scan_placeholders(ictx *x, const char *where, const char *text)
 {
-    for (const char *p = strchr(text, '{'); p; p = strchr(p + 1, '{')) {
-        const char *q = p + 1;
-        if (!(isalpha((unsigned char)*q) || *q == '_')) continue;
-        while (isalnum((unsigned char)*q) || *q == '_' || *q == '-') q++;
-        if (*q != '}') continue;
-        size_t n = (size_t)(q - p - 1);
-        char name[128];
-        snprintf(name, sizeof name, "%.*s", (int)(n < 127 ? n : 127), p + 1);
-        if (!valid_input_name(p + 1, n)) {
-            if (!json_object_get(x->bad_inputs, name)) {
-                if (json_object_set_new(x->bad_inputs, name, json_true())) return nomem(x);
-                note(x->notes,
-                     "%s: placeholder {%s} is not a valid AGENTZ input name ([a-z0-9_]{1,63}); "
-                     "left as literal text",
-                     where, name);
-            }
-            continue;
-        }
-        size_t i;
-        json_t *in;
-        int seen = 0;
-        json_array_foreach(x->inputs, i, in)
-            if (strcmp(json_string_value(json_object_get(in, "name")), name) == 0) seen = 1;
-        if (seen) continue;
-        json_t *o = json_pack("{s:s, s:b}", "name", name, "required", 1);
-        if (!o || json_array_append_new(x->inputs, o)) return nomem(x);
-    }
-    return AZ_OK;
+    (void)where;
+    return az_placeholder_scan(text, add_input, x, x->msg);
 }
 
 /* Text without surrounding white space (YAML block scalars end in a newline); one_line also
@@ -688,11 +669,11 @@ az_err az_crewai_import(const char *agents_text, size_t agents_len, const char *
                         az_crewai_notes *notes, char *msg)
 {
     *out = NULL;
-    ictx x = {agents_name, tasks_name, notes, json_array(), json_object(), msg};
+    ictx x = {agents_name, tasks_name, notes, json_array(), msg};
     json_t *adoc = NULL, *tdoc = NULL, *tmpl = NULL;
     tasks ts = {0};
     az_err err = AZ_OK;
-    if (!x.inputs || !x.bad_inputs) {
+    if (!x.inputs) {
         err = nomem(&x);
         goto done;
     }
@@ -775,17 +756,6 @@ az_err az_crewai_import(const char *agents_text, size_t agents_len, const char *
             err = nomem(&x);
             goto done;
         }
-        const char *fields[] = {"role", "goal", "backstory"};
-        for (size_t f = 0; f < 3; f++) {
-            const char *s = json_string_value(json_object_get(a, fields[f]));
-            const char *p = s ? strchr(s, '{') : NULL;
-            if (p && isalpha((unsigned char)p[1])) {
-                note(notes, "%s: agent %s: {placeholders} in role, goal and backstory are kept "
-                     "literally (AGENTZ fills run inputs into step descriptions and expected "
-                     "outputs)", agents_name, key);
-                break;
-            }
-        }
     }
     const char *process = json_string_value(json_object_get(wf, "process"));
     if (strcmp(process, "PROCESS_HIERARCHICAL") == 0 &&
@@ -826,7 +796,6 @@ done:
     json_decref(adoc);
     json_decref(tdoc);
     json_decref(x.inputs);
-    json_decref(x.bad_inputs);
     return err;
 }
 

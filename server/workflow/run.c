@@ -15,7 +15,7 @@
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "pagetoken.h"
-#include "placeholder.h"
+#include "core/placeholder.h"
 #include "store/idem.h"
 
 enum {

@@ -16,7 +16,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "google/protobuf/empty.pb-c.h"
-#include "placeholder.h"
+#include "core/placeholder.h"
 #include "queue/queue.h"
 #include "task/task_api.h"
 #include "template.h"

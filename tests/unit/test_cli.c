@@ -198,7 +198,7 @@ static void test_dry_run(void)
     done(&r);
     /* --name and -o yaml */
     expect(run("import", "crewai", fixture("market_research"), "--dry-run", "--name", "mr", "-o", "yaml", NULL),
-           0, "placeholder {Region}", "process: PROCESS_PARALLEL");
+           0, NULL, "process: PROCESS_PARALLEL");
 }
 
 static char *temp_file(const char *suffix, const char *text)

@@ -422,9 +422,10 @@ static void test_import_parallel(void)
     CU_ASSERT_STRING_EQUAL(w->steps[3]->depends_on[1], "market_size");
     CU_ASSERT_EQUAL_FATAL(w->steps[3]->n_context_from, 1);
     CU_ASSERT_STRING_EQUAL(w->steps[3]->context_from[0], "market_size");
-    CU_ASSERT_EQUAL_FATAL(w->n_inputs, 1);
+    /* Placeholders follow the server's rule ([a-zA-Z_][a-zA-Z0-9_]*), capitals included. */
+    CU_ASSERT_EQUAL_FATAL(w->n_inputs, 2);
     CU_ASSERT_STRING_EQUAL(w->inputs[0]->name, "product");
-    CU_ASSERT_TRUE(has_note(&notes, "placeholder {Region} is not a valid AGENTZ input name"));
+    CU_ASSERT_STRING_EQUAL(w->inputs[1]->name, "Region");
     CU_ASSERT_TRUE(has_note(&notes, "task review: human_input is not supported"));
     CU_ASSERT_TRUE(has_note(&notes, "agent writer: cache is not supported"));
     az_crewai_notes_free(&notes);

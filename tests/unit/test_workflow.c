@@ -10,7 +10,7 @@
 #include "core/arena.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "workflow/pagetoken.h"
-#include "workflow/placeholder.h"
+#include "core/placeholder.h"
 #include "workflow/template.h"
 #include "workflow/workflow_api.h"
 

@@ -6,8 +6,8 @@
 
 #include <stddef.h>
 
-#include "core/arena.h"
-#include "core/err.h"
+#include "arena.h"
+#include "err.h"
 
 /* Longest placeholder (and input) name: [a-zA-Z_][a-zA-Z0-9_]{0,63}. */
 #define AZ_PLACEHOLDER_NAME_MAX 64
