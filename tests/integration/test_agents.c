@@ -585,7 +585,7 @@ static void test_unimplemented_and_limits(void)
     CU_ASSERT_EQUAL(call("/agentz.v1.AgentService/NoSuchMethod", &req,
                          &agentz__v1__agent__descriptor, NULL),
                     12);
-    CU_ASSERT_EQUAL(call("/agentz.v1.TaskService/GetTask", &req, &agentz__v1__agent__descriptor, NULL),
+    CU_ASSERT_EQUAL(call("/agentz.v1.NoSuchService/Get", &req, &agentz__v1__agent__descriptor, NULL),
                     12);
     /* 5 MiB is over the 4 MiB default message limit. */
     size_t big = 5u << 20;
