@@ -2,9 +2,15 @@
  * call/print/error helpers every verb handler shares. */
 #include "cli.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Every resource the CLI knows. */
 static const az_cli_noun *const nouns[] = {
@@ -23,6 +29,7 @@ enum {
     G_KEY,
     G_TLS_SERVER_NAME,
     G_REQUEST_ID,
+    G_TOKEN,
     G_HELP,
     G_VERSION,
     G__COUNT
@@ -42,6 +49,9 @@ static const az_flag global_flags[G__COUNT] = {
                            "name to verify in the server certificate instead of HOST"},
     [G_REQUEST_ID] = {"request-id", 0, AZ_FLAG_VALUE, "ID",
                       "sent as x-request-id; create also uses it as the idempotency key"},
+    [G_TOKEN] = {"token", 0, AZ_FLAG_VALUE, "TOKEN",
+                 "API key or JWT sent as 'authorization: Bearer TOKEN' (default $AGENTZ_TOKEN, "
+                 "else the local admin key when the server is on this machine)"},
     [G_HELP] = {"help", 'h', AZ_FLAG_BOOL, NULL, "show help"},
     [G_VERSION] = {"version", 0, AZ_FLAG_BOOL, NULL, "print the version and exit"},
 };
@@ -58,7 +68,8 @@ static void print_top_help(FILE *f)
     fprintf(f, "\nGlobal flags (accepted anywhere on the line):\n");
     az_args_print_flags(f, global_flags, G__COUNT);
     fprintf(f, "\nEnvironment: AGENTZ_SERVER (default server), AGENTZ_TOKEN (sent as\n"
-               "'authorization: Bearer TOKEN'), COLUMNS (table width).\n"
+               "'authorization: Bearer TOKEN'), AGENTZ_DATA_DIR (where a local server keeps\n"
+               "admin.key, used for loopback servers without a token), COLUMNS (table width).\n"
                "Exit codes: 0 success, 1 the call failed, 2 usage error.\n"
                "Run 'agentz RESOURCE --help' for its commands.\n");
 }
@@ -122,11 +133,131 @@ int az_cli_fail(az_cli *cli, int exit_code, az_err e, const char *msg)
     return exit_code;
 }
 
+/* ---- credentials ---- */
+
+/* Longest admin.key accepted (keys are ~50 bytes; anything near this is not a key file). */
+enum { KEY_FILE_MAX = 4096 };
+/* agentzd's default data dir, tried after $AGENTZ_DATA_DIR. */
+static const char *const admin_key_dirs_fallback = "./.agentz";
+
+/* Scheme prefixes a loopback target may carry ("dns:///localhost:50051", "ipv4:127.0.0.1:1"). */
+static const char *const target_schemes[] = {"dns:///", "dns:", "ipv4:", "ipv6:"};
+
+/* 1 when target names this machine over TCP: localhost, 127.0.0.0/8 or ::1, with or without a
+ * port and scheme. Other targets (other hosts, unix: sockets, lists) never get the local admin
+ * key, so it cannot leak to a remote server. */
+static int target_is_loopback(const char *target)
+{
+    for (size_t i = 0; i < sizeof target_schemes / sizeof target_schemes[0]; i++) {
+        size_t n = strlen(target_schemes[i]);
+        if (strncmp(target, target_schemes[i], n) == 0) {
+            target += n;
+            break;
+        }
+    }
+    char host[256];
+    size_t len;
+    if (*target == '[') {
+        const char *end = strchr(target, ']');
+        if (!end) return 0;
+        len = (size_t)(end - target - 1);
+        target++;
+    } else {
+        const char *colon = strrchr(target, ':');
+        /* Several colons without brackets is a bare IPv6 address without a port. */
+        len = colon && strchr(target, ':') == colon ? (size_t)(colon - target) : strlen(target);
+    }
+    if (len == 0 || len >= sizeof host) return 0;
+    memcpy(host, target, len);
+    host[len] = '\0';
+    if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0) return 1;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) ||
+               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return 0;
+}
+
+/* Reads the admin key at path into buf (trailing whitespace removed). Returns 1 with a key, 0
+ * when there is none to use: absent or unreadable files are skipped silently, a file others
+ * may read is refused with a warning (the key is a credential; agentzd writes it 0600). */
+static int read_admin_key(az_cli *cli, const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return 0;
+    struct stat st;
+    int ok = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) goto done;
+    if (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)) {
+        fprintf(cli->err, "warning: ignoring %s: it is readable or writable by others "
+                          "(chmod 600 %s)\n", path, path);
+        goto done;
+    }
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) goto done;
+        if (n == 0) break;
+        len += (size_t)n;
+        if (len == cap - 1) goto done; /* far longer than any key: not a key file */
+    }
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
+                   buf[len - 1] == '\t'))
+        len--;
+    buf[len] = '\0';
+    ok = len > 0;
+done:
+    close(fd);
+    if (!ok) explicit_bzero(buf, cap);
+    return ok;
+}
+
+/* Keeps a token read from a file. cli->authorization holds "Bearer <token>" (see cli.h); the
+ * connection gets the part after the prefix. */
+static int keep_token(az_cli *cli, const char *token)
+{
+    static const char prefix[] = "Bearer ";
+    if (asprintf(&cli->authorization, "%s%s", prefix, token) < 0) {
+        cli->authorization = NULL;
+        return az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
+    }
+    cli->conn_opts.token = cli->authorization + sizeof prefix - 1;
+    return AZ_CLI_EXIT_OK;
+}
+
+/* Without --token or $AGENTZ_TOKEN, a server on this machine is called with its local admin
+ * key: $AGENTZ_DATA_DIR/admin.key, else ./.agentz/admin.key. Never prints the key. */
+static int local_admin_token(az_cli *cli)
+{
+    if (cli->conn_opts.token) return AZ_CLI_EXIT_OK;
+    const char *target =
+        cli->conn_opts.target && *cli->conn_opts.target ? cli->conn_opts.target
+                                                         : az_conn_default_target();
+    if (!target_is_loopback(target)) return AZ_CLI_EXIT_OK;
+    const char *data_dir = getenv("AGENTZ_DATA_DIR");
+    const char *dirs[] = {data_dir && *data_dir ? data_dir : NULL, admin_key_dirs_fallback};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        if (!dirs[i]) continue;
+        char path[4096], key[KEY_FILE_MAX];
+        if (snprintf(path, sizeof path, "%s/admin.key", dirs[i]) >= (int)sizeof path) continue;
+        if (!read_admin_key(cli, path, key, sizeof key)) continue;
+        int code = keep_token(cli, key);
+        explicit_bzero(key, sizeof key);
+        return code;
+    }
+    return AZ_CLI_EXIT_OK;
+}
+
 /* ---- calls ---- */
 
 static int open_conn(az_cli *cli)
 {
     if (cli->conn) return AZ_CLI_EXIT_OK;
+    int code = local_admin_token(cli);
+    if (code) return code;
     char msg[AZ_MSG_MAX];
     az_err err = az_conn_open(&cli->conn_opts, &cli->conn, msg);
     if (!err) return AZ_CLI_EXIT_OK;
@@ -217,15 +348,13 @@ static int apply_globals(az_cli *cli, const az_flag_value *g)
         cli->request_id = g[G_REQUEST_ID].value;
         cli->md[n++] = (az_md){"x-request-id", cli->request_id};
     }
-    const char *token = getenv("AGENTZ_TOKEN");
-    if (token && *token) {
-        if (asprintf(&cli->authorization, "Bearer %s", token) < 0) {
-            cli->authorization = NULL;
-            return az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
-        }
-        cli->md[n++] = (az_md){"authorization", cli->authorization};
-    }
     cli->md[n] = (az_md){NULL, NULL};
+    /* The token goes on the connection, which sends it with every call; a local admin key is
+     * looked up only when a connection is opened (local_admin_token). */
+    if (g[G_TOKEN].count && !*g[G_TOKEN].value)
+        return az_cli_usage_error(cli, "--token: empty token");
+    const char *token = g[G_TOKEN].count ? g[G_TOKEN].value : getenv("AGENTZ_TOKEN");
+    cli->conn_opts.token = token && *token ? token : NULL;
     return AZ_CLI_EXIT_OK;
 }
 
@@ -343,6 +472,7 @@ int az_cli_main(int argc, char **argv, FILE *out, FILE *err)
 done:
     az_args_free_values(g, G__COUNT);
     az_conn_free(cli.conn);
+    if (cli.authorization) explicit_bzero(cli.authorization, strlen(cli.authorization));
     free(cli.authorization);
     fflush(out);
     return code;

@@ -12,12 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "file.h"
 
 struct az_conn {
     grpc_channel *channel;
     char *target;
+    char *authorization; /* "Bearer <token>", or NULL; wiped before it is freed */
 };
 
 /* Everything one call owns. Tags are addresses of the tag_* members, one per batch kind, so
@@ -99,6 +101,23 @@ done:
     return creds;
 }
 
+/* Keeps "Bearer <token>" for every call. A token gRPC would refuse as a header value (control
+ * characters, a stray newline from a key file) is rejected here, once, instead of failing every
+ * call; the message never includes the token itself. */
+static az_err set_token(az_conn *c, const char *token, char *msg)
+{
+    if (!token || !*token) return AZ_OK;
+    if (asprintf(&c->authorization, "Bearer %s", token) < 0) {
+        c->authorization = NULL;
+        return az_fail(msg, AZ_ERR_NOMEM, "cannot keep the token: out of memory");
+    }
+    grpc_slice v = grpc_slice_from_static_string(c->authorization);
+    if (!grpc_header_nonbin_value_is_legal(v))
+        return az_fail(msg, AZ_ERR_INVALID,
+                       "the token contains characters not allowed in a header value");
+    return AZ_OK;
+}
+
 az_err az_conn_open(const az_conn_opts *opts, az_conn **out, char *msg)
 {
     static const az_conn_opts none = {0};
@@ -141,6 +160,10 @@ az_err az_conn_open(const az_conn_opts *opts, az_conn **out, char *msg)
         az_conn_free(c);
         return az_fail(msg, AZ_ERR_INTERNAL, "cannot create a channel to %s", target);
     }
+    if ((err = set_token(c, o->token, msg)) != AZ_OK) {
+        az_conn_free(c);
+        return err;
+    }
     *out = c;
     return AZ_OK;
 }
@@ -150,6 +173,11 @@ void az_conn_free(az_conn *c)
     if (!c) return;
     if (c->channel) grpc_channel_destroy(c->channel);
     free(c->target);
+    if (c->authorization) {
+        /* The token is a credential: do not leave it in freed heap memory. */
+        explicit_bzero(c->authorization, strlen(c->authorization));
+        free(c->authorization);
+    }
     free(c);
 }
 
@@ -203,19 +231,37 @@ static int pluck(call *k, void *tag)
     return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
-/* Builds the metadata array for md; the slices borrow md's strings, which outlive the
- * batch because every caller waits for it. */
-static az_err metadata(const az_md *md, grpc_metadata **out, size_t *n, int *grpc_status,
-                       char *msg)
+/* Per-call metadata keys that carry credentials: when a call brings its own, the connection's
+ * token is not added, so the server never sees two credentials that disagree. */
+static const char *const credential_keys[] = {"authorization", "x-api-key"};
+
+static int has_credential(const az_md *md)
+{
+    for (size_t i = 0; md && md[i].key; i++)
+        for (size_t k = 0; k < sizeof credential_keys / sizeof credential_keys[0]; k++)
+            if (strcasecmp(md[i].key, credential_keys[k]) == 0) return 1;
+    return 0;
+}
+
+/* Builds the metadata array for md plus the connection's authorization; the slices borrow the
+ * strings of md and conn, which outlive the batch because every caller waits for it. */
+static az_err metadata(const az_conn *conn, const az_md *md, grpc_metadata **out, size_t *n,
+                       int *grpc_status, char *msg)
 {
     *out = NULL;
     *n = 0;
     size_t count = 0;
     while (md && md[count].key) count++;
-    if (!count) return AZ_OK;
-    grpc_metadata *arr = calloc(count, sizeof *arr);
+    int add_auth = conn->authorization && !has_credential(md);
+    if (!count && !add_auth) return AZ_OK;
+    grpc_metadata *arr = calloc(count + 1, sizeof *arr);
     if (!arr) return local_fail(GRPC_STATUS_RESOURCE_EXHAUSTED, grpc_status, msg,
                                 "out of memory");
+    if (add_auth) {
+        /* Checked legal by set_token. */
+        arr[count].key = grpc_slice_from_static_string("authorization");
+        arr[count].value = grpc_slice_from_static_string(conn->authorization);
+    }
     for (size_t i = 0; i < count; i++) {
         arr[i].key = grpc_slice_from_static_string(md[i].key);
         arr[i].value = grpc_slice_from_static_string(md[i].value ? md[i].value : "");
@@ -228,7 +274,7 @@ static az_err metadata(const az_md *md, grpc_metadata **out, size_t *n, int *grp
         }
     }
     *out = arr;
-    *n = count;
+    *n = count + (size_t)add_auth;
     return AZ_OK;
 }
 
@@ -309,7 +355,7 @@ az_err az_conn_unary(az_conn *conn, const char *method, const ProtobufCMessage *
     grpc_byte_buffer *send = NULL, *recv = NULL;
     az_err err = call_start(conn, &k, method, timeout_ms, grpc_status, msg);
     if (err) goto done;
-    if ((err = metadata(md, &gmd, &nmd, grpc_status, msg)) != AZ_OK) goto done;
+    if ((err = metadata(conn, md, &gmd, &nmd, grpc_status, msg)) != AZ_OK) goto done;
     if ((err = pack(req, &send, grpc_status, msg)) != AZ_OK) goto done;
 
     grpc_op ops[6];
@@ -380,7 +426,7 @@ az_err az_conn_stream_open(az_conn *conn, const char *method, const ProtobufCMes
     grpc_byte_buffer *send = NULL;
     az_err err = call_start(conn, &s->c, method, timeout_ms, grpc_status, msg);
     if (err) goto fail;
-    if ((err = metadata(md, &gmd, &nmd, grpc_status, msg)) != AZ_OK) goto fail;
+    if ((err = metadata(conn, md, &gmd, &nmd, grpc_status, msg)) != AZ_OK) goto fail;
     if ((err = pack(req, &send, grpc_status, msg)) != AZ_OK) goto fail;
 
     grpc_op ops[3];

@@ -31,6 +31,8 @@ typedef struct az_conn_opts {
     const char *cert_file;   /* PEM client certificate for mTLS; needs key_file */
     const char *key_file;    /* PEM private key for mTLS; needs cert_file */
     const char *server_name; /* TLS name to verify instead of the target's host; NULL = host */
+    const char *token;       /* when set, every call sends "authorization: Bearer <token>" unless
+                                its own metadata has an authorization entry; copied */
 } az_conn_opts;
 
 /* $AGENTZ_SERVER when set and non-empty, else AZ_CONN_DEFAULT_TARGET. Never NULL; points at
@@ -41,7 +43,8 @@ const char *az_conn_default_target(void);
  * as UNAVAILABLE). Initializes gRPC once per process. On AZ_OK *out is a connection the
  * caller frees with az_conn_free. On failure *out is NULL and msg names the problem:
  * AZ_ERR_INVALID for inconsistent options (cert without key), AZ_ERR_IO for unreadable
- * certificate files, AZ_ERR_NOMEM, AZ_ERR_INTERNAL if gRPC refuses the target. */
+ * certificate files or a token that is not a legal header value (msg never shows the token),
+ * AZ_ERR_NOMEM, AZ_ERR_INTERNAL if gRPC refuses the target. */
 az_err az_conn_open(const az_conn_opts *opts, az_conn **out, char *msg);
 
 /* Closes the channel; accepts NULL. Streams opened on c must be closed first. */
@@ -51,7 +54,8 @@ void az_conn_free(az_conn *c);
 const char *az_conn_target(const az_conn *c);
 
 /* Makes one unary call of method ("/agentz.v1.AgentService/GetAgent") with req and waits
- * for it. timeout_ms <= 0 means no deadline; md may be NULL.
+ * for it. timeout_ms <= 0 means no deadline; md may be NULL. The connection's token is sent as
+ * "authorization: Bearer <token>" unless md has an "authorization" entry (md wins).
  *
  * On AZ_OK *resp is a message of type out_desc that the caller frees with
  * protobuf_c_message_free_unpacked(*resp, NULL), and *grpc_status is 0.
@@ -67,7 +71,7 @@ az_err az_conn_unary(az_conn *c, const char *method, const ProtobufCMessage *req
                      const az_md *md, ProtobufCMessage **resp, int *grpc_status, char *msg);
 
 /* Starts a server-streaming call: sends req and half-closes. timeout_ms <= 0 means no
- * deadline (what watch commands want). On AZ_OK *out is a stream to read with
+ * deadline (what watch commands want). Metadata as for az_conn_unary. On AZ_OK *out is a stream to read with
  * az_conn_stream_next and release with az_conn_stream_close. On failure *out is NULL and
  * *grpc_status / msg are as for az_conn_unary. */
 az_err az_conn_stream_open(az_conn *c, const char *method, const ProtobufCMessage *req,

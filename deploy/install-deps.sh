@@ -14,6 +14,8 @@ PACKAGES=(
     libpq-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libjwt-dev libjansson-dev libyaml-dev
     # tests
     libcunit1-dev python3-grpcio python3-protobuf
+    # fuzzing: clang with libFuzzer and the sanitizer runtimes (deploy/fuzz.sh)
+    clang libclang-rt-14-dev
     # the embedded default runs a private PostgreSQL 15 cluster and redis-server
     postgresql-15 postgresql-client-15 redis-server
     # pgrep/kill and runuser (used to run PostgreSQL as the postgres user when agentzd is root)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this): installs what is missing,
 # checks gen/ is fresh, builds with -Werror, runs the unit, integration and python-grpcio suites,
-# then builds with AddressSanitizer + UBSan and runs the unit and integration suites again.
+# then builds with AddressSanitizer + UBSan and runs the unit and integration suites again, and
+# finally runs every fuzz target under libFuzzer for a bounded time (deploy/fuzz.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -68,6 +69,14 @@ step "unit and integration suites under ASan + UBSan"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:exitcode=23"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 run_suite "ctest (asan)" ctest --test-dir build-asan --output-on-failure --timeout 900
+
+# The seed corpora were replayed by both ctest runs above (label fuzz); this step mutates them.
+step "fuzz targets under libFuzzer (${FUZZ_SECONDS:-20} s each)"
+if command -v clang >/dev/null 2>&1; then
+    run_suite "fuzz" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" deploy/fuzz.sh
+else
+    printf 'clang is not installed: fuzzing skipped\n'
+fi
 
 printf '\ntest: %d passed, %d failed\n' "$passed" "$failed"
 [ "$failed" -eq 0 ]

@@ -8,7 +8,11 @@
 #include <time.h>
 
 #include "agent/agent_api.h"
+#include "audit/audit.h"
+#include "auth/auth.h"
+#include "auth/ratelimit.h"
 #include "core/log.h"
+#include "daemon/admin.h"
 #include "daemon/config.h"
 #include "descriptor_set.h"
 #include "embed/embedded.h"
@@ -20,6 +24,8 @@
 #include "store/migrate.h"
 #include "store/pgpool.h"
 #include "store/redis.h"
+#include "secret/secret.h"
+#include "system/system_api.h"
 #include "task/task_api.h"
 #include "workflow/run.h"
 #include "workflow/workflow_api.h"
@@ -77,6 +83,12 @@ static int run(const az_config *cfg)
     az_workflow_api *workflows = NULL;
     az_reconciler *reconciler = NULL;
     az_server *srv = NULL;
+    az_secret_keyring *keys = NULL;
+    az_audit *audit = NULL;
+    az_system_api *sys = NULL;
+    az_auth *auth = NULL;
+    az_redis *rl_redis = NULL;
+    az_ratelimit *limiter = NULL;
     janitor jan = {.stop = 0};
     int janitor_started = 0;
 
@@ -106,6 +118,22 @@ static int run(const az_config *cfg)
         az_error("cannot migrate database: %s", msg);
         goto out;
     }
+    /* From here on the pool works as the row-level-security role; migrations ran as the owner. */
+    if (az_pg_set_role(pg, cfg->db_role, msg) != AZ_OK) {
+        az_error("cannot switch the database pool to role %s: %s", cfg->db_role, msg);
+        goto out;
+    }
+    /* Secrets: the master key from the environment, else the embedded default's DATA/master.key. */
+    if (az_secret_keyring_load(cfg->master_key, cfg->master_key_file, cfg->master_key_previous,
+                               embed ? az_embed_data_dir(embed) : NULL, &keys, msg) != AZ_OK) {
+        az_error("cannot load the master key: %s", msg);
+        goto out;
+    }
+    if (!keys) az_warn("no master key (AGENTZ_MASTER_KEY or AGENTZ_MASTER_KEY_FILE): secrets are unavailable");
+    if (embed && az_admin_ensure_local_key(pg, az_embed_data_dir(embed), msg) != AZ_OK) {
+        az_error("cannot write the local admin key: %s", msg);
+        goto out;
+    }
     if (az_redis_new(redis_url, 30000, &redis, msg) != AZ_OK) {
         az_error("%s", msg);
         goto out;
@@ -117,6 +145,41 @@ static int run(const az_config *cfg)
     tasks = az_task_api_new(pg, redis);
     workflows = az_workflow_api_new(pg, redis);
     reconciler = az_reconciler_new(pg, redis, cfg->reconcile_interval_ms, cfg->republish_after_ms);
+    sys = az_system_api_new(pg, keys);
+    int auth_off = 0;
+    az_auth_parse_mode(cfg->auth, &auth_off, NULL);
+    az_auth_config acfg = {
+        .disabled = auth_off,
+        .listen = cfg->listen,
+        .jwks_url = cfg->jwks_url,
+        .jwt_issuer = cfg->jwt_issuer,
+        .jwt_authorized_parties = cfg->jwt_authorized_parties,
+        .jwt_role_map = cfg->jwt_role_map,
+    };
+    auth = az_auth_new(&acfg, pg, msg);
+    if (!auth) {
+        az_error("%s", msg);
+        goto out;
+    }
+    /* A connection of its own keeps rate-limit traffic off the shared command connection. */
+    az_ratelimit_config rlc;
+    az_ratelimit_defaults(&rlc);
+    if (az_ratelimit_parse_rule("AGENTZ_RATE_LIMIT", cfg->rate_limit, &rlc.principal, msg) != AZ_OK ||
+        az_ratelimit_parse_rule("AGENTZ_RATE_LIMIT_WORKSPACE", cfg->rate_limit_workspace,
+                                &rlc.workspace, msg) != AZ_OK ||
+        az_ratelimit_parse_rule("AGENTZ_RATE_LIMIT_EXPENSIVE", cfg->rate_limit_expensive,
+                                &rlc.expensive, msg) != AZ_OK ||
+        az_redis_new(redis_url, 30000, &rl_redis, msg) != AZ_OK ||
+        az_ratelimit_new(rl_redis, &rlc, &limiter, msg) != AZ_OK) {
+        az_error("cannot set up rate limits: %s", msg);
+        goto out;
+    }
+    az_auth_set_limiter(auth, az_ratelimit_check, limiter);
+    audit = az_audit_new(pg, 0, msg);
+    if (!audit || !sys) {
+        az_error("cannot set up services: %s", msg);
+        goto out;
+    }
     if (!health || !refl || !agents || !tasks || !workflows || !reconciler) {
         az_error("cannot set up services: %s", refl ? "out of memory" : msg);
         goto out;
@@ -137,13 +200,14 @@ static int run(const az_config *cfg)
 
     /* CancelTask/RetryTask on a run's task refresh the run's status. */
     az_task_api_set_run_hook(tasks, az_run_sync_hook, pg);
-    const az_method *tables[5];
-    size_t counts[5];
+    const az_method *tables[6];
+    size_t counts[6];
     tables[0] = az_health_methods(health, &counts[0]);
     tables[1] = az_reflection_methods(refl, &counts[1]);
     tables[2] = az_agent_api_methods(agents, &counts[2]);
     tables[3] = az_task_api_methods(tasks, &counts[3]);
     tables[4] = az_workflow_api_methods(workflows, &counts[4]);
+    tables[5] = az_system_api_methods(sys, &counts[5]);
     az_server_config scfg = {
         .listen = cfg->listen,
         .tls_cert_file = cfg->tls_cert,
@@ -154,12 +218,14 @@ static int run(const az_config *cfg)
         .stream_queue_limit = cfg->stream_queue_limit,
         .shutdown_grace_ms = cfg->shutdown_grace_ms,
     };
-    srv = az_server_new(&scfg, tables, counts, 5, msg);
+    srv = az_server_new(&scfg, tables, counts, 6, msg);
     if (!srv) {
         az_error("%s", msg);
         goto out;
     }
     az_server_on_shutdown(srv, health_down, health);
+    az_server_set_authorizer(srv, az_auth_authorize, auth);
+    az_server_set_observer(srv, az_audit_observe, audit);
     if (az_health_start(health, msg) != AZ_OK || az_server_start(srv, msg) != AZ_OK ||
         az_reconciler_start(reconciler, msg) != AZ_OK) {
         az_error("cannot start serving: %s", msg);
@@ -199,12 +265,18 @@ out:
         pthread_cond_destroy(&jan.cv);
     }
     az_server_free(srv);
+    az_audit_free(audit); /* after the server that observes into it; writes what is queued */
+    az_system_api_free(sys);
+    az_auth_free(auth);
+    az_ratelimit_free(limiter);
+    az_redis_free(rl_redis);
     az_health_free(health);
     az_reflection_free(refl);
     az_agent_api_free(agents);
     az_task_api_free(tasks);
     az_workflow_api_free(workflows);
     az_redis_free(redis);
+    az_secret_keyring_free(keys);
     az_pg_free(pg);
     az_embed_stop(embed);
     if (rc == 0) az_info("agentzd stopped");
@@ -213,6 +285,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "admin") == 0) return az_admin_main(argc - 2, argv + 2);
     az_config cfg;
     char msg[AZ_MSG_MAX];
     if (az_config_load(&cfg, argc, argv, msg) != AZ_OK) {

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/auth.h"
+#include "auth/ratelimit.h"
 #include "core/log.h"
 
 typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_FLAG } opt_kind;
@@ -40,6 +42,20 @@ static az_err check_listen(const char *origin, const char *v, char *msg)
     return az_fail(msg, AZ_ERR_INVALID, "%s: listen address \"%s\" must be host:port", origin, v);
 }
 
+static az_err check_auth(const char *origin, const char *v, char *msg)
+{
+    int off;
+    char why[AZ_MSG_MAX];
+    if (az_auth_parse_mode(v, &off, why) == AZ_OK) return AZ_OK;
+    return az_fail(msg, AZ_ERR_INVALID, "%s: \"%s\" is not on or off", origin, v);
+}
+
+static az_err check_rate(const char *origin, const char *v, char *msg)
+{
+    az_ratelimit_rule rule;
+    return az_ratelimit_parse_rule(origin, v, &rule, msg);
+}
+
 static az_err check_nonempty(const char *origin, const char *v, char *msg)
 {
     if (*v) return AZ_OK;
@@ -63,6 +79,34 @@ static const opt opts[] = {
     {"tls-key", "AGENTZ_TLS_KEY", OPT_STR, S(tls_key), NULL, 0, 0, "PEM private key"},
     {"tls-client-ca", "AGENTZ_TLS_CLIENT_CA", OPT_STR, S(tls_client_ca), NULL, 0, 0,
      "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)"},
+    {"master-key", "AGENTZ_MASTER_KEY", OPT_STR, S(master_key), NULL, 0, 0,
+     "base64 of the 32-byte key encrypting secrets; unset = AGENTZ_MASTER_KEY_FILE, else (embedded) DATA/master.key"},
+    {"master-key-file", "AGENTZ_MASTER_KEY_FILE", OPT_STR, S(master_key_file), NULL, 0, 0,
+     "file holding the master key (base64)"},
+    {"master-key-previous", "AGENTZ_MASTER_KEY_PREVIOUS", OPT_STR, S(master_key_previous), NULL, 0, 0,
+     "comma list of earlier master keys, so rows not yet re-encrypted (agentzd admin rotate-secrets) still decrypt"},
+    {"auth", "AGENTZ_AUTH", OPT_STR, S(auth), "on", 0, 0,
+     "on, or off for development only (every caller is owner of the default workspace; refused "
+     "unless listening on loopback)", check_auth},
+    {"jwks-url", "AGENTZ_JWKS_URL", OPT_STR, S(jwks_url), NULL, 0, 0,
+     "Clerk JWKS URL (https://<frontend api>/.well-known/jwks.json); unset = API keys only"},
+    {"jwt-issuer", "AGENTZ_JWT_ISSUER", OPT_STR, S(jwt_issuer), NULL, 0, 0,
+     "required iss of session tokens; required with --jwks-url"},
+    {"jwt-authorized-parties", "AGENTZ_JWT_AUTHORIZED_PARTIES", OPT_STR, S(jwt_authorized_parties),
+     NULL, 0, 0, "comma list of allowed azp origins; unset = any"},
+    {"jwt-role-map", "AGENTZ_JWT_ROLE_MAP", OPT_STR, S(jwt_role_map),
+     "org:owner=owner,org:admin=admin,org:member=editor,org:viewer=viewer", 0, 0,
+     "Clerk organization role -> viewer, editor, admin, owner or none"},
+    {"rate-limit", "AGENTZ_RATE_LIMIT", OPT_STR, S(rate_limit), "50:100", 0, 0,
+     "calls per second per principal, RATE[:BURST]; 0 = off", check_rate},
+    {"rate-limit-workspace", "AGENTZ_RATE_LIMIT_WORKSPACE", OPT_STR, S(rate_limit_workspace),
+     "200:400", 0, 0, "calls per second per workspace, RATE[:BURST]; 0 = off", check_rate},
+    {"rate-limit-expensive", "AGENTZ_RATE_LIMIT_EXPENSIVE", OPT_STR, S(rate_limit_expensive),
+     "5:20", 0, 0, "expensive calls (StartRun, CreateTask, InstantiateTemplate) per second per "
+     "principal, RATE[:BURST]; 0 = off", check_rate},
+    {"db-role", "AGENTZ_DB_ROLE", OPT_STR, S(db_role), "agentz_app", 0, 0,
+     "PostgreSQL role the pool switches to after migrations (row-level security applies to it)",
+     check_nonempty},
     {"grpc-threads", "AGENTZ_GRPC_THREADS", OPT_INT, S(grpc_threads), "0", 0, 256,
      "completion-queue threads; 0 = 4 per core"},
     {"db-pool-size", "AGENTZ_DB_POOL_SIZE", OPT_INT, S(db_pool_size), "8", 1, 512,
@@ -183,6 +227,15 @@ az_err az_config_load(az_config *cfg, int argc, char **argv, char *msg)
         return az_fail(msg, AZ_ERR_INVALID, "--tls-cert and --tls-key must be given together");
     if (cfg->tls_client_ca && !cfg->tls_cert)
         return az_fail(msg, AZ_ERR_INVALID, "--tls-client-ca needs --tls-cert and --tls-key");
+    int auth_off = 0;
+    az_auth_parse_mode(cfg->auth, &auth_off, NULL);
+    if (auth_off && !az_auth_listen_is_loopback(cfg->listen))
+        return az_fail(msg, AZ_ERR_INVALID,
+                       "AGENTZ_AUTH=off is for development only and is refused when listening on "
+                       "%s (not a loopback address)",
+                       cfg->listen);
+    if (cfg->jwks_url && !cfg->jwt_issuer)
+        return az_fail(msg, AZ_ERR_INVALID, "AGENTZ_JWKS_URL needs AGENTZ_JWT_ISSUER");
     if (!!cfg->database_url != !!cfg->redis_url)
         return az_fail(msg, AZ_ERR_INVALID,
                        "set both AGENTZ_DATABASE_URL and AGENTZ_REDIS_URL (external services), or "

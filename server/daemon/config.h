@@ -13,6 +13,11 @@ typedef struct az_config {
     char *data_dir;
     char *log_level;
     char *tls_cert, *tls_key, *tls_client_ca;
+    char *master_key, *master_key_file, *master_key_previous;
+    char *auth; /* "on" | "off" */
+    char *jwks_url, *jwt_issuer, *jwt_authorized_parties, *jwt_role_map;
+    char *rate_limit, *rate_limit_workspace, *rate_limit_expensive; /* "RATE[:BURST]", "0" = off */
+    char *db_role;
     int grpc_threads;
     int db_pool_size;
     int max_message_bytes;

@@ -1,5 +1,6 @@
 /* Fixed-size libpq pool: mutex + condvar, one PGconn per borrower, lazy reconnects. The
- * statement timeout is adjusted per statement only when the caller's deadline calls for it. */
+ * statement timeout and the row-level-security tenant (agentz.workspace_id / agentz.system) are
+ * adjusted per statement only when the caller's deadline or workspace calls for it. */
 #include "pgpool.h"
 
 #include <errno.h>
@@ -15,17 +16,29 @@
 
 #define DEFAULT_TIMEOUT_MS 30000 /* statements of callers without a deadline */
 #define POOL_WAIT_MS 5000
+#define TIMEOUT_SLACK_MS 100 /* a statement may outlive its deadline by this rather than re-SET */
+
+/* The session's tenant settings as last set. Unknown after a reconnect, and after a
+ * transaction in which they changed ends: a rolled-back SET reverts, so the cache cannot tell. */
+typedef struct tenant {
+    int known;
+    int system;       /* agentz.system = 'on' */
+    char ws[64];      /* agentz.workspace_id */
+    int changed_in_tx; /* set (or the timeout) changed inside an open transaction */
+} tenant;
 
 struct az_pgconn {
     az_pg *pool;
     PGconn *conn;
     int busy;
-    int64_t timeout_ms; /* the session's statement_timeout as last set */
+    int64_t timeout_ms; /* the session's statement_timeout as last set; -1 = unknown */
+    tenant t;
     PGcancel *cancel;
 };
 
 struct az_pg {
     char *conninfo;
+    char *role; /* SET ROLE after connecting (az_pg_set_role); NULL = the login role */
     az_pgconn *conns;
     int size;
     pthread_mutex_t mu;
@@ -34,7 +47,38 @@ struct az_pg {
 
 static void notice_quiet(void *arg, const char *message) { (void)arg, (void)message; }
 
-static PGconn *connect_one(const char *conninfo, char *msg)
+/* Runs sql (simple protocol) on a session being set up; on failure fills msg and returns 0. */
+static int setup(PGconn *conn, const char *sql, const char *what, char *msg)
+{
+    PGresult *r = PQexec(conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) {
+        const char *e = PQresultErrorMessage(r);
+        az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot %s: %.*s", what, (int)strcspn(e, "\n"), e);
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* Switches conn to role and resets the tenant to "nothing visible", so a statement that
+ * bypasses az_pg_exec (az_pg_raw) fails closed instead of inheriting a workspace. */
+static int enter_role(PGconn *conn, const char *role, char *msg)
+{
+    char *ident = PQescapeIdentifier(conn, role, strlen(role));
+    if (!ident) {
+        az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot quote role %s: %s", role, PQerrorMessage(conn));
+        return 0;
+    }
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "SET ROLE %s; SET agentz.system = 'off'; SET agentz.workspace_id = ''", ident);
+    PQfreemem(ident);
+    char what[200];
+    snprintf(what, sizeof what, "switch to role %s", role);
+    return setup(conn, sql, what, msg);
+}
+
+static PGconn *connect_one(const char *conninfo, const char *role, char *msg)
 {
     PGconn *conn = PQconnectdb(conninfo);
     if (PQstatus(conn) != CONNECTION_OK) {
@@ -45,14 +89,15 @@ static PGconn *connect_one(const char *conninfo, char *msg)
         return NULL;
     }
     PQsetNoticeProcessor(conn, notice_quiet, NULL);
-    char sql[96];
-    snprintf(sql, sizeof sql, "SET statement_timeout = %d; SET TIME ZONE 'UTC'", DEFAULT_TIMEOUT_MS);
-    PGresult *r = PQexec(conn, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    if (!ok) {
-        az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot configure postgresql session: %s",
-                PQerrorMessage(conn));
+    /* Until the pool switches role, sessions are the owner's: migrations and other raw
+     * statements are system work (agentz.system lets them past FORCE ROW LEVEL SECURITY when
+     * the owner is not a superuser). */
+    char sql[128];
+    snprintf(sql, sizeof sql,
+             "SET statement_timeout = %d; SET TIME ZONE 'UTC'; SET agentz.system = 'on'",
+             DEFAULT_TIMEOUT_MS);
+    if (!setup(conn, sql, "configure postgresql session", msg) ||
+        (role && !enter_role(conn, role, msg))) {
         PQfinish(conn);
         return NULL;
     }
@@ -81,7 +126,7 @@ az_err az_pg_new(const char *conninfo, int size, int wait_ms, az_pg **out, char 
         p->conns[i].pool = p;
         p->conns[i].timeout_ms = DEFAULT_TIMEOUT_MS;
         for (;;) {
-            p->conns[i].conn = connect_one(conninfo, msg);
+            p->conns[i].conn = connect_one(conninfo, NULL, msg);
             if (p->conns[i].conn) break;
             if (az_now_ms() >= until) {
                 az_pg_free(p);
@@ -104,7 +149,36 @@ void az_pg_free(az_pg *p)
     pthread_cond_destroy(&p->cv);
     free(p->conns);
     free(p->conninfo);
+    free(p->role);
     free(p);
+}
+
+az_err az_pg_set_role(az_pg *p, const char *role, char *msg)
+{
+    if (!role || !*role) return az_fail(msg, AZ_ERR_INVALID, "database role is empty");
+    char *copy = strdup(role);
+    if (!copy) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->size; i++) {
+        if (p->conns[i].busy) {
+            pthread_mutex_unlock(&p->mu);
+            free(copy);
+            return az_fail(msg, AZ_ERR_PRECONDITION,
+                           "cannot switch database role while connections are borrowed");
+        }
+    }
+    free(p->role);
+    p->role = copy;
+    az_err err = AZ_OK;
+    for (int i = 0; i < p->size && err == AZ_OK; i++) {
+        az_pgconn *c = &p->conns[i];
+        c->t.known = 0;
+        /* A dead connection gets the role when az_pg_acquire reconnects it. */
+        if (!c->conn || PQstatus(c->conn) != CONNECTION_OK) continue;
+        if (!enter_role(c->conn, role, msg)) err = AZ_ERR_UNAVAILABLE;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return err;
 }
 
 /* 1 when conn can take a statement. An idle connection has nothing to read, so a readable
@@ -148,8 +222,10 @@ az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg)
                        p->size);
     if (!usable(c->conn)) {
         if (c->conn) PQfinish(c->conn);
-        c->conn = connect_one(p->conninfo, msg);
+        c->conn = connect_one(p->conninfo, p->role, msg);
         c->timeout_ms = DEFAULT_TIMEOUT_MS;
+        c->t.known = 0;
+        c->t.changed_in_tx = 0;
         if (!c->conn) {
             pthread_mutex_lock(&p->mu);
             c->busy = 0;
@@ -183,6 +259,8 @@ static void cancel_statement(void *arg)
         az_warn("cannot cancel postgresql statement: %s", buf);
 }
 
+static az_err map_error(az_pgconn *c, const az_ctx *ctx, PGresult *r, char *msg);
+
 /* Lowers (or restores) the session's statement_timeout so a statement cannot outlive its
  * caller. Skipped when the current value is already close: most callers use similar
  * deadlines, and the SET costs a round trip. */
@@ -191,7 +269,12 @@ static az_err fit_timeout(az_pgconn *c, const az_ctx *ctx, char *msg)
     int64_t left = az_ctx_remaining_ms(ctx);
     if (left == 0) return az_fail(msg, AZ_ERR_DEADLINE, "deadline exceeded before the query ran");
     int64_t want = left < 0 || left > DEFAULT_TIMEOUT_MS ? DEFAULT_TIMEOUT_MS : left;
-    if (c->timeout_ms <= want && c->timeout_ms >= want * 4 / 5) return AZ_OK;
+    /* A deadline shrinks by a millisecond or so between the statements of one call: tolerate
+     * that instead of paying a SET each time (the cancel hook still fires at the deadline). */
+    if (c->timeout_ms >= 0 && c->timeout_ms <= want + TIMEOUT_SLACK_MS && c->timeout_ms >= want * 4 / 5)
+        return AZ_OK;
+    /* In a failed transaction only ROLLBACK (TO SAVEPOINT) can run; a SET would fail too. */
+    if (PQtransactionStatus(c->conn) == PQTRANS_INERROR) return AZ_OK;
     char sql[64];
     snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)(want > 0 ? want : 1));
     PGresult *r = PQexec(c->conn, sql);
@@ -200,7 +283,54 @@ static az_err fit_timeout(az_pgconn *c, const az_ctx *ctx, char *msg)
     if (!ok) return az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot set statement timeout: %s",
                             PQerrorMessage(c->conn));
     c->timeout_ms = want;
+    if (PQtransactionStatus(c->conn) != PQTRANS_IDLE) c->t.changed_in_tx = 1;
     return AZ_OK;
+}
+
+/* Makes the session's row-level-security settings match ctx: its workspace, or system work
+ * (every workspace) when ctx has none. The round trip happens only when they change. */
+static az_err fit_tenant(az_pgconn *c, const az_ctx *ctx, char *msg)
+{
+    int system = !ctx || !ctx->workspace_id || !ctx->workspace_id[0];
+    tenant *t = &c->t;
+    if (t->known && t->system == system && (system || strcmp(t->ws, ctx->workspace_id) == 0))
+        return AZ_OK;
+    /* Only ROLLBACK runs in a failed transaction, and it reads no rows. */
+    if (PQtransactionStatus(c->conn) == PQTRANS_INERROR) return AZ_OK;
+    /* System work keeps the workspace as it is: the policy ignores it then, and the next
+     * caller of that workspace saves a round trip. */
+    const char *ws = system ? (t->known ? t->ws : "") : ctx->workspace_id;
+    const char *params[2] = {ws, system ? "on" : "off"};
+    PGresult *r = PQexecParams(c->conn,
+                               "SELECT set_config('agentz.workspace_id', $1, false),"
+                               " set_config('agentz.system', $2, false)",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        t->known = 0;
+        az_err err = map_error(c, ctx, r, msg);
+        PQclear(r);
+        return err;
+    }
+    PQclear(r);
+    size_t len = strlen(ws);
+    t->known = len < sizeof t->ws; /* longer than any uuid: set every time */
+    if (t->known) memcpy(t->ws, ws, len + 1);
+    t->system = system;
+    if (PQtransactionStatus(c->conn) != PQTRANS_IDLE) t->changed_in_tx = 1;
+    return AZ_OK;
+}
+
+/* After a statement: a transaction in which the settings changed has ended (or rolled back
+ * to a savepoint), so they may have reverted; forget them. */
+static void settle(az_pgconn *c, PGresult *r)
+{
+    if (!c->t.changed_in_tx) return;
+    const char *tag = r ? PQcmdStatus(r) : NULL;
+    if (PQtransactionStatus(c->conn) == PQTRANS_IDLE || (tag && strncmp(tag, "ROLLBACK", 8) == 0)) {
+        c->t.known = 0;
+        c->timeout_ms = -1;
+        c->t.changed_in_tx = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
+    }
 }
 
 static az_err map_error(az_pgconn *c, const az_ctx *ctx, PGresult *r, char *msg)
@@ -238,7 +368,11 @@ az_err az_pg_exec(az_pgconn *c, const az_ctx *ctx, const char *sql, int nparams,
 {
     if (res) *res = NULL;
     az_err err = fit_timeout(c, ctx, msg);
-    if (err != AZ_OK) return err;
+    if (err == AZ_OK) err = fit_tenant(c, ctx, msg);
+    if (err != AZ_OK) {
+        settle(c, NULL);
+        return err;
+    }
     int cancellable = ctx && ctx->set_cancel;
     if (cancellable) {
         c->cancel = PQgetCancel(c->conn);
@@ -250,6 +384,7 @@ az_err az_pg_exec(az_pgconn *c, const az_ctx *ctx, const char *sql, int nparams,
         PQfreeCancel(c->cancel);
         c->cancel = NULL;
     }
+    settle(c, r);
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         err = map_error(c, ctx, r, msg);
@@ -274,6 +409,7 @@ az_err az_pg_commit(az_pgconn *c, const az_ctx *ctx, char *msg)
 void az_pg_rollback(az_pgconn *c)
 {
     PGresult *r = PQexec(c->conn, "ROLLBACK");
+    settle(c, r);
     PQclear(r);
 }
 

@@ -14,6 +14,13 @@ typedef struct az_pgconn az_pgconn; /* one borrowed connection */
  * wait_ms while the server starts. On error returns NULL-out, msg says why, nothing leaks. */
 az_err az_pg_new(const char *conninfo, int size, int wait_ms, az_pg **out, char *msg);
 
+/* Switches every pooled connection (and every later reconnect) to role with SET ROLE, so
+ * row-level security applies even when the login role is a superuser or the tables' owner.
+ * Call once after az_migrate (migrations need the owner) while no connection is borrowed:
+ * AZ_ERR_PRECONDITION otherwise. role is copied. AZ_ERR_UNAVAILABLE (msg from PostgreSQL,
+ * e.g. the login role is not a member of role) leaves the pool unusable: free it. */
+az_err az_pg_set_role(az_pg *p, const char *role, char *msg);
+
 /* Closes every connection; all must have been released. Accepts NULL. */
 void az_pg_free(az_pg *p);
 
@@ -24,7 +31,11 @@ az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg);
 void az_pg_release(az_pgconn *c);
 
 /* Runs one parameterized statement (text parameters, NULL = SQL NULL). The statement timeout
- * follows ctx's deadline and the statement is cancelled if the caller goes away. On AZ_OK
+ * follows ctx's deadline and the statement is cancelled if the caller goes away. Row-level
+ * security sees the session's agentz.workspace_id = ctx->workspace_id, or agentz.system = 'on'
+ * (every workspace) when ctx, its workspace_id, or *workspace_id is NULL/empty: system work
+ * (migrations, reconciler, janitor, cross-workspace lookups). Both are set only when they differ
+ * from the connection's last statement, so every borrower gets its own. On AZ_OK
  * *res holds a result the caller frees with PQclear (res may be NULL to discard it). Errors
  * map SQLSTATEs: unique violation AZ_ERR_EXISTS, serialization/deadlock AZ_ERR_ABORTED,
  * cancel AZ_ERR_CANCELLED or AZ_ERR_DEADLINE, connection loss AZ_ERR_UNAVAILABLE, check and
@@ -37,7 +48,9 @@ az_err az_pg_begin(az_pgconn *c, const az_ctx *ctx, char *msg);
 az_err az_pg_commit(az_pgconn *c, const az_ctx *ctx, char *msg);
 void az_pg_rollback(az_pgconn *c);
 
-/* The raw connection, for code that must speak libpq directly (migrations). */
+/* The raw connection, for code that must speak libpq directly (migrations). Statements sent
+ * on it skip the tenant settings: before az_pg_set_role they run as system work, after it
+ * with whatever the connection's last az_pg_exec left (or nothing visible on a fresh one). */
 PGconn *az_pg_raw(az_pgconn *c);
 
 /* Health check: a connection answers SELECT 1 within 2 s. */

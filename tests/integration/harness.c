@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agentz/v1/agent.pb-c.h"
 #include "core/text.h"
 
 static const char *env_or(const char *k, const char *def)
@@ -56,6 +57,44 @@ void az_itest_dump_log(const az_itest_server *s, int lines)
     for (int i = 0; i < lines; i++) free(ring[i]);
 }
 
+/* Reads <data_dir>/admin.key into s->admin_key (trailing whitespace removed); 1 when there
+ * is a key. */
+static int read_admin_key(az_itest_server *s)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/admin.key", s->data_dir);
+    s->admin_key[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(s->admin_key, 1, sizeof s->admin_key - 1, f);
+    fclose(f);
+    while (n && strchr(" \t\r\n", s->admin_key[n - 1])) n--;
+    s->admin_key[n] = '\0';
+    return n > 0;
+}
+
+/* The key is written before the ready line, but a slow disk or a future server that writes it
+ * later must not make suites flaky. Waiting only when the server refuses an unauthenticated
+ * call keeps servers without authentication (no key, ever) from paying for the wait. */
+static void load_admin_key(az_itest_server *s)
+{
+    if (read_admin_key(s)) return;
+    az_conn *c = az_itest_connect_token(s, NULL);
+    Agentz__V1__ListAgentsRequest req = AGENTZ__V1__LIST_AGENTS_REQUEST__INIT;
+    req.page_size = 1;
+    int status = 0;
+    az_conn_unary(c, "/agentz.v1.AgentService/ListAgents", &req.base,
+                  &agentz__v1__list_agents_response__descriptor, 10000, NULL, NULL, &status, NULL);
+    az_conn_free(c);
+    if (status != 16 /* UNAUTHENTICATED */) return;
+    for (int i = 0; i < 100; i++) {
+        usleep(50 * 1000);
+        if (read_admin_key(s)) return;
+    }
+    fprintf(stderr, "agentzd enforces authentication but wrote no %s/admin.key within 5 s\n",
+            s->data_dir);
+}
+
 int az_itest_start(az_itest_server *s, const char *name, const char *const *extra_args)
 {
     memset(s, 0, sizeof *s);
@@ -80,6 +119,10 @@ int az_itest_start(az_itest_server *s, const char *name, const char *const *extr
         /* Tests always use the embedded stack, whatever the caller's environment says. */
         unsetenv("AGENTZ_DATABASE_URL");
         unsetenv("AGENTZ_REDIS_URL");
+        /* Suites fire bursts of calls; rate limits are tested where a suite sets them itself. */
+        setenv("AGENTZ_RATE_LIMIT", "0", 0);
+        setenv("AGENTZ_RATE_LIMIT_WORKSPACE", "0", 0);
+        setenv("AGENTZ_RATE_LIMIT_EXPENSIVE", "0", 0);
         execv(bin, (char *const *)argv);
         fprintf(stderr, "cannot exec %s: %s\n", bin, strerror(errno));
         _exit(127);
@@ -100,6 +143,7 @@ int az_itest_start(az_itest_server *s, const char *name, const char *const *extr
         if (at && strchr(at, '\n')) {
             sscanf(at + 8, "%63s", s->target);
             close(out[0]);
+            load_admin_key(s);
             return 0;
         }
         if (len >= sizeof line - 1) len = 0;
@@ -133,7 +177,17 @@ int az_itest_stop(az_itest_server *s, int sig, int timeout_s)
 
 az_conn *az_itest_connect(const az_itest_server *s)
 {
-    az_conn_opts o = {.target = s->target};
+    return az_itest_connect_token(s, az_itest_admin_key(s));
+}
+
+const char *az_itest_admin_key(const az_itest_server *s)
+{
+    return s->admin_key[0] ? s->admin_key : NULL;
+}
+
+az_conn *az_itest_connect_token(const az_itest_server *s, const char *token)
+{
+    az_conn_opts o = {.target = s->target, .token = token};
     az_conn *c;
     char msg[AZ_MSG_MAX];
     if (az_conn_open(&o, &c, msg) != AZ_OK) {

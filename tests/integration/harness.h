@@ -12,12 +12,16 @@ typedef struct az_itest_server {
     char target[64];   /* "127.0.0.1:PORT" once ready */
     char data_dir[512];
     char log_path[600]; /* agentzd's stderr */
+    char admin_key[512]; /* <data_dir>/admin.key without its newline; "" = none */
 } az_itest_server;
 
 /* Starts $AGENTZD with data dir $AGENTZ_TEST_DIR/<name> (kept between runs, so only the first
  * start pays for initdb), listening on 127.0.0.1:0, plus extra_args (NULL-terminated, may be
- * NULL). Waits up to 120 s for the ready line. Returns 0, or -1 after printing why (and the
- * log's tail). */
+ * NULL). Waits up to 120 s for the ready line, then loads <data_dir>/admin.key into
+ * s->admin_key: at once when it exists; when it does not and the server refuses an
+ * unauthenticated call, it waits up to 5 s for the file; a server that does not enforce
+ * authentication gets no key and no wait. Returns 0, or -1 after printing why (and the log's
+ * tail). */
 int az_itest_start(az_itest_server *s, const char *name, const char *const *extra_args);
 
 /* Sends sig (SIGTERM for a graceful stop) and waits up to timeout_s; returns the exit status
@@ -27,8 +31,18 @@ int az_itest_stop(az_itest_server *s, int sig, int timeout_s);
 /* Prints the last lines of the server's log to stderr. */
 void az_itest_dump_log(const az_itest_server *s, int lines);
 
-/* A connection to s (aborts the test program when it cannot be opened). */
+/* A connection to s carrying s's admin key (when it has one) as its bearer token, so every
+ * call is authenticated as the local owner. Aborts the test program when it cannot be opened.
+ * Free with az_conn_free. */
 az_conn *az_itest_connect(const az_itest_server *s);
+
+/* A connection to s with token as its bearer token; NULL = no credentials (for tests of
+ * UNAUTHENTICATED). Aborts the test program when it cannot be opened. */
+az_conn *az_itest_connect_token(const az_itest_server *s, const char *token);
+
+/* The admin key loaded by az_itest_start (owned by s), or NULL when the server wrote none
+ * (it does not enforce authentication). */
+const char *az_itest_admin_key(const az_itest_server *s);
 
 /* A fresh random suffix for names and labels, so suites never collide. */
 const char *az_itest_unique(void);

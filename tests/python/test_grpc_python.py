@@ -10,6 +10,11 @@ $AGENTZ_TEST_DIR/python-embedded (the directory and its parents must be reachabl
 `postgres` user).  No generated code is used or committed: the reflection and health protos are
 compiled with protoc into a temporary directory at test time, and every agentz.v1 message class is
 built from the descriptors the server itself returns over gRPC reflection.
+
+Authentication: when the server wrote a local admin key to <data dir>/admin.key, every call except
+health and reflection carries "authorization: Bearer <key>" (added by an interceptor on CHANNEL;
+RAW_CHANNEL sends no credentials).  Without the file (a server that does not enforce
+authentication yet) calls go out without credentials and the auth tests are skipped.
 """
 
 import collections
@@ -42,7 +47,12 @@ TIMEOUT = 10.0  # default deadline of every call, in seconds
 SERVER = None          # subprocess.Popen
 LOG_PATH = None        # agentzd's stderr
 ADDRESS = None         # "127.0.0.1:PORT"
-CHANNEL = None         # grpc.Channel
+CHANNEL = None         # grpc.Channel that adds the admin key to every non-public call
+RAW_CHANNEL = None     # grpc.Channel without credentials
+ADMIN_KEY = None       # contents of <data dir>/admin.key without the newline, or None
+DATA_DIR = None
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+CREDENTIAL_KEYS = ("authorization", "x-api-key")
 GEN_DIR = None         # temporary protoc output
 REFL = {}              # "v1" / "v1alpha" -> generated reflection_pb2 module
 HEALTH_PB2 = None      # generated health_pb2 module
@@ -83,6 +93,78 @@ def _compile_helper_protos():
 
 
 # --------------------------------------------------------------------------------------------
+# credentials
+
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class _AuthInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                       grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds "authorization: Bearer <key>" to every call but health and reflection, unless the
+    call brings its own credentials (so tests can send a wrong key)."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def _details(self, d):
+        if d.method.startswith(PUBLIC_PREFIXES):
+            return d
+        md = list(d.metadata or ())
+        if any(k.lower() in CREDENTIAL_KEYS for k, _ in md):
+            return d
+        md.append(("authorization", "Bearer " + self.key))
+        return _CallDetails(d.method, d.timeout, md, d.credentials, d.wait_for_ready,
+                            getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+
+def _read_admin_key():
+    try:
+        with open(os.path.join(DATA_DIR, "admin.key"), "r") as f:
+            key = f.read().strip()
+    except OSError:
+        return None
+    return key or None
+
+
+def _load_admin_key():
+    """The key is written before the ready line; should it come later, wait for it (up to 5 s)
+    only when the server refuses an unauthenticated call, so a server without authentication
+    costs nothing."""
+    key = _read_admin_key()
+    if key is not None:
+        return key
+    probe = RAW_CHANNEL.unary_unary("/agentz.v1.AgentService/ListAgents")
+    try:
+        probe(b"", timeout=TIMEOUT)
+        return None
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNAUTHENTICATED:
+            return None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        key = _read_admin_key()
+        if key is not None:
+            return key
+    raise RuntimeError("agentzd enforces authentication but wrote no %s/admin.key" % DATA_DIR)
+
+
+# --------------------------------------------------------------------------------------------
 # server lifecycle
 
 def _pump_stdout(stream):
@@ -92,15 +174,18 @@ def _pump_stdout(stream):
 
 
 def setUpModule():
-    global SERVER, LOG_PATH, ADDRESS, CHANNEL
+    global SERVER, LOG_PATH, ADDRESS, CHANNEL, RAW_CHANNEL, ADMIN_KEY, DATA_DIR
     if not os.access(AGENTZD, os.X_OK):
         raise RuntimeError("agentzd not found at %s (set AGENTZD)" % AGENTZD)
     _compile_helper_protos()
-    data_dir = os.path.join(TEST_DIR, "python-embedded")
+    data_dir = DATA_DIR = os.path.join(TEST_DIR, "python-embedded")
     os.makedirs(data_dir, exist_ok=True)
     LOG_PATH = os.path.join(TEST_DIR, "python-agentzd.log")
     env = {k: v for k, v in os.environ.items()
            if k not in ("AGENTZ_DATABASE_URL", "AGENTZ_REDIS_URL")}
+    # Bursts of test calls would trip the default rate limits.
+    for k in ("AGENTZ_RATE_LIMIT", "AGENTZ_RATE_LIMIT_WORKSPACE", "AGENTZ_RATE_LIMIT_EXPENSIVE"):
+        env.setdefault(k, "0")
     log = open(LOG_PATH, "w")
     SERVER = subprocess.Popen([AGENTZD, "--data-dir", data_dir, "--listen", "127.0.0.1:0"],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
@@ -127,17 +212,20 @@ def setUpModule():
         m = READY_RE.search(line)
         if m:
             ADDRESS = m.group(1)
-    CHANNEL = grpc.insecure_channel(ADDRESS)
+    RAW_CHANNEL = grpc.insecure_channel(ADDRESS)
     try:
-        grpc.channel_ready_future(CHANNEL).result(timeout=10)
+        grpc.channel_ready_future(RAW_CHANNEL).result(timeout=10)
     except grpc.FutureTimeoutError:
         raise RuntimeError("cannot connect to %s; log tail:\n%s" % (ADDRESS, log_tail()))
+    ADMIN_KEY = _load_admin_key()
+    CHANNEL = (grpc.intercept_channel(RAW_CHANNEL, _AuthInterceptor(ADMIN_KEY))
+               if ADMIN_KEY else RAW_CHANNEL)
 
 
 def tearDownModule():
     global SERVER
-    if CHANNEL is not None:
-        CHANNEL.close()
+    if RAW_CHANNEL is not None:
+        RAW_CHANNEL.close()
     if GEN_DIR:
         shutil.rmtree(GEN_DIR, ignore_errors=True)
     if SERVER is None:
@@ -732,6 +820,65 @@ class T07Deadline(AgentsBase):
         req = Req()
         req.agent.CopyFrom(self.new_agent())
         return req
+
+
+class T08Auth(AgentsBase):
+    """Authentication as seen by a client we did not write. Skipped while the server does not
+    enforce it (no admin key file) or does not implement SystemService yet."""
+
+    def _list_agents(self, channel, metadata=None):
+        path, Req, Resp = self.r.method("agentz.v1.AgentService", "ListAgents")
+        stub = channel.unary_unary(path, request_serializer=Req.SerializeToString,
+                                   response_deserializer=Resp.FromString)
+        return stub(Req(page_size=1), timeout=TIMEOUT, metadata=metadata)
+
+    def test_no_credentials_unauthenticated(self):
+        if ADMIN_KEY is None:
+            self.skipTest("the server wrote no admin.key: authentication is not enforced")
+        for md in (None, [("authorization", "Bearer agz_not-a-real-key")],
+                   [("x-api-key", "agz_not-a-real-key")], [("authorization", "Basic Zm9vOmJhcg==")]):
+            with self.subTest(metadata=md and md[0][0]):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    self._list_agents(RAW_CHANNEL, md)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED,
+                                 cm.exception.details())
+                self.assertNotIn("agz_not-a-real-key", cm.exception.details() or "")
+        # both ways of presenting the key work, and health and reflection stay public
+        self._list_agents(RAW_CHANNEL, [("authorization", "Bearer " + ADMIN_KEY)])
+        self._list_agents(RAW_CHANNEL, [("x-api-key", ADMIN_KEY)])
+        health = RAW_CHANNEL.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=HEALTH_PB2.HealthCheckRequest.SerializeToString,
+            response_deserializer=HEALTH_PB2.HealthCheckResponse.FromString)
+        self.assertEqual(health(HEALTH_PB2.HealthCheckRequest(), timeout=TIMEOUT).status,
+                         HEALTH_PB2.HealthCheckResponse.SERVING)
+        pb = REFL["v1"]
+        refl = RAW_CHANNEL.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=pb.ServerReflectionRequest.SerializeToString,
+            response_deserializer=pb.ServerReflectionResponse.FromString)
+        out = list(refl(iter([pb.ServerReflectionRequest(list_services="*")]), timeout=TIMEOUT))
+        self.assertEqual(out[0].WhichOneof("message_response"), "list_services_response")
+
+    def test_whoami_is_the_admin(self):
+        r = Reflected(["agentz.v1.SystemService"])
+        path, Req, Resp = r.method("agentz.v1.SystemService", "WhoAmI")
+        stub = CHANNEL.unary_unary(path, request_serializer=Req.SerializeToString,
+                                   response_deserializer=Resp.FromString)
+        try:
+            me = stub(Req(), timeout=TIMEOUT)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self.skipTest("SystemService.WhoAmI is not implemented yet")
+            raise
+        if ADMIN_KEY is None:
+            self.skipTest("the server wrote no admin.key: no admin principal to check")
+        self.assertTrue(me.principal, me)
+        self.assertNotIn(ADMIN_KEY, me.principal)
+        self.assertRegex(me.workspace_id, UUID_RE)
+        self.assertEqual(me.role, r.enum_value("agentz.v1.Role", "ROLE_OWNER"), me)
+        self.assertNotEqual(me.auth_method,
+                            r.enum_value("agentz.v1.AuthMethod", "AUTH_METHOD_NONE"), me)
 
 
 if __name__ == "__main__":

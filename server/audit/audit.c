@@ -1,0 +1,585 @@
+/* The audit log in PostgreSQL: a writer thread fed by a bounded queue (RPC threads never wait for
+ * the database unless the queue is full), appends serialized by a transaction-scoped advisory lock
+ * so the hash chain stays linear, chain verification, and the ListAuditLog query. */
+#include "audit.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "auth/perm.h"
+#include "core/log.h"
+#include "core/text.h"
+#include "google/protobuf/timestamp.pb-c.h"
+
+/* An arbitrary constant ("azaudit" in ASCII): the chain's advisory lock. */
+#define LOCK_KEY "27431817484437876"
+#define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
+#define BATCH_MAX 64
+#define APPEND_MS 5000
+#define SYNC_MS 2000
+#define DRAIN_TRIES 3
+#define VERIFY_PAGE 1000
+
+enum { F_PRINCIPAL, F_WORKSPACE, F_METHOD, F_TARGET, F_OUTCOME, F_PEER, F_REQUEST, NFIELDS };
+
+/* Byte limits per field (the rest is cut): bounded rows whatever a client sends. */
+static const size_t field_max[NFIELDS] = {160, 36, 256, 256, 32, 128, 128};
+static const char *const field_name[NFIELDS] = {"principal", "workspace_id", "method", "target_id",
+                                                "outcome", "peer", "request_id"};
+
+/* A queued entry: the fields, cleaned, in one allocation. */
+typedef struct qentry {
+    struct qentry *next;
+    int64_t time_us;
+    char *f[NFIELDS];
+    char buf[];
+} qentry;
+
+struct az_audit {
+    az_pg *pg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* writer: work or stop */
+    pthread_cond_t idle_cv; /* flushers: queue drained */
+    qentry *head, *tail;
+    int count; /* queued plus in flight */
+    int limit;
+    int stop;
+};
+
+static int64_t now_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+/* ---------------------------------------------------------------- entries */
+
+/* Copies s (cut to max bytes) into dst, turning control characters into '?', and every byte
+ * above 0x7f too when the cut text is not valid UTF-8. Returns bytes written (no NUL). */
+static size_t clean(char *dst, const char *s, size_t max)
+{
+    size_t n = s ? strnlen(s, max) : 0;
+    int utf8 = az_text_utf8_valid(s ? s : "", n);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        dst[i] = ch < 0x20 || ch == 0x7f || (!utf8 && ch > 0x7f) ? '?' : (char)ch;
+    }
+    return n;
+}
+
+static qentry *entry_new(const az_audit_entry *e)
+{
+    const char *src[NFIELDS] = {e->principal, e->workspace_id, e->method, e->target_id,
+                                e->outcome, e->peer, e->request_id};
+    char ws[37] = "";
+    /* A workspace is a uuid or nothing, lowercase as PostgreSQL prints it (the hash covers it). */
+    if (src[F_WORKSPACE] && az_text_is_uuid(src[F_WORKSPACE])) {
+        for (int i = 0; i < 36; i++) {
+            char ch = src[F_WORKSPACE][i];
+            ws[i] = ch >= 'A' && ch <= 'F' ? (char)(ch - 'A' + 'a') : ch;
+        }
+        ws[36] = '\0';
+    }
+    src[F_WORKSPACE] = ws;
+    size_t total = 0;
+    for (int i = 0; i < NFIELDS; i++) total += (src[i] ? strnlen(src[i], field_max[i]) : 0) + 1;
+    qentry *q = malloc(sizeof *q + total);
+    if (!q) return NULL;
+    q->next = NULL;
+    q->time_us = e->time_us ? e->time_us : now_us();
+    char *p = q->buf;
+    for (int i = 0; i < NFIELDS; i++) {
+        q->f[i] = p;
+        p += clean(p, src[i], field_max[i]);
+        *p++ = '\0';
+    }
+    return q;
+}
+
+/* Entries that cannot be written go to the log, so an outage never loses them silently. */
+static void log_lost(const qentry *q, const char *why)
+{
+    char fields[1400];
+    int n = snprintf(fields, sizeof fields, "time_us=%lld", (long long)q->time_us);
+    for (int i = 0; i < NFIELDS && n > 0 && (size_t)n < sizeof fields; i++)
+        n += snprintf(fields + n, sizeof fields - (size_t)n, " %s=\"%s\"", field_name[i], q->f[i]);
+    az_log_kv(AZ_LOG_ERROR, "cannot write audit entry, recorded here instead", fields);
+    az_error("audit log write failed: %s", why);
+}
+
+/* ---------------------------------------------------------------- the chain */
+
+static void hex32(const unsigned char md[32], char out[65])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+static void put_field(EVP_MD_CTX *md, const char *s, size_t n)
+{
+    char len[24];
+    int k = snprintf(len, sizeof len, "%zu:", n);
+    EVP_DigestUpdate(md, len, (size_t)k);
+    EVP_DigestUpdate(md, s, n);
+    EVP_DigestUpdate(md, ",", 1);
+}
+
+/* hash = SHA-256(prev_hash (64 hex characters) || canonical encoding), where the encoding is
+ * every field as a netstring "<byte length>:<bytes>," in this order: id, time (unix
+ * microseconds), principal, workspace_id ("" for none), method, target_id, outcome, peer,
+ * request_id. Numbers are decimal. docs/security.md repeats this for outside verifiers. */
+static void row_hash(const char *prev, int64_t id, int64_t time_us, char *const f[NFIELDS], char out[65])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char digest[32];
+    unsigned int len = 0;
+    char num[24];
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    EVP_DigestUpdate(md, prev, 64);
+    put_field(md, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)id));
+    put_field(md, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)time_us));
+    for (int i = 0; i < NFIELDS; i++) put_field(md, f[i], strlen(f[i]));
+    EVP_DigestFinal_ex(md, digest, &len);
+    EVP_MD_CTX_free(md);
+    hex32(digest, out);
+}
+
+/* Appends entries in one transaction holding the chain lock: read the head, link each row. */
+static az_err append_batch(az_pg *pg, qentry *list, int64_t deadline_ms, int64_t *last_id, char *msg)
+{
+    az_ctx ctx = {.deadline_ms = deadline_ms}; /* no workspace: system work across tenants */
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, &ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r = NULL;
+    char prev[65] = ZERO_HASH;
+    if ((err = az_pg_begin(c, &ctx, msg)) != AZ_OK ||
+        (err = az_pg_exec(c, &ctx, "SELECT pg_advisory_xact_lock(" LOCK_KEY ")", 0, NULL, NULL, msg)) != AZ_OK ||
+        (err = az_pg_exec(c, &ctx, "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1", 0, NULL, &r, msg)) != AZ_OK)
+        goto out;
+    if (PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 64) memcpy(prev, PQgetvalue(r, 0, 0), 64);
+    PQclear(r);
+    r = NULL;
+    for (qentry *q = list; q && err == AZ_OK; q = q->next) {
+        if ((err = az_pg_exec(c, &ctx, "SELECT nextval('audit_log_id_seq')", 0, NULL, &r, msg)) != AZ_OK) break;
+        int64_t id = atoll(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        r = NULL;
+        char hash[65], id_s[24], time_s[24];
+        row_hash(prev, id, q->time_us, q->f, hash);
+        snprintf(id_s, sizeof id_s, "%lld", (long long)id);
+        snprintf(time_s, sizeof time_s, "%lld", (long long)q->time_us);
+        const char *p[11] = {id_s, time_s, q->f[F_PRINCIPAL], q->f[F_WORKSPACE][0] ? q->f[F_WORKSPACE] : NULL,
+                             q->f[F_METHOD], q->f[F_TARGET], q->f[F_OUTCOME], q->f[F_PEER],
+                             q->f[F_REQUEST], prev, hash};
+        err = az_pg_exec(c, &ctx,
+                         "INSERT INTO audit_log (id, time, principal, workspace_id, method, target_id,"
+                         " outcome, peer, request_id, prev_hash, hash) VALUES ($1::bigint,"
+                         " timestamptz 'epoch' + $2::bigint * interval '1 microsecond',"
+                         " $3, $4::uuid, $5, $6, $7, $8, $9, $10, $11)",
+                         11, p, NULL, msg);
+        memcpy(prev, hash, 65);
+        if (last_id) *last_id = id;
+    }
+    if (err == AZ_OK) err = az_pg_commit(c, &ctx, msg);
+out:
+    PQclear(r);
+    az_pg_release(c);
+    return err;
+}
+
+az_err az_audit_append(az_pg *pg, const az_audit_entry *e, int64_t *id, char *msg)
+{
+    qentry *q = entry_new(e);
+    if (!q) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    az_err err = append_batch(pg, q, az_now_ms() + APPEND_MS, id, msg);
+    free(q);
+    return err;
+}
+
+/* ---------------------------------------------------------------- the writer */
+
+static void free_list(qentry *q)
+{
+    while (q) {
+        qentry *next = q->next;
+        free(q);
+        q = next;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    az_audit *a = arg;
+    int backoff_ms = 100, tries = 0;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->head && !a->stop) pthread_cond_wait(&a->cv, &a->mu);
+        if (!a->head) break;
+        /* Detach up to BATCH_MAX entries; they stay counted until written. */
+        qentry *batch = a->head, *last = batch;
+        int n = 1;
+        while (last->next && n < BATCH_MAX) last = last->next, n++;
+        a->head = last->next;
+        if (!a->head) a->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&a->mu);
+
+        char msg[AZ_MSG_MAX];
+        az_err err = append_batch(a->pg, batch, az_now_ms() + APPEND_MS, NULL, msg);
+
+        pthread_mutex_lock(&a->mu);
+        if (err == AZ_OK) {
+            free_list(batch);
+            a->count -= n;
+            backoff_ms = 100;
+            tries = 0;
+            pthread_cond_broadcast(&a->idle_cv);
+            continue;
+        }
+        az_warn("cannot write %d audit entries (retrying): %s", n, msg);
+        if (a->stop && ++tries >= DRAIN_TRIES) {
+            /* Shutting down and the database stays away: log them rather than lose them. */
+            for (qentry *q = batch; q; q = q->next) log_lost(q, msg);
+            free_list(batch);
+            a->count -= n;
+            pthread_cond_broadcast(&a->idle_cv);
+            continue;
+        }
+        /* Back to the front, in order, and try again after a pause. */
+        last->next = a->head;
+        a->head = batch;
+        if (!a->tail) a->tail = last;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += backoff_ms / 1000;
+        until.tv_nsec += (long)(backoff_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&a->cv, &a->mu, &until);
+        backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+az_audit *az_audit_new(az_pg *pg, int queue_limit, char *msg)
+{
+    az_audit *a = calloc(1, sizeof *a);
+    if (!a) {
+        az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    a->pg = pg;
+    a->limit = queue_limit > 0 ? queue_limit : AZ_AUDIT_QUEUE_DEFAULT;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    pthread_cond_init(&a->idle_cv, NULL);
+    if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
+        az_fail(msg, AZ_ERR_INTERNAL, "cannot start the audit writer thread");
+        pthread_mutex_destroy(&a->mu);
+        pthread_cond_destroy(&a->cv);
+        pthread_cond_destroy(&a->idle_cv);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void az_audit_free(az_audit *a)
+{
+    if (!a) return;
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->thread, NULL);
+    free_list(a->head);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    pthread_cond_destroy(&a->idle_cv);
+    free(a);
+}
+
+az_err az_audit_flush(az_audit *a, int timeout_ms, char *msg)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
+    az_err err = AZ_OK;
+    pthread_mutex_lock(&a->mu);
+    while (a->count > 0 && err == AZ_OK) {
+        if (pthread_cond_timedwait(&a->idle_cv, &a->mu, &until) != 0 && a->count > 0)
+            err = az_fail(msg, AZ_ERR_DEADLINE, "%d audit entries still unwritten", a->count);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return err;
+}
+
+/* What the audit log records: state changes, and refusals on any method. */
+static int wanted(const char *method, int status)
+{
+    if (status == 16 || status == 7) return 1; /* UNAUTHENTICATED, PERMISSION_DENIED */
+    const az_perm *p = method ? az_perm_find(method) : NULL;
+    return p && p->mutating;
+}
+
+void az_audit_observe(void *arg, az_call *c, const char *method, int status, int64_t duration_us)
+{
+    az_audit *a = arg;
+    if (!a || !wanted(method, status)) return;
+    const az_principal *p = az_call_principal(c);
+    az_audit_entry e = {
+        .time_us = now_us(),
+        .principal = p->id[0] ? p->id : "anonymous",
+        .workspace_id = p->workspace_id,
+        .method = method,
+        .target_id = az_call_target(c),
+        .outcome = az_grpc_status_name(status),
+        .peer = az_call_peer(c),
+        .request_id = az_call_request_id(c),
+    };
+    qentry *q = entry_new(&e);
+    if (!q) {
+        az_error("cannot queue audit entry for %s by %s: out of memory", method, p->id);
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    if (a->count < a->limit && !a->stop) {
+        if (a->tail) a->tail->next = q;
+        else a->head = q;
+        a->tail = q;
+        a->count++;
+        pthread_cond_signal(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    pthread_mutex_unlock(&a->mu);
+    /* Full (the database is slow or away): write on this thread rather than drop the entry. */
+    char msg[AZ_MSG_MAX];
+    if (append_batch(a->pg, q, az_now_ms() + SYNC_MS, NULL, msg) != AZ_OK) log_lost(q, msg);
+    free(q);
+}
+
+/* ---------------------------------------------------------------- verify */
+
+#define ROW_COLS                                                                                 \
+    "id, (extract(epoch FROM time) * 1000000)::bigint, principal, coalesce(workspace_id::text, ''),"   \
+    " method, target_id, outcome, peer, request_id, prev_hash, hash"
+
+enum { R_ID, R_TIME, R_FIELDS, R_PREV = R_FIELDS + NFIELDS, R_HASH };
+
+az_err az_audit_verify(az_pg *pg, int64_t *rows, int64_t *first_bad_id, char *msg)
+{
+    *rows = 0;
+    *first_bad_id = 0;
+    az_ctx ctx = {.deadline_ms = -1}; /* every workspace */
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, &ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    /* One snapshot for every page: rows appended meanwhile are simply not part of this check. */
+    err = az_pg_exec(c, &ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, msg);
+    char prev[65] = ZERO_HASH, after[24] = "0";
+    int more = err == AZ_OK;
+    while (more && err == AZ_OK && *first_bad_id == 0) {
+        const char *p[1] = {after};
+        PGresult *r;
+        err = az_pg_exec(c, &ctx,
+                         "SELECT " ROW_COLS " FROM audit_log WHERE id > $1::bigint ORDER BY id LIMIT "
+                         "1000",
+                         1, p, &r, msg);
+        if (err != AZ_OK) break;
+        int n = PQntuples(r);
+        more = n == VERIFY_PAGE;
+        for (int i = 0; i < n; i++) {
+            int64_t id = atoll(PQgetvalue(r, i, R_ID));
+            char *f[NFIELDS];
+            for (int k = 0; k < NFIELDS; k++) f[k] = PQgetvalue(r, i, R_FIELDS + k);
+            char want[65];
+            row_hash(prev, id, atoll(PQgetvalue(r, i, R_TIME)), f, want);
+            const char *stored_prev = PQgetvalue(r, i, R_PREV), *stored = PQgetvalue(r, i, R_HASH);
+            if (strcmp(stored_prev, prev) != 0) {
+                *first_bad_id = id;
+                az_fail(msg, AZ_OK, "row %lld does not link to the row before it (a row was removed or "
+                                    "inserted out of the chain)", (long long)id);
+                break;
+            }
+            if (strcmp(stored, want) != 0) {
+                *first_bad_id = id;
+                az_fail(msg, AZ_OK, "row %lld does not match its hash (a field was changed)", (long long)id);
+                break;
+            }
+            memcpy(prev, stored, 65);
+            ++*rows;
+            snprintf(after, sizeof after, "%lld", (long long)id);
+        }
+        PQclear(r);
+    }
+    az_pg_release(c); /* rolls the read-only transaction back */
+    return err;
+}
+
+/* ---------------------------------------------------------------- list */
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static unsigned long filter_hash(const az_audit_query *q)
+{
+    char buf[64];
+    unsigned long h = 1469598103934665603ul;
+    snprintf(buf, sizeof buf, "%lld|%lld|", (long long)q->start_us, (long long)q->end_us);
+    const char *parts[4] = {buf, q->principal ? q->principal : "", "|", q->method ? q->method : ""};
+    for (int i = 0; i < 4; i++) {
+        for (const char *s = parts[i]; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ul;
+    }
+    return h;
+}
+
+/* The token is base64url("l1|<filter hash>|<last id>"). */
+static char *encode_token(az_arena *a, unsigned long hash, const char *id)
+{
+    char raw[64];
+    int n = snprintf(raw, sizeof raw, "l1|%lx|%s", hash, id);
+    char *out = az_arena_alloc(a, (size_t)n * 4 / 3 + 4);
+    if (!out) return NULL;
+    size_t o = 0;
+    int i = 0;
+    for (; i + 2 < n; i += 3) {
+        unsigned v = (unsigned char)raw[i] << 16 | (unsigned char)raw[i + 1] << 8 | (unsigned char)raw[i + 2];
+        for (int k = 18; k >= 0; k -= 6) out[o++] = b64url[v >> k & 63];
+    }
+    if (i < n) {
+        unsigned v = (unsigned char)raw[i] << 16 | (i + 1 < n ? (unsigned char)raw[i + 1] << 8 : 0);
+        out[o++] = b64url[v >> 18 & 63];
+        out[o++] = b64url[v >> 12 & 63];
+        if (i + 1 < n) out[o++] = b64url[v >> 6 & 63];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static az_err decode_token(const char *token, unsigned long hash, long long *after, char *msg)
+{
+    char raw[64];
+    size_t o = 0;
+    unsigned v = 0;
+    int bits = 0;
+    for (const char *s = token; *s; s++) {
+        const char *p = strchr(b64url, *s);
+        if (!p || o >= sizeof raw - 1) return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
+        v = v << 6 | (unsigned)(p - b64url);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            raw[o++] = (char)(v >> bits);
+        }
+    }
+    raw[o] = '\0';
+    unsigned long th;
+    if (sscanf(raw, "l1|%lx|%lld", &th, after) != 2 || *after < 1)
+        return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
+    if (th != hash)
+        return az_fail(msg, AZ_ERR_INVALID,
+                       "page_token was issued for different filters (principal, method, start_time, end_time)");
+    return AZ_OK;
+}
+
+static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
+{
+    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
+    if (!t) return NULL;
+    google__protobuf__timestamp__init(t);
+    t->seconds = us / 1000000;
+    t->nanos = (int32_t)(us % 1000000) * 1000;
+    if (t->nanos < 0) {
+        t->seconds--;
+        t->nanos += 1000000000;
+    }
+    return t;
+}
+
+static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__AuditEntry **out, char *msg)
+{
+    Agentz__V1__AuditEntry *e = az_arena_alloc(a, sizeof *e);
+    if (!e) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    agentz__v1__audit_entry__init(e);
+    e->id = az_arena_strdup(a, PQgetvalue(r, row, R_ID));
+    e->time = timestamp_us(a, atoll(PQgetvalue(r, row, R_TIME)));
+    e->principal = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_PRINCIPAL));
+    e->workspace_id = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_WORKSPACE));
+    e->method = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_METHOD));
+    e->target_id = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_TARGET));
+    e->outcome = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_OUTCOME));
+    e->peer = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_PEER));
+    e->request_id = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_REQUEST));
+    e->hash = az_arena_strdup(a, PQgetvalue(r, row, R_HASH));
+    if (!e->id || !e->time || !e->principal || !e->workspace_id || !e->method || !e->target_id ||
+        !e->outcome || !e->peer || !e->request_id || !e->hash)
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    *out = e;
+    return AZ_OK;
+}
+
+az_err az_audit_list(az_pg *pg, const az_ctx *ctx, const az_audit_query *q, az_arena *a,
+                     Agentz__V1__ListAuditLogResponse **out, char *msg)
+{
+    *out = NULL;
+    if (!ctx->workspace_id || !az_text_is_uuid(ctx->workspace_id))
+        return az_fail(msg, AZ_ERR_INVALID, "workspace: the audit log is listed per workspace");
+    unsigned long hash = filter_hash(q);
+    long long after = 0;
+    az_err err;
+    if (q->page_token && *q->page_token) {
+        if (strlen(q->page_token) > 80) return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
+        if ((err = decode_token(q->page_token, hash, &after, msg)) != AZ_OK) return err;
+    }
+    char start[24], end[24], after_s[24], limit[16];
+    snprintf(start, sizeof start, "%lld", (long long)q->start_us);
+    snprintf(end, sizeof end, "%lld", (long long)q->end_us);
+    snprintf(after_s, sizeof after_s, "%lld", after);
+    snprintf(limit, sizeof limit, "%d", q->page_size + 1);
+    const char *p[7] = {ctx->workspace_id, q->principal ? q->principal : "", q->method ? q->method : "",
+                        q->start_us ? start : NULL, q->end_us ? end : NULL, after ? after_s : NULL, limit};
+    az_pgconn *c;
+    if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, ctx,
+                     "SELECT " ROW_COLS " FROM audit_log WHERE workspace_id = $1"
+                     " AND ($2 = '' OR principal = $2) AND ($3 = '' OR method = $3)"
+                     " AND ($4::bigint IS NULL OR time >= timestamptz 'epoch' + $4::bigint * interval '1 microsecond')"
+                     " AND ($5::bigint IS NULL OR time < timestamptz 'epoch' + $5::bigint * interval '1 microsecond')"
+                     " AND ($6::bigint IS NULL OR id < $6::bigint)"
+                     " ORDER BY id DESC LIMIT $7::integer",
+                     7, p, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    int rows = PQntuples(r), n = rows > q->page_size ? q->page_size : rows;
+    Agentz__V1__ListAuditLogResponse *resp = az_arena_alloc(a, sizeof *resp);
+    if (resp) {
+        agentz__v1__list_audit_log_response__init(resp);
+        resp->entries = az_arena_alloc(a, (size_t)(n ? n : 1) * sizeof *resp->entries);
+    }
+    if (!resp || !resp->entries) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && err == AZ_OK; i++) err = from_row(r, i, a, &resp->entries[i], msg);
+    if (err == AZ_OK) {
+        resp->n_entries = (size_t)n;
+        if (rows > q->page_size &&
+            !(resp->next_page_token = encode_token(a, hash, PQgetvalue(r, n - 1, R_ID))))
+            err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    }
+    PQclear(r);
+    if (err == AZ_OK) *out = resp;
+    return err;
+}

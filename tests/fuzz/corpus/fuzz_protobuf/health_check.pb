@@ -1,0 +1,2 @@
+
+agentz.v1.AgentService

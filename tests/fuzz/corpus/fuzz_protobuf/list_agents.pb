@@ -1,0 +1,2 @@
+
+eyJ0IjoxfQ"a=b,c=,=d,e

@@ -1,0 +1,1 @@
+2google.protobuf.MethodOptions

@@ -1,0 +1,2 @@
+*$
+google.protobuf.MethodOptions°Ê¼"

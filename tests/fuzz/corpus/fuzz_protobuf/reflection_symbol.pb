@@ -1,0 +1,1 @@
+""agentz.v1.AgentService.CreateAgent

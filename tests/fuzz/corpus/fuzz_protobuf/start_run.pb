@@ -1,0 +1,5 @@
+
+w
+
+extrax
+topicAI"r

@@ -1,0 +1,3 @@
+
+w
+stylelong

@@ -1,0 +1,6 @@
+
+
+wn
+steps
+name
+bogus
