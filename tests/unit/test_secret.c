@@ -143,7 +143,7 @@ static void test_keyring(void)
     CU_ASSERT_STRING_EQUAL(id, want);
     az_secret_keyring_free(k);
     /* URL-safe, unpadded, with whitespace and a newline: the same key. */
-    char url[64];
+    char url[80];
     snprintf(url, sizeof url, "  %s\n", key_a);
     for (char *s = url; *s; s++) *s = *s == '+' ? '-' : *s == '/' ? '_' : *s == '=' ? ' ' : *s;
     k = ring(url, " , ");
