@@ -27,6 +27,7 @@
 #include "secret/secret.h"
 #include "system/system_api.h"
 #include "task/task_api.h"
+#include "tools/netguard.h"
 #include "workflow/run.h"
 #include "workflow/workflow_api.h"
 
@@ -38,6 +39,32 @@
 static az_err check_pg(void *arg, char *msg) { return az_pg_ping(arg, msg); }
 static az_err check_redis(void *arg, char *msg) { return az_redis_ping(arg, msg); }
 static void health_down(void *arg) { az_health_shutdown(arg); }
+
+/* How the start-up log describes well-known policies; anything else is logged as given. */
+static const struct {
+    const char *policy, *text;
+} POLICY_TEXT[] = {
+    {"", "no private networks"},
+    {"0", "no private networks"},
+    {"1", "all addresses allowed"},
+    {AZ_NETGUARD_LOOPBACK, "loopback only"},
+};
+
+static void log_policy(const char *policy, int is_default)
+{
+    const char *v = policy ? policy : "";
+    v += strspn(v, " \t");
+    size_t n = strlen(v);
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    const char *why = is_default ? " (default; set AGENTZ_ALLOW_PRIVATE_NETWORKS to change)" : "";
+    for (size_t i = 0; i < sizeof POLICY_TEXT / sizeof *POLICY_TEXT; i++) {
+        if (strlen(POLICY_TEXT[i].policy) == n && strncmp(POLICY_TEXT[i].policy, v, n) == 0) {
+            az_info("outbound network policy: %s%s", POLICY_TEXT[i].text, why);
+            return;
+        }
+    }
+    az_info("outbound network policy: public addresses and %.*s%s", (int)n, v, why);
+}
 
 /* Hourly housekeeping: expired idempotency keys. Wakes at once on shutdown. */
 typedef struct janitor {
@@ -89,6 +116,7 @@ static int run(const az_config *cfg)
     az_auth *auth = NULL;
     az_redis *rl_redis = NULL;
     az_ratelimit *limiter = NULL;
+    az_netguard *guard = NULL; /* for LLM calls and tool fetches; the executor will take it */
     janitor jan = {.stop = 0};
     int janitor_started = 0;
 
@@ -99,6 +127,16 @@ static int run(const az_config *cfg)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    /* Unset: no special-purpose addresses, except loopback for local models (Ollama on
+     * 127.0.0.1:11434) in the embedded default. */
+    const char *policy = cfg->allow_private_networks;
+    if (!policy && !cfg->database_url) policy = AZ_NETGUARD_LOOPBACK;
+    if (az_netguard_new(policy, &guard, msg) != AZ_OK) {
+        az_error("%s", msg);
+        goto out;
+    }
+    log_policy(policy, !cfg->allow_private_networks);
 
     const char *db_url = cfg->database_url, *redis_url = cfg->redis_url;
     if (!db_url) {
@@ -279,6 +317,7 @@ out:
     az_secret_keyring_free(keys);
     az_pg_free(pg);
     az_embed_stop(embed);
+    az_netguard_free(guard);
     if (rc == 0) az_info("agentzd stopped");
     return rc;
 }

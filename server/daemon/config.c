@@ -11,6 +11,7 @@
 #include "auth/auth.h"
 #include "auth/ratelimit.h"
 #include "core/log.h"
+#include "tools/netguard.h"
 
 typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_FLAG } opt_kind;
 
@@ -62,6 +63,20 @@ static az_err check_nonempty(const char *origin, const char *v, char *msg)
     return az_fail(msg, AZ_ERR_INVALID, "%s: must not be empty", origin);
 }
 
+/* Parses the policy only to reject it early; main.c builds the one the daemon uses. */
+static az_err check_netguard(const char *origin, const char *v, char *msg)
+{
+    az_netguard *g = NULL;
+    char why[AZ_MSG_MAX];
+    az_err err = az_netguard_new(v, &g, why);
+    az_netguard_free(g);
+    if (err != AZ_ERR_INVALID) return err == AZ_OK ? AZ_OK : az_fail(msg, err, "%s", why);
+    /* why names AGENTZ_ALLOW_PRIVATE_NETWORKS; name where the value really came from. */
+    static const char env[] = "AGENTZ_ALLOW_PRIVATE_NETWORKS: ";
+    const char *detail = strncmp(why, env, sizeof env - 1) == 0 ? why + sizeof env - 1 : why;
+    return az_fail(msg, AZ_ERR_INVALID, "%s: %s", origin, detail);
+}
+
 #define S(f) offsetof(az_config, f)
 static const opt opts[] = {
     {"database-url", "AGENTZ_DATABASE_URL", OPT_STR, S(database_url), NULL, 0, 0,
@@ -107,6 +122,11 @@ static const opt opts[] = {
     {"db-role", "AGENTZ_DB_ROLE", OPT_STR, S(db_role), "agentz_app", 0, 0,
      "PostgreSQL role the pool switches to after migrations (row-level security applies to it)",
      check_nonempty},
+    {"allow-private-networks", "AGENTZ_ALLOW_PRIVATE_NETWORKS", OPT_STR, S(allow_private_networks),
+     NULL, 0, 0,
+     "special-purpose addresses (loopback, private, link-local, ...) LLM calls and tool fetches may "
+     "reach: 0 = none, 1 = all, or a CIDR list (127.0.0.0/8,10.1.0.0/16,::1/128); unset = none, "
+     "except loopback when embedded (local models)", check_netguard},
     {"grpc-threads", "AGENTZ_GRPC_THREADS", OPT_INT, S(grpc_threads), "0", 0, 256,
      "completion-queue threads; 0 = 4 per core"},
     {"db-pool-size", "AGENTZ_DB_POOL_SIZE", OPT_INT, S(db_pool_size), "8", 1, 512,

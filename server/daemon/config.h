@@ -18,6 +18,8 @@ typedef struct az_config {
     char *jwks_url, *jwt_issuer, *jwt_authorized_parties, *jwt_role_map;
     char *rate_limit, *rate_limit_workspace, *rate_limit_expensive; /* "RATE[:BURST]", "0" = off */
     char *db_role;
+    char *allow_private_networks; /* AGENTZ_ALLOW_PRIVATE_NETWORKS as given; NULL = unset (main.c
+                                   * applies the default: loopback when embedded, else none) */
     int grpc_threads;
     int db_pool_size;
     int max_message_bytes;

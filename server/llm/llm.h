@@ -10,6 +10,7 @@
 
 #include "core/err.h"
 #include "llm/price.h"
+#include "tools/netguard.h"
 
 #define AZ_LLM_TIMEOUT_MS_DEFAULT 120000L
 #define AZ_LLM_CONNECT_TIMEOUT_MS 10000L
@@ -66,6 +67,11 @@ typedef struct az_llm_request {
     long timeout_ms;           /* whole call, connect to last byte; 0 = AZ_LLM_TIMEOUT_MS_DEFAULT */
     size_t max_response_bytes; /* 0 = AZ_LLM_MAX_RESPONSE_DEFAULT */
     const az_llm_prices *prices; /* NULL = az_llm_prices_default() */
+    /* The outbound network policy (AGENTZ_ALLOW_PRIVATE_NETWORKS), checked on every address
+     * the call connects to; borrowed, must outlive the call. NULL = no restriction (note: the
+     * opposite of az_netguard_allowed's NULL, so that callers not setting it keep working). The
+     * executor must always set it: base_url comes from agent definitions any editor writes. */
+    const az_netguard *guard;
 } az_llm_request;
 
 /* Where a request goes after defaults are applied; strings point into the request, the
@@ -142,9 +148,13 @@ typedef struct az_llm_call az_llm_call;
 /* Prepares one streaming call: resolves the endpoint, builds the provider's JSON body, and
  * configures a CURL easy handle (POST, streaming write callback feeding the SSE parser, header
  * callback for status and Retry-After, connect/total timeouts, CURLOPT_NOSIGNAL, response size
- * cap). req is only read during this call; cb and arg must outlive the call. On AZ_OK *out is
- * the caller's: add az_llm_call_easy(*out) to a multi handle, and when the multi reports it
- * done call az_llm_call_finish, then az_llm_call_free. Errors: AZ_ERR_PRECONDITION (no provider
+ * cap, http/https only, no redirects, and with req->guard a CURLOPT_OPENSOCKETFUNCTION refusing
+ * addresses the policy does not allow: the call then fails with "llm_address_refused"). req is
+ * only read during this call, except req->guard, which must outlive the call; cb and arg must
+ * outlive the call. A multi handle shares its connections between calls, and a reused
+ * connection is not checked again: calls with different guards need different multi handles.
+ * On AZ_OK *out is the caller's: add az_llm_call_easy(*out) to a multi handle, and when the
+ * multi reports it done call az_llm_call_finish, then az_llm_call_free. Errors: AZ_ERR_PRECONDITION (no provider
  * configured: not retryable, msg says what to set), AZ_ERR_INVALID (bad request field, named
  * in msg), AZ_ERR_NOMEM. */
 az_err az_llm_call_new(const az_llm_request *req, const az_llm_callbacks *cb, void *arg,
@@ -160,7 +170,8 @@ CURL *az_llm_call_easy(az_llm_call *call);
  * with cost, and on failure out->error; tool calls not yet reported are passed to on_tool_call.
  * Returns AZ_OK on success, else the az_err of the error class: AZ_ERR_UNAVAILABLE (network,
  * 5xx, overloaded), AZ_ERR_DEADLINE (timeout), AZ_ERR_EXHAUSTED (429), AZ_ERR_UNAUTHENTICATED
- * (401), AZ_ERR_PERMISSION (403), AZ_ERR_INVALID (other 4xx, malformed stream), AZ_ERR_CANCELLED.
+ * (401), AZ_ERR_PERMISSION (403, llm_address_refused), AZ_ERR_INVALID (other 4xx, malformed
+ * stream), AZ_ERR_CANCELLED.
  * Call once per call. */
 az_err az_llm_call_finish(az_llm_call *call, CURLcode code, az_llm_result *out);
 

@@ -25,6 +25,7 @@ static const err_class CLASSES[] = {
     {"llm_permission", AZ_ERR_PERMISSION, 0},
     {"llm_not_found", AZ_ERR_NOT_FOUND, 0},
     {"llm_bad_request", AZ_ERR_INVALID, 0},
+    {"llm_address_refused", AZ_ERR_PERMISSION, 0}, /* operator policy: retrying cannot help */
     {"llm_quota_exceeded", AZ_ERR_EXHAUSTED, 0},
     {"llm_response_too_large", AZ_ERR_EXHAUSTED, 0},
     {"llm_bad_response", AZ_ERR_INTERNAL, 0},

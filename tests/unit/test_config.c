@@ -14,7 +14,7 @@ static const char *const vars[] = {
     "AGENTZ_DATA_DIR",        "AGENTZ_LOG_LEVEL",        "AGENTZ_TLS_CERT",
     "AGENTZ_TLS_KEY",         "AGENTZ_TLS_CLIENT_CA",    "AGENTZ_GRPC_THREADS",
     "AGENTZ_DB_POOL_SIZE",    "AGENTZ_MAX_MESSAGE_BYTES", "AGENTZ_STREAM_QUEUE_LIMIT",
-    "AGENTZ_SHUTDOWN_GRACE",  "AGENTZ_HEALTH_INTERVAL",
+    "AGENTZ_SHUTDOWN_GRACE",  "AGENTZ_HEALTH_INTERVAL",  "AGENTZ_ALLOW_PRIVATE_NETWORKS",
 };
 #define NVARS (sizeof vars / sizeof *vars)
 
@@ -276,6 +276,39 @@ static void test_late_checks_name_origin(void)
     fresh();
 }
 
+/* The outbound network policy is parsed at load, so a bad CIDR stops start-up naming the
+ * variable (or flag) and the entry; unset stays NULL, for main.c's embedded default. */
+static void test_allow_private_networks(void)
+{
+    fresh();
+    CU_ASSERT_EQUAL_FATAL(LOAD0(), AZ_OK);
+    CU_ASSERT_PTR_NULL(cfg.allow_private_networks);
+    setenv("AGENTZ_ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8, 10.1.0.0/16,::1/128,fd00::/8,192.168.1.7", 1);
+    CU_ASSERT_EQUAL_FATAL(LOAD0(), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(cfg.allow_private_networks, "127.0.0.0/8, 10.1.0.0/16,::1/128,fd00::/8,192.168.1.7");
+    static const char *const good[] = {"0", "1", " 1 "};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        setenv("AGENTZ_ALLOW_PRIVATE_NETWORKS", good[i], 1);
+        CU_ASSERT_EQUAL(LOAD0(), AZ_OK);
+        CU_ASSERT_STRING_EQUAL(cfg.allow_private_networks, good[i]);
+    }
+    setenv("AGENTZ_ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8,10.0.0.0/33", 1);
+    CU_ASSERT_EQUAL(LOAD0(), AZ_ERR_INVALID);
+    CU_ASSERT(msg_has("AGENTZ_ALLOW_PRIVATE_NETWORKS: entry \"10.0.0.0/33\": prefix length must be 0-32"));
+    CU_ASSERT_PTR_NULL(strchr(msg, '\n'));
+    /* A good flag does not hide a bad variable, which is read first. */
+    CU_ASSERT_EQUAL(LOAD("--allow-private-networks=1"), AZ_ERR_INVALID);
+    CU_ASSERT(msg_has("AGENTZ_ALLOW_PRIVATE_NETWORKS"));
+    fresh();
+    CU_ASSERT_EQUAL(LOAD("--allow-private-networks", "10.1.0.0/8"), AZ_ERR_INVALID);
+    CU_ASSERT(msg_has("--allow-private-networks: entry \"10.1.0.0/8\""));
+    CU_ASSERT_EQUAL(LOAD("--allow-private-networks=localhost"), AZ_ERR_INVALID);
+    CU_ASSERT(msg_has("\"localhost\""));
+    CU_ASSERT_EQUAL_FATAL(LOAD("--allow-private-networks=fd00::/8"), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(cfg.allow_private_networks, "fd00::/8");
+    fresh();
+}
+
 static void test_unknown_flag_and_missing_value(void)
 {
     fresh();
@@ -360,7 +393,7 @@ static void test_usage(void)
                                   "--log-level", "--tls-cert", "--tls-key", "--tls-client-ca",
                                   "--grpc-threads", "--db-pool-size", "--max-message-bytes",
                                   "--stream-queue-limit", "--shutdown-grace", "--health-interval",
-                                  "--help", "--version"};
+                                  "--allow-private-networks", "--help", "--version"};
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) CU_ASSERT_PTR_NOT_NULL(strstr(text, flags[i]));
     /* Defaults are shown. */
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "127.0.0.1:50051"));
@@ -406,6 +439,7 @@ int main(void)
     CU_add_test(s, "range errors and bad values", test_range_and_bad_values);
     CU_add_test(s, "env errors name the variable", test_env_errors_name_variable);
     CU_add_test(s, "late checks name their origin", test_late_checks_name_origin);
+    CU_add_test(s, "allow-private-networks", test_allow_private_networks);
     CU_add_test(s, "unknown flag, missing value", test_unknown_flag_and_missing_value);
     CU_add_test(s, "--help and --version", test_help_version);
     CU_add_test(s, "tls and url consistency", test_tls_and_urls_consistency);

@@ -745,6 +745,67 @@ static void test_connection_refused(void)
     az_llm_result_free(&r);
 }
 
+static size_t requests_seen(llm_fake *f)
+{
+    pthread_mutex_lock(&f->mu);
+    size_t n = f->n_reqs;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+/* The outbound network policy is checked on the address connected to: a policy without
+ * loopback refuses the fake on 127.0.0.1 before anything is sent; the loopback policy lets the
+ * same call through; a redirect is not followed. */
+static void test_network_guard(void)
+{
+    static const az_llm_message um[] = {{AZ_LLM_USER, "hi"}};
+    az_netguard *none, *loopback;
+    CU_ASSERT_EQUAL_FATAL(az_netguard_new("", &none, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_netguard_new(AZ_NETGUARD_LOOPBACK, &loopback, msg), AZ_OK);
+    llm_fake f;
+    CU_ASSERT_EQUAL_FATAL(fake_start(&f), 0);
+    fake_script(&f, &(fake_response){.status = 200, .body = OPENAI_TEXT});
+    snprintf(base_v1, sizeof base_v1, "%s/v1", f.base_url);
+    az_llm_request req = {.provider = "openai", .base_url = base_v1, .api_key = KEY, .model = "m",
+                          .messages = um, .n_messages = 1, .timeout_ms = 5000, .guard = none};
+    az_llm_result r;
+    sink s = {0};
+    CU_ASSERT_EQUAL(az_llm_complete(&req, &CB, &s, NULL, &r, msg), AZ_ERR_PERMISSION);
+    CU_ASSERT_STRING_EQUAL(r.error.type, "llm_address_refused");
+    CU_ASSERT_FALSE(r.error.retryable);
+    CU_ASSERT_EQUAL(r.error.http_status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.error.message, "connection to 127.0.0.1 refused"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.error.message, "loopback addresses are not allowed"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.error.message, "AGENTZ_ALLOW_PRIVATE_NETWORKS"));
+    CU_ASSERT_PTR_NULL(strstr(r.error.message, KEY));
+    CU_ASSERT_STRING_EQUAL(msg, r.error.message);
+    CU_ASSERT_EQUAL(s.n_text, 0);
+    CU_ASSERT_EQUAL(requests_seen(&f), 0);
+    az_llm_result_free(&r);
+
+    req.guard = loopback;
+    memset(&s, 0, sizeof s);
+    CU_ASSERT_EQUAL(az_llm_complete(&req, &CB, &s, NULL, &r, msg), AZ_OK);
+    CU_ASSERT_EQUAL(r.error.type[0], '\0');
+    CU_ASSERT_STRING_EQUAL(r.text, "h\xc3\xa9llo w\xc3\xb6rld \xf0\x9f\x98\x80 \xe6\x97\xa5\xe6\x9c\xac");
+    CU_ASSERT_EQUAL(requests_seen(&f), 1);
+    az_llm_result_free(&r);
+
+    /* A redirect, even to an allowed address on the same server, is an error, not followed. */
+    char loc[160];
+    snprintf(loc, sizeof loc, "Location: %s/v1/chat/completions\r\n", f.base_url);
+    fake_script(&f, &(fake_response){.status = 307, .headers = loc, .body = "{}"});
+    fake_script(&f, &(fake_response){.status = 200, .body = OPENAI_TEXT});
+    CU_ASSERT_EQUAL(az_llm_complete(&req, &CB, &s, NULL, &r, msg), AZ_ERR_INTERNAL);
+    CU_ASSERT_STRING_EQUAL(r.error.type, "llm_bad_response");
+    CU_ASSERT_EQUAL(r.error.http_status, 307);
+    CU_ASSERT_EQUAL(requests_seen(&f), 2);
+    az_llm_result_free(&r);
+    fake_stop(&f);
+    az_netguard_free(none);
+    az_netguard_free(loopback);
+}
+
 static const char ONE_DELTA[] =
     "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial\"},\"finish_reason\":null}]}\n\n";
 
@@ -919,6 +980,7 @@ int main(void)
     CU_add_test(n, "provider error events", test_anthropic_error_event);
     CU_add_test(n, "http errors and retry-after", test_http_errors);
     CU_add_test(n, "connection refused", test_connection_refused);
+    CU_add_test(n, "outbound network policy", test_network_guard);
     CU_add_test(n, "stalled server times out", test_stall_times_out);
     CU_add_test(n, "truncated and malformed streams", test_truncated_stream);
     CU_add_test(n, "oversized event", test_oversized_event);
