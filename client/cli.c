@@ -477,3 +477,96 @@ done:
     fflush(out);
     return code;
 }
+
+int az_cli_out_of_memory(az_cli *cli)
+{
+    return az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
+}
+
+/* Prints a single message and frees it. */
+int az_cli_print_free(az_cli *cli, ProtobufCMessage *m)
+{
+    int code = az_cli_print(cli, m);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return code;
+}
+
+/* ---- helpers shared by the nouns ---- */
+
+/* Calls method until the last page (or once unless all), following next_page_token into
+ * *token. On AZ_CLI_EXIT_OK *pages holds *npages responses the caller frees. */
+int az_cli_fetch_pages(az_cli *cli, const char *method, const ProtobufCMessage *req, char **token,
+                       const ProtobufCMessageDescriptor *desc, int all, ProtobufCMessage ***pages,
+                       size_t *npages)
+{
+    const ProtobufCFieldDescriptor *next_fd =
+        protobuf_c_message_descriptor_get_field_by_name(desc, "next_page_token");
+    *pages = NULL;
+    *npages = 0;
+    int code = AZ_CLI_EXIT_OK;
+    for (;;) {
+        ProtobufCMessage *m;
+        if ((code = az_cli_call(cli, method, req, desc, &m))) break;
+        ProtobufCMessage **bigger = realloc(*pages, (*npages + 1) * sizeof *bigger);
+        if (!bigger) {
+            protobuf_c_message_free_unpacked(m, NULL);
+            code = az_cli_out_of_memory(cli);
+            break;
+        }
+        *pages = bigger;
+        (*pages)[(*npages)++] = m;
+        char *next = *(char **)(void *)((char *)m + next_fd->offset);
+        if (!all || !*next) break;
+        /* A server handing back the token it was given would loop forever. */
+        if (strcmp(next, *token) == 0) {
+            code = az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_INTERNAL,
+                               "the server returned the same page token twice");
+            break;
+        }
+        *token = next;
+    }
+    if (code) {
+        for (size_t i = 0; i < *npages; i++) protobuf_c_message_free_unpacked((*pages)[i], NULL);
+        free(*pages);
+        *pages = NULL;
+        *npages = 0;
+    }
+    return code;
+}
+
+/* json/yaml: one page as is; several merged into one response (items of field, no token). */
+int az_cli_print_pages(az_cli *cli, ProtobufCMessage **pages, size_t npages, const char *field)
+{
+    if (npages == 1) return az_cli_print(cli, pages[0]);
+    const ProtobufCMessageDescriptor *d = pages[0]->descriptor;
+    const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field_by_name(d, field);
+    size_t total = 0;
+    for (size_t p = 0; p < npages; p++)
+        total += *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
+    ProtobufCMessage *merged = calloc(1, d->sizeof_message);
+    void **items = calloc(total ? total : 1, sizeof *items);
+    if (!merged || !items) {
+        free(merged);
+        free(items);
+        return az_cli_out_of_memory(cli);
+    }
+    protobuf_c_message_init(d, merged);
+    size_t n = 0;
+    for (size_t p = 0; p < npages; p++) {
+        size_t k = *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
+        void **v = *(void ***)(void *)((char *)pages[p] + fd->offset);
+        for (size_t i = 0; i < k; i++) items[n++] = v[i];
+    }
+    *(size_t *)(void *)((char *)merged + fd->quantifier_offset) = n;
+    *(void ***)(void *)((char *)merged + fd->offset) = items;
+    int code = az_cli_print(cli, merged);
+    free(items); /* the items belong to their pages */
+    free(merged);
+    return code;
+}
+
+void az_cli_free_pages(ProtobufCMessage **pages, size_t npages)
+{
+    for (size_t i = 0; i < npages; i++) protobuf_c_message_free_unpacked(pages[i], NULL);
+    free(pages);
+}

@@ -88,4 +88,22 @@ int az_cli_usage_error(az_cli *cli, const char *fmt, ...) __attribute__((format(
 /* Prints "error: <GRPC_STATUS_NAME of e>: <msg>" to err; returns exit_code. */
 int az_cli_fail(az_cli *cli, int exit_code, az_err e, const char *msg);
 
+
+/* Reports out of memory; returns the exit code. */
+int az_cli_out_of_memory(az_cli *cli);
+
+/* Prints a single message and frees it; returns the exit code. */
+int az_cli_print_free(az_cli *cli, ProtobufCMessage *m);
+
+/* Calls a List method until the last page (or once unless all), following next_page_token into
+ * *token. On AZ_CLI_EXIT_OK *pages holds *npages responses the caller frees with
+ * az_cli_free_pages. */
+int az_cli_fetch_pages(az_cli *cli, const char *method, const ProtobufCMessage *req, char **token,
+                       const ProtobufCMessageDescriptor *desc, int all, ProtobufCMessage ***pages,
+                       size_t *npages);
+
+/* json/yaml: one page as is; several merged into one response (the items of field, no token). */
+int az_cli_print_pages(az_cli *cli, ProtobufCMessage **pages, size_t npages, const char *field);
+void az_cli_free_pages(ProtobufCMessage **pages, size_t npages);
+
 #endif

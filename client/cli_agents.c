@@ -236,11 +236,6 @@ static az_err apply_agent_flags(Agentz__V1__Agent *a, const az_flag *flags,
     return AZ_OK;
 }
 
-static int out_of_memory(az_cli *cli)
-{
-    return az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
-}
-
 /* Prints a single agent (create, get, update) and frees it. */
 static int print_agent(az_cli *cli, ProtobufCMessage *m)
 {
@@ -265,14 +260,14 @@ static int run_create(az_cli *cli, const az_flag_value *v, const char *const *ar
     char msg[AZ_MSG_MAX];
     int code;
     az_arena *ar = az_arena_new(0);
-    if (!ar) return out_of_memory(cli);
+    if (!ar) return az_cli_out_of_memory(cli);
     Agentz__V1__Agent *a = NULL;
     if (v[C_FILE].count) {
         char *json;
         size_t len;
         az_err err = az_file_read(v[C_FILE].value, &json, &len, msg);
         if (err) {
-            code = err == AZ_ERR_NOMEM ? out_of_memory(cli) : az_cli_usage_error(cli, "-f: %s", msg);
+            code = err == AZ_ERR_NOMEM ? az_cli_out_of_memory(cli) : az_cli_usage_error(cli, "-f: %s", msg);
             goto done;
         }
         ProtobufCMessage *m = NULL;
@@ -296,7 +291,7 @@ static int run_create(az_cli *cli, const az_flag_value *v, const char *const *ar
                 goto done;
             }
         if (!(a = new_agent(ar))) {
-            code = out_of_memory(cli);
+            code = az_cli_out_of_memory(cli);
             goto done;
         }
     }
@@ -343,7 +338,7 @@ static int print_agent_table(az_cli *cli, Agentz__V1__ListAgentsResponse **pages
     static const char *const headers[] = {"ID", "NAME", "ROLE", "STATUS", "MODEL", "UPDATED"};
     char msg[AZ_MSG_MAX];
     az_table *t = az_table_new(6, headers);
-    if (!t) return out_of_memory(cli);
+    if (!t) return az_cli_out_of_memory(cli);
     /* Ids must stay whole to be copied; status and age are short anyway. */
     az_table_keep(t, 0);
     az_table_keep(t, 3);
@@ -365,7 +360,7 @@ static int print_agent_table(az_cli *cli, Agentz__V1__ListAgentsResponse **pages
             };
             if (az_table_add(t, cells, msg)) {
                 az_table_free(t);
-                return out_of_memory(cli);
+                return az_cli_out_of_memory(cli);
             }
         }
     if (az_table_rows(t))
@@ -387,7 +382,7 @@ static int print_agent_pages(az_cli *cli, Agentz__V1__ListAgentsResponse **pages
     size_t n = 0;
     for (size_t p = 0; p < npages; p++) n += pages[p]->n_agents;
     merged.agents = calloc(n ? n : 1, sizeof *merged.agents);
-    if (!merged.agents) return out_of_memory(cli);
+    if (!merged.agents) return az_cli_out_of_memory(cli);
     for (size_t p = 0; p < npages; p++)
         for (size_t i = 0; i < pages[p]->n_agents; i++)
             merged.agents[merged.n_agents++] = pages[p]->agents[i];
@@ -428,7 +423,7 @@ static int run_list(az_cli *cli, const az_flag_value *v, const char *const *args
         Agentz__V1__ListAgentsResponse **bigger = realloc(pages, (npages + 1) * sizeof *pages);
         if (!bigger) {
             protobuf_c_message_free_unpacked(m, NULL);
-            code = out_of_memory(cli);
+            code = az_cli_out_of_memory(cli);
             break;
         }
         pages = bigger;
@@ -470,9 +465,9 @@ static int run_update(az_cli *cli, const az_flag_value *v, const char *const *ar
     az_flag_set set = {update_flags, (az_flag_value *)v, U__COUNT};
     int code;
     az_arena *ar = az_arena_new(0);
-    if (!ar) return out_of_memory(cli);
+    if (!ar) return az_cli_out_of_memory(cli);
     if (az_args_mask_paths(&set, &paths, &npaths, msg)) {
-        code = out_of_memory(cli);
+        code = az_cli_out_of_memory(cli);
         goto done;
     }
     /* An empty mask would mean "every writable field": never send one by accident. */
@@ -482,7 +477,7 @@ static int run_update(az_cli *cli, const az_flag_value *v, const char *const *ar
     }
     Agentz__V1__Agent *a = new_agent(ar);
     if (!a) {
-        code = out_of_memory(cli);
+        code = az_cli_out_of_memory(cli);
         goto done;
     }
     if (apply_agent_flags(a, update_flags, v, ar, msg)) {

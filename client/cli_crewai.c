@@ -16,11 +16,6 @@
 #define AGENTS "/agentz.v1.AgentService/"
 #define WORKFLOWS "/agentz.v1.WorkflowService/"
 
-static int out_of_memory(az_cli *cli)
-{
-    return az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
-}
-
 static void print_notes(az_cli *cli, const az_crewai_notes *n)
 {
     for (size_t i = 0; i < n->n; i++) fprintf(cli->err, "warning: %s\n", n->lines[i]);
@@ -74,7 +69,7 @@ static int print_created(az_cli *cli, Agentz__V1__Agent **agents, size_t n,
 static int create_all(az_cli *cli, Agentz__V1__Template *t, const char *key, az_arena *ar)
 {
     Agentz__V1__Agent **made = calloc(t->n_agents + 1, sizeof *made);
-    if (!made) return out_of_memory(cli);
+    if (!made) return az_cli_out_of_memory(cli);
     size_t nmade = 0;
     int code = AZ_CLI_EXIT_OK;
     Agentz__V1__Workflow *wf = NULL;
@@ -84,14 +79,14 @@ static int create_all(az_cli *cli, Agentz__V1__Template *t, const char *key, az_
     const char **keys = az_arena_alloc(ar, (t->n_agents + 1) * sizeof *keys);
     if (!keys) {
         free(made);
-        return out_of_memory(cli);
+        return az_cli_out_of_memory(cli);
     }
     for (size_t i = 0; i < t->n_agents && !code; i++) {
         Agentz__V1__CreateAgentRequest req = AGENTZ__V1__CREATE_AGENT_REQUEST__INIT;
         keys[i] = t->agents[i]->name;
         char *full = az_arena_printf(ar, "%.60s/%.60s", t->workflow->name, keys[i]);
         if (!full) {
-            code = out_of_memory(cli);
+            code = az_cli_out_of_memory(cli);
             break;
         }
         t->agents[i]->name = full;
@@ -115,7 +110,7 @@ static int create_all(az_cli *cli, Agentz__V1__Template *t, const char *key, az_
                     break;
                 }
             if (!*ref) {
-                code = out_of_memory(cli);
+                code = az_cli_out_of_memory(cli);
                 break;
             }
         }
@@ -162,19 +157,19 @@ static int run_import(az_cli *cli, const az_flag_value *v, const char *const *ar
     az_crewai_notes notes = {0};
     az_arena *ar = az_arena_new(0);
     int code = AZ_CLI_EXIT_OK;
-    if (!ar) return out_of_memory(cli);
+    if (!ar) return az_cli_out_of_memory(cli);
     az_err err = az_crewai_find(dir, &agents_path, &tasks_path, msg);
     if (err) {
-        code = err == AZ_ERR_NOMEM ? out_of_memory(cli) : az_cli_usage_error(cli, "%s", msg);
+        code = err == AZ_ERR_NOMEM ? az_cli_out_of_memory(cli) : az_cli_usage_error(cli, "%s", msg);
         goto done;
     }
     if ((err = az_file_read(agents_path, &agents, &alen, msg)) ||
         (err = az_file_read(tasks_path, &tasks, &tlen, msg))) {
-        code = err == AZ_ERR_NOMEM ? out_of_memory(cli) : az_cli_usage_error(cli, "%s", msg);
+        code = err == AZ_ERR_NOMEM ? az_cli_out_of_memory(cli) : az_cli_usage_error(cli, "%s", msg);
         goto done;
     }
     if (!(name = dir_name(dir))) {
-        code = out_of_memory(cli);
+        code = az_cli_out_of_memory(cli);
         goto done;
     }
     opts.source = name;
@@ -184,7 +179,7 @@ static int run_import(az_cli *cli, const az_flag_value *v, const char *const *ar
                            &notes, msg);
     print_notes(cli, &notes);
     if (err) {
-        code = err == AZ_ERR_NOMEM ? out_of_memory(cli)
+        code = err == AZ_ERR_NOMEM ? az_cli_out_of_memory(cli)
                                    : az_cli_fail(cli, AZ_CLI_EXIT_USAGE, err, msg);
         goto done;
     }
@@ -255,7 +250,7 @@ static int run_export(az_cli *cli, const az_flag_value *v, const char *const *ar
     char *ay = NULL, *ty = NULL;
     az_crewai_notes notes = {0};
     if (!agents) {
-        code = out_of_memory(cli);
+        code = az_cli_out_of_memory(cli);
         goto done;
     }
     for (size_t s = 0; s < wf->n_steps && !code; s++) {

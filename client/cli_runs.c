@@ -16,99 +16,6 @@
 #define RUN_PREFIX "RUN_STATUS_"
 #define TASK_PREFIX "TASK_STATUS_"
 
-static int out_of_memory(az_cli *cli)
-{
-    return az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
-}
-
-/* Prints a single message and frees it. */
-static int print_free(az_cli *cli, ProtobufCMessage *m)
-{
-    int code = az_cli_print(cli, m);
-    protobuf_c_message_free_unpacked(m, NULL);
-    return code;
-}
-
-/* ---- paging (ListTasks, ListTaskAttempts) ---- */
-
-/* Calls method until the last page (or once unless all), following next_page_token into
- * *token. On AZ_CLI_EXIT_OK *pages holds *npages responses the caller frees. */
-static int fetch_pages(az_cli *cli, const char *method, const ProtobufCMessage *req, char **token,
-                       const ProtobufCMessageDescriptor *desc, int all, ProtobufCMessage ***pages,
-                       size_t *npages)
-{
-    const ProtobufCFieldDescriptor *next_fd =
-        protobuf_c_message_descriptor_get_field_by_name(desc, "next_page_token");
-    *pages = NULL;
-    *npages = 0;
-    int code = AZ_CLI_EXIT_OK;
-    for (;;) {
-        ProtobufCMessage *m;
-        if ((code = az_cli_call(cli, method, req, desc, &m))) break;
-        ProtobufCMessage **bigger = realloc(*pages, (*npages + 1) * sizeof *bigger);
-        if (!bigger) {
-            protobuf_c_message_free_unpacked(m, NULL);
-            code = out_of_memory(cli);
-            break;
-        }
-        *pages = bigger;
-        (*pages)[(*npages)++] = m;
-        char *next = *(char **)(void *)((char *)m + next_fd->offset);
-        if (!all || !*next) break;
-        /* A server handing back the token it was given would loop forever. */
-        if (strcmp(next, *token) == 0) {
-            code = az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_INTERNAL,
-                               "the server returned the same page token twice");
-            break;
-        }
-        *token = next;
-    }
-    if (code) {
-        for (size_t i = 0; i < *npages; i++) protobuf_c_message_free_unpacked((*pages)[i], NULL);
-        free(*pages);
-        *pages = NULL;
-        *npages = 0;
-    }
-    return code;
-}
-
-/* json/yaml: one page as is; several merged into one response (items of field, no token). */
-static int print_pages(az_cli *cli, ProtobufCMessage **pages, size_t npages, const char *field)
-{
-    if (npages == 1) return az_cli_print(cli, pages[0]);
-    const ProtobufCMessageDescriptor *d = pages[0]->descriptor;
-    const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field_by_name(d, field);
-    size_t total = 0;
-    for (size_t p = 0; p < npages; p++)
-        total += *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
-    ProtobufCMessage *merged = calloc(1, d->sizeof_message);
-    void **items = calloc(total ? total : 1, sizeof *items);
-    if (!merged || !items) {
-        free(merged);
-        free(items);
-        return out_of_memory(cli);
-    }
-    protobuf_c_message_init(d, merged);
-    size_t n = 0;
-    for (size_t p = 0; p < npages; p++) {
-        size_t k = *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
-        void **v = *(void ***)(void *)((char *)pages[p] + fd->offset);
-        for (size_t i = 0; i < k; i++) items[n++] = v[i];
-    }
-    *(size_t *)(void *)((char *)merged + fd->quantifier_offset) = n;
-    *(void ***)(void *)((char *)merged + fd->offset) = items;
-    int code = az_cli_print(cli, merged);
-    free(items); /* the items belong to their pages */
-    free(merged);
-    return code;
-}
-
-static void free_pages(ProtobufCMessage **pages, size_t npages)
-{
-    for (size_t i = 0; i < npages; i++) protobuf_c_message_free_unpacked(pages[i], NULL);
-    free(pages);
-}
-
 /* ---- start ---- */
 
 enum { S_VERSION, S_INPUT, S_INPUTS_FILE, S__COUNT };
@@ -188,12 +95,12 @@ static int run_start(az_cli *cli, const az_flag_value *v, const char *const *arg
         az_args_int32("--version", v[S_VERSION].value, 1, INT32_MAX, &req.version, msg))
         return az_cli_usage_error(cli, "%s", msg);
     az_arena *ar = az_arena_new(0);
-    if (!ar) return out_of_memory(cli);
+    if (!ar) return az_cli_out_of_memory(cli);
     inputs in = {0};
     int code = AZ_CLI_EXIT_OK;
     az_err err;
     if (v[S_INPUTS_FILE].count && (err = read_inputs(v[S_INPUTS_FILE].value, &in, ar, msg))) {
-        code = err == AZ_ERR_NOMEM ? out_of_memory(cli) : az_cli_usage_error(cli, "--inputs-file: %s", msg);
+        code = err == AZ_ERR_NOMEM ? az_cli_out_of_memory(cli) : az_cli_usage_error(cli, "--inputs-file: %s", msg);
         goto done;
     }
     for (int i = 0; i < v[S_INPUT].count; i++) {
@@ -206,7 +113,7 @@ static int run_start(az_cli *cli, const az_flag_value *v, const char *const *arg
         }
         if (!(name = az_arena_strndup(ar, v[S_INPUT].list[i], klen)) ||
             put_input(&in, ar, name, value, msg)) {
-            code = out_of_memory(cli);
+            code = az_cli_out_of_memory(cli);
             goto done;
         }
     }
@@ -259,7 +166,7 @@ static int print_run_table(az_cli *cli, const Agentz__V1__WorkflowRun *r)
     fputc('\n', cli->out);
     static const char *const headers[] = {"STEP", "STATUS", "TASK", "ATTEMPT", "DURATION"};
     az_table *tb = az_table_new(5, headers);
-    if (!tb) return out_of_memory(cli);
+    if (!tb) return az_cli_out_of_memory(cli);
     az_table_keep(tb, 2);
     for (size_t i = 0; i < r->n_steps; i++) {
         const Agentz__V1__StepRun *s = r->steps[i];
@@ -274,7 +181,7 @@ static int print_run_table(az_cli *cli, const Agentz__V1__WorkflowRun *r)
         };
         if (az_table_add(tb, cells, msg)) {
             az_table_free(tb);
-            return out_of_memory(cli);
+            return az_cli_out_of_memory(cli);
         }
     }
     az_table_print(tb, cli->out, az_table_width(cli->out));
@@ -286,7 +193,7 @@ static int print_run_table(az_cli *cli, const Agentz__V1__WorkflowRun *r)
 /* Prints a run (table: header and steps) and frees it. */
 static int print_run(az_cli *cli, ProtobufCMessage *m)
 {
-    if (cli->output != AZ_OUTPUT_TABLE) return print_free(cli, m);
+    if (cli->output != AZ_OUTPUT_TABLE) return az_cli_print_free(cli, m);
     int code = print_run_table(cli, (const Agentz__V1__WorkflowRun *)m);
     protobuf_c_message_free_unpacked(m, NULL);
     return code;
@@ -319,7 +226,7 @@ static int print_runs_table(az_cli *cli, ProtobufCMessage **pages, size_t npages
     static const char *const headers[] = {"ID", "WORKFLOW", "VERSION", "STATUS", "DURATION", "AGE"};
     char msg[AZ_MSG_MAX];
     az_table *tb = az_table_new(6, headers);
-    if (!tb) return out_of_memory(cli);
+    if (!tb) return az_cli_out_of_memory(cli);
     az_table_keep(tb, 0);
     az_table_keep(tb, 1);
     int64_t now = (int64_t)time(NULL);
@@ -338,7 +245,7 @@ static int print_runs_table(az_cli *cli, ProtobufCMessage **pages, size_t npages
             };
             if (az_table_add(tb, cells, msg)) {
                 az_table_free(tb);
-                return out_of_memory(cli);
+                return az_cli_out_of_memory(cli);
             }
         }
     }
@@ -369,13 +276,13 @@ static int run_list(az_cli *cli, const az_flag_value *v, const char *const *args
     if (v[L_WORKFLOW].count) req.workflow_id = (char *)v[L_WORKFLOW].value;
     ProtobufCMessage **pages;
     size_t npages;
-    int code = fetch_pages(cli, SERVICE "ListRuns", &req.base, &req.page_token,
+    int code = az_cli_fetch_pages(cli, SERVICE "ListRuns", &req.base, &req.page_token,
                            &agentz__v1__list_runs_response__descriptor, az_args_bool(&v[L_ALL]),
                            &pages, &npages);
     if (code) return code;
     code = cli->output == AZ_OUTPUT_TABLE ? print_runs_table(cli, pages, npages)
-                                          : print_pages(cli, pages, npages, "runs");
-    free_pages(pages, npages);
+                                          : az_cli_print_pages(cli, pages, npages, "runs");
+    az_cli_free_pages(pages, npages);
     return code;
 }
 

@@ -16,99 +16,6 @@
 #define SERVICE "/agentz.v1.TaskService/"
 #define STATUS_PREFIX "TASK_STATUS_"
 
-static int out_of_memory(az_cli *cli)
-{
-    return az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
-}
-
-/* Prints a single message and frees it. */
-static int print_free(az_cli *cli, ProtobufCMessage *m)
-{
-    int code = az_cli_print(cli, m);
-    protobuf_c_message_free_unpacked(m, NULL);
-    return code;
-}
-
-/* ---- paging (ListTasks, ListTaskAttempts) ---- */
-
-/* Calls method until the last page (or once unless all), following next_page_token into
- * *token. On AZ_CLI_EXIT_OK *pages holds *npages responses the caller frees. */
-static int fetch_pages(az_cli *cli, const char *method, const ProtobufCMessage *req, char **token,
-                       const ProtobufCMessageDescriptor *desc, int all, ProtobufCMessage ***pages,
-                       size_t *npages)
-{
-    const ProtobufCFieldDescriptor *next_fd =
-        protobuf_c_message_descriptor_get_field_by_name(desc, "next_page_token");
-    *pages = NULL;
-    *npages = 0;
-    int code = AZ_CLI_EXIT_OK;
-    for (;;) {
-        ProtobufCMessage *m;
-        if ((code = az_cli_call(cli, method, req, desc, &m))) break;
-        ProtobufCMessage **bigger = realloc(*pages, (*npages + 1) * sizeof *bigger);
-        if (!bigger) {
-            protobuf_c_message_free_unpacked(m, NULL);
-            code = out_of_memory(cli);
-            break;
-        }
-        *pages = bigger;
-        (*pages)[(*npages)++] = m;
-        char *next = *(char **)(void *)((char *)m + next_fd->offset);
-        if (!all || !*next) break;
-        /* A server handing back the token it was given would loop forever. */
-        if (strcmp(next, *token) == 0) {
-            code = az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_INTERNAL,
-                               "the server returned the same page token twice");
-            break;
-        }
-        *token = next;
-    }
-    if (code) {
-        for (size_t i = 0; i < *npages; i++) protobuf_c_message_free_unpacked((*pages)[i], NULL);
-        free(*pages);
-        *pages = NULL;
-        *npages = 0;
-    }
-    return code;
-}
-
-/* json/yaml: one page as is; several merged into one response (items of field, no token). */
-static int print_pages(az_cli *cli, ProtobufCMessage **pages, size_t npages, const char *field)
-{
-    if (npages == 1) return az_cli_print(cli, pages[0]);
-    const ProtobufCMessageDescriptor *d = pages[0]->descriptor;
-    const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field_by_name(d, field);
-    size_t total = 0;
-    for (size_t p = 0; p < npages; p++)
-        total += *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
-    ProtobufCMessage *merged = calloc(1, d->sizeof_message);
-    void **items = calloc(total ? total : 1, sizeof *items);
-    if (!merged || !items) {
-        free(merged);
-        free(items);
-        return out_of_memory(cli);
-    }
-    protobuf_c_message_init(d, merged);
-    size_t n = 0;
-    for (size_t p = 0; p < npages; p++) {
-        size_t k = *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
-        void **v = *(void ***)(void *)((char *)pages[p] + fd->offset);
-        for (size_t i = 0; i < k; i++) items[n++] = v[i];
-    }
-    *(size_t *)(void *)((char *)merged + fd->quantifier_offset) = n;
-    *(void ***)(void *)((char *)merged + fd->offset) = items;
-    int code = az_cli_print(cli, merged);
-    free(items); /* the items belong to their pages */
-    free(merged);
-    return code;
-}
-
-static void free_pages(ProtobufCMessage **pages, size_t npages)
-{
-    for (size_t i = 0; i < npages; i++) protobuf_c_message_free_unpacked(pages[i], NULL);
-    free(pages);
-}
-
 /* ---- create ---- */
 
 enum {
@@ -358,14 +265,14 @@ static int run_create(az_cli *cli, const az_flag_value *v, const char *const *ar
     char msg[AZ_MSG_MAX];
     int code = AZ_CLI_EXIT_OK;
     az_arena *ar = az_arena_new(0);
-    if (!ar) return out_of_memory(cli);
+    if (!ar) return az_cli_out_of_memory(cli);
     Agentz__V1__Task *t = NULL;
     if (v[C_FILE].count) {
         ProtobufCMessage *m;
         az_err err = az_yaml_read_message(v[C_FILE].value, &agentz__v1__task__descriptor,
                                           az_arena_allocator(ar), &m, msg);
         if (err) {
-            code = err == AZ_ERR_NOMEM  ? out_of_memory(cli)
+            code = err == AZ_ERR_NOMEM  ? az_cli_out_of_memory(cli)
                    : err == AZ_ERR_IO   ? az_cli_usage_error(cli, "-f: %s", msg)
                                         : az_cli_fail(cli, AZ_CLI_EXIT_USAGE, err, msg);
             goto done;
@@ -379,7 +286,7 @@ static int run_create(az_cli *cli, const az_flag_value *v, const char *const *ar
                 goto done;
             }
         if (!(t = az_arena_alloc(ar, sizeof *t))) {
-            code = out_of_memory(cli);
+            code = az_cli_out_of_memory(cli);
             goto done;
         }
         agentz__v1__task__init(t);
@@ -390,7 +297,7 @@ static int run_create(az_cli *cli, const az_flag_value *v, const char *const *ar
         snprintf(flag, sizeof flag, "--%s", create_flags[i].name);
         az_err err = setters[i](t, flag, &v[i], ar, msg);
         if (err) {
-            code = err == AZ_ERR_NOMEM ? out_of_memory(cli) : az_cli_usage_error(cli, "%s", msg);
+            code = err == AZ_ERR_NOMEM ? az_cli_out_of_memory(cli) : az_cli_usage_error(cli, "%s", msg);
             goto done;
         }
     }
@@ -399,7 +306,7 @@ static int run_create(az_cli *cli, const az_flag_value *v, const char *const *ar
     if (cli->request_id) req.request_id = (char *)cli->request_id;
     ProtobufCMessage *resp;
     code = az_cli_call(cli, SERVICE "CreateTask", &req.base, &agentz__v1__task__descriptor, &resp);
-    if (!code) code = print_free(cli, resp);
+    if (!code) code = az_cli_print_free(cli, resp);
 done:
     az_arena_free(ar);
     return code;
@@ -413,7 +320,7 @@ static int run_get(az_cli *cli, const az_flag_value *v, const char *const *args,
     req.id = (char *)args[0];
     ProtobufCMessage *resp;
     int code = az_cli_call(cli, SERVICE "GetTask", &req.base, &agentz__v1__task__descriptor, &resp);
-    return code ? code : print_free(cli, resp);
+    return code ? code : az_cli_print_free(cli, resp);
 }
 
 enum { X_REASON, X__COUNT };
@@ -429,7 +336,7 @@ static int run_cancel(az_cli *cli, const az_flag_value *v, const char *const *ar
     if (v[X_REASON].count) req.reason = (char *)v[X_REASON].value;
     ProtobufCMessage *resp;
     int code = az_cli_call(cli, SERVICE "CancelTask", &req.base, &agentz__v1__task__descriptor, &resp);
-    return code ? code : print_free(cli, resp);
+    return code ? code : az_cli_print_free(cli, resp);
 }
 
 static int run_retry(az_cli *cli, const az_flag_value *v, const char *const *args, size_t nargs)
@@ -438,7 +345,7 @@ static int run_retry(az_cli *cli, const az_flag_value *v, const char *const *arg
     req.id = (char *)args[0];
     ProtobufCMessage *resp;
     int code = az_cli_call(cli, SERVICE "RetryTask", &req.base, &agentz__v1__task__descriptor, &resp);
-    return code ? code : print_free(cli, resp);
+    return code ? code : az_cli_print_free(cli, resp);
 }
 
 /* ---- list ---- */
@@ -460,7 +367,7 @@ static int print_task_table(az_cli *cli, ProtobufCMessage **pages, size_t npages
     static const char *const headers[] = {"ID", "STATUS", "AGENT", "ATTEMPT", "PROGRESS", "AGE"};
     char msg[AZ_MSG_MAX];
     az_table *tb = az_table_new(6, headers);
-    if (!tb) return out_of_memory(cli);
+    if (!tb) return az_cli_out_of_memory(cli);
     for (size_t c = 0; c < 6; c++) az_table_keep(tb, c);
     int64_t now = (int64_t)time(NULL);
     for (size_t p = 0; p < npages; p++) {
@@ -481,7 +388,7 @@ static int print_task_table(az_cli *cli, ProtobufCMessage **pages, size_t npages
             };
             if (az_table_add(tb, cells, msg)) {
                 az_table_free(tb);
-                return out_of_memory(cli);
+                return az_cli_out_of_memory(cli);
             }
         }
     }
@@ -514,13 +421,13 @@ static int run_list(az_cli *cli, const az_flag_value *v, const char *const *args
     if (v[L_RUN].count) req.run_id = (char *)v[L_RUN].value;
     ProtobufCMessage **pages;
     size_t npages;
-    int code = fetch_pages(cli, SERVICE "ListTasks", &req.base, &req.page_token,
+    int code = az_cli_fetch_pages(cli, SERVICE "ListTasks", &req.base, &req.page_token,
                            &agentz__v1__list_tasks_response__descriptor, az_args_bool(&v[L_ALL]),
                            &pages, &npages);
     if (code) return code;
     code = cli->output == AZ_OUTPUT_TABLE ? print_task_table(cli, pages, npages)
-                                          : print_pages(cli, pages, npages, "tasks");
-    free_pages(pages, npages);
+                                          : az_cli_print_pages(cli, pages, npages, "tasks");
+    az_cli_free_pages(pages, npages);
     return code;
 }
 
@@ -532,7 +439,7 @@ static int print_attempt_table(az_cli *cli, ProtobufCMessage **pages, size_t npa
                                           "ERROR"};
     char msg[AZ_MSG_MAX];
     az_table *tb = az_table_new(6, headers);
-    if (!tb) return out_of_memory(cli);
+    if (!tb) return az_cli_out_of_memory(cli);
     for (size_t p = 0; p < npages; p++) {
         const Agentz__V1__ListTaskAttemptsResponse *r =
             (const Agentz__V1__ListTaskAttemptsResponse *)pages[p];
@@ -555,7 +462,7 @@ static int print_attempt_table(az_cli *cli, ProtobufCMessage **pages, size_t npa
             };
             if (az_table_add(tb, cells, msg)) {
                 az_table_free(tb);
-                return out_of_memory(cli);
+                return az_cli_out_of_memory(cli);
             }
         }
     }
@@ -573,12 +480,12 @@ static int run_attempts(az_cli *cli, const az_flag_value *v, const char *const *
     req.task_id = (char *)args[0];
     ProtobufCMessage **pages;
     size_t npages;
-    int code = fetch_pages(cli, SERVICE "ListTaskAttempts", &req.base, &req.page_token,
+    int code = az_cli_fetch_pages(cli, SERVICE "ListTaskAttempts", &req.base, &req.page_token,
                            &agentz__v1__list_task_attempts_response__descriptor, 1, &pages, &npages);
     if (code) return code;
     code = cli->output == AZ_OUTPUT_TABLE ? print_attempt_table(cli, pages, npages)
-                                          : print_pages(cli, pages, npages, "attempts");
-    free_pages(pages, npages);
+                                          : az_cli_print_pages(cli, pages, npages, "attempts");
+    az_cli_free_pages(pages, npages);
     return code;
 }
 
@@ -652,7 +559,7 @@ static int run_stats(az_cli *cli, const az_flag_value *v, const char *const *arg
         return az_cli_usage_error(cli, "--since cannot be combined with --start or --end");
     Agentz__V1__GetTaskStatsRequest req = AGENTZ__V1__GET_TASK_STATS_REQUEST__INIT;
     az_arena *ar = az_arena_new(0);
-    if (!ar) return out_of_memory(cli);
+    if (!ar) return az_cli_out_of_memory(cli);
     int code = AZ_CLI_EXIT_OK;
     int64_t secs;
     if (v[S_SINCE].count) {
@@ -673,7 +580,7 @@ static int run_stats(az_cli *cli, const az_flag_value *v, const char *const *arg
             goto done;
         }
         if (!(*slots[i] = timestamp(ar, secs))) {
-            code = out_of_memory(cli);
+            code = az_cli_out_of_memory(cli);
             goto done;
         }
     }
@@ -685,7 +592,7 @@ static int run_stats(az_cli *cli, const az_flag_value *v, const char *const *arg
     ProtobufCMessage *resp;
     if (!(code = az_cli_call(cli, SERVICE "GetTaskStats", &req.base,
                              &agentz__v1__task_stats__descriptor, &resp)))
-        code = print_free(cli, resp);
+        code = az_cli_print_free(cli, resp);
 done:
     az_arena_free(ar);
     return code;

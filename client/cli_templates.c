@@ -10,99 +10,6 @@
 
 #define SERVICE "/agentz.v1.WorkflowService/"
 
-static int out_of_memory(az_cli *cli)
-{
-    return az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
-}
-
-/* Prints a single message and frees it. */
-static int print_free(az_cli *cli, ProtobufCMessage *m)
-{
-    int code = az_cli_print(cli, m);
-    protobuf_c_message_free_unpacked(m, NULL);
-    return code;
-}
-
-/* ---- paging (ListTasks, ListTaskAttempts) ---- */
-
-/* Calls method until the last page (or once unless all), following next_page_token into
- * *token. On AZ_CLI_EXIT_OK *pages holds *npages responses the caller frees. */
-static int fetch_pages(az_cli *cli, const char *method, const ProtobufCMessage *req, char **token,
-                       const ProtobufCMessageDescriptor *desc, int all, ProtobufCMessage ***pages,
-                       size_t *npages)
-{
-    const ProtobufCFieldDescriptor *next_fd =
-        protobuf_c_message_descriptor_get_field_by_name(desc, "next_page_token");
-    *pages = NULL;
-    *npages = 0;
-    int code = AZ_CLI_EXIT_OK;
-    for (;;) {
-        ProtobufCMessage *m;
-        if ((code = az_cli_call(cli, method, req, desc, &m))) break;
-        ProtobufCMessage **bigger = realloc(*pages, (*npages + 1) * sizeof *bigger);
-        if (!bigger) {
-            protobuf_c_message_free_unpacked(m, NULL);
-            code = out_of_memory(cli);
-            break;
-        }
-        *pages = bigger;
-        (*pages)[(*npages)++] = m;
-        char *next = *(char **)(void *)((char *)m + next_fd->offset);
-        if (!all || !*next) break;
-        /* A server handing back the token it was given would loop forever. */
-        if (strcmp(next, *token) == 0) {
-            code = az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_INTERNAL,
-                               "the server returned the same page token twice");
-            break;
-        }
-        *token = next;
-    }
-    if (code) {
-        for (size_t i = 0; i < *npages; i++) protobuf_c_message_free_unpacked((*pages)[i], NULL);
-        free(*pages);
-        *pages = NULL;
-        *npages = 0;
-    }
-    return code;
-}
-
-/* json/yaml: one page as is; several merged into one response (items of field, no token). */
-static int print_pages(az_cli *cli, ProtobufCMessage **pages, size_t npages, const char *field)
-{
-    if (npages == 1) return az_cli_print(cli, pages[0]);
-    const ProtobufCMessageDescriptor *d = pages[0]->descriptor;
-    const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field_by_name(d, field);
-    size_t total = 0;
-    for (size_t p = 0; p < npages; p++)
-        total += *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
-    ProtobufCMessage *merged = calloc(1, d->sizeof_message);
-    void **items = calloc(total ? total : 1, sizeof *items);
-    if (!merged || !items) {
-        free(merged);
-        free(items);
-        return out_of_memory(cli);
-    }
-    protobuf_c_message_init(d, merged);
-    size_t n = 0;
-    for (size_t p = 0; p < npages; p++) {
-        size_t k = *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
-        void **v = *(void ***)(void *)((char *)pages[p] + fd->offset);
-        for (size_t i = 0; i < k; i++) items[n++] = v[i];
-    }
-    *(size_t *)(void *)((char *)merged + fd->quantifier_offset) = n;
-    *(void ***)(void *)((char *)merged + fd->offset) = items;
-    int code = az_cli_print(cli, merged);
-    free(items); /* the items belong to their pages */
-    free(merged);
-    return code;
-}
-
-static void free_pages(ProtobufCMessage **pages, size_t npages)
-{
-    for (size_t i = 0; i < npages; i++) protobuf_c_message_free_unpacked(pages[i], NULL);
-    free(pages);
-}
-
 /* ---- list ---- */
 
 enum { L_PAGE_SIZE, L_PAGE_TOKEN, L_ALL, L__COUNT };
@@ -118,7 +25,7 @@ static int print_template_table(az_cli *cli, ProtobufCMessage **pages, size_t np
     static const char *const headers[] = {"ID", "NAME", "BUILTIN", "AGENTS", "STEPS", "DESCRIPTION"};
     char msg[AZ_MSG_MAX];
     az_table *tb = az_table_new(6, headers);
-    if (!tb) return out_of_memory(cli);
+    if (!tb) return az_cli_out_of_memory(cli);
     az_table_keep(tb, 0);
     for (size_t p = 0; p < npages; p++) {
         const Agentz__V1__ListTemplatesResponse *r = (const Agentz__V1__ListTemplatesResponse *)pages[p];
@@ -131,7 +38,7 @@ static int print_template_table(az_cli *cli, ProtobufCMessage **pages, size_t np
                                     t->description};
             if (az_table_add(tb, cells, msg)) {
                 az_table_free(tb);
-                return out_of_memory(cli);
+                return az_cli_out_of_memory(cli);
             }
         }
     }
@@ -157,13 +64,13 @@ static int run_list(az_cli *cli, const az_flag_value *v, const char *const *args
     if (v[L_PAGE_TOKEN].count) req.page_token = (char *)v[L_PAGE_TOKEN].value;
     ProtobufCMessage **pages;
     size_t npages;
-    int code = fetch_pages(cli, SERVICE "ListTemplates", &req.base, &req.page_token,
+    int code = az_cli_fetch_pages(cli, SERVICE "ListTemplates", &req.base, &req.page_token,
                            &agentz__v1__list_templates_response__descriptor,
                            az_args_bool(&v[L_ALL]), &pages, &npages);
     if (code) return code;
     code = cli->output == AZ_OUTPUT_TABLE ? print_template_table(cli, pages, npages)
-                                          : print_pages(cli, pages, npages, "templates");
-    free_pages(pages, npages);
+                                          : az_cli_print_pages(cli, pages, npages, "templates");
+    az_cli_free_pages(pages, npages);
     return code;
 }
 
@@ -185,7 +92,7 @@ static int run_instantiate(az_cli *cli, const az_flag_value *v, const char *cons
     int code = az_cli_call(cli, SERVICE "InstantiateTemplate", &req.base,
                            &agentz__v1__instantiate_template_response__descriptor, &resp);
     if (code) return code;
-    if (cli->output != AZ_OUTPUT_TABLE) return print_free(cli, resp);
+    if (cli->output != AZ_OUTPUT_TABLE) return az_cli_print_free(cli, resp);
     const Agentz__V1__InstantiateTemplateResponse *r = (const Agentz__V1__InstantiateTemplateResponse *)resp;
     for (size_t i = 0; i < r->n_agents; i++)
         fprintf(cli->out, "agent     %-36s  %s\n", r->agents[i]->id, r->agents[i]->name);
@@ -215,7 +122,7 @@ static int run_save(az_cli *cli, const az_flag_value *v, const char *const *args
     ProtobufCMessage *resp;
     int code = az_cli_call(cli, SERVICE "SaveAsTemplate", &req.base,
                            &agentz__v1__template__descriptor, &resp);
-    return code ? code : print_free(cli, resp);
+    return code ? code : az_cli_print_free(cli, resp);
 }
 
 /* ---- the noun ---- */

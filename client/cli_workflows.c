@@ -17,99 +17,6 @@
 #define SERVICE "/agentz.v1.WorkflowService/"
 #define PROCESS_PREFIX "PROCESS_"
 
-static int out_of_memory(az_cli *cli)
-{
-    return az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_NOMEM, "out of memory");
-}
-
-/* Prints a single message and frees it. */
-static int print_free(az_cli *cli, ProtobufCMessage *m)
-{
-    int code = az_cli_print(cli, m);
-    protobuf_c_message_free_unpacked(m, NULL);
-    return code;
-}
-
-/* ---- paging (ListTasks, ListTaskAttempts) ---- */
-
-/* Calls method until the last page (or once unless all), following next_page_token into
- * *token. On AZ_CLI_EXIT_OK *pages holds *npages responses the caller frees. */
-static int fetch_pages(az_cli *cli, const char *method, const ProtobufCMessage *req, char **token,
-                       const ProtobufCMessageDescriptor *desc, int all, ProtobufCMessage ***pages,
-                       size_t *npages)
-{
-    const ProtobufCFieldDescriptor *next_fd =
-        protobuf_c_message_descriptor_get_field_by_name(desc, "next_page_token");
-    *pages = NULL;
-    *npages = 0;
-    int code = AZ_CLI_EXIT_OK;
-    for (;;) {
-        ProtobufCMessage *m;
-        if ((code = az_cli_call(cli, method, req, desc, &m))) break;
-        ProtobufCMessage **bigger = realloc(*pages, (*npages + 1) * sizeof *bigger);
-        if (!bigger) {
-            protobuf_c_message_free_unpacked(m, NULL);
-            code = out_of_memory(cli);
-            break;
-        }
-        *pages = bigger;
-        (*pages)[(*npages)++] = m;
-        char *next = *(char **)(void *)((char *)m + next_fd->offset);
-        if (!all || !*next) break;
-        /* A server handing back the token it was given would loop forever. */
-        if (strcmp(next, *token) == 0) {
-            code = az_cli_fail(cli, AZ_CLI_EXIT_FAILED, AZ_ERR_INTERNAL,
-                               "the server returned the same page token twice");
-            break;
-        }
-        *token = next;
-    }
-    if (code) {
-        for (size_t i = 0; i < *npages; i++) protobuf_c_message_free_unpacked((*pages)[i], NULL);
-        free(*pages);
-        *pages = NULL;
-        *npages = 0;
-    }
-    return code;
-}
-
-/* json/yaml: one page as is; several merged into one response (items of field, no token). */
-static int print_pages(az_cli *cli, ProtobufCMessage **pages, size_t npages, const char *field)
-{
-    if (npages == 1) return az_cli_print(cli, pages[0]);
-    const ProtobufCMessageDescriptor *d = pages[0]->descriptor;
-    const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field_by_name(d, field);
-    size_t total = 0;
-    for (size_t p = 0; p < npages; p++)
-        total += *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
-    ProtobufCMessage *merged = calloc(1, d->sizeof_message);
-    void **items = calloc(total ? total : 1, sizeof *items);
-    if (!merged || !items) {
-        free(merged);
-        free(items);
-        return out_of_memory(cli);
-    }
-    protobuf_c_message_init(d, merged);
-    size_t n = 0;
-    for (size_t p = 0; p < npages; p++) {
-        size_t k = *(size_t *)(void *)((char *)pages[p] + fd->quantifier_offset);
-        void **v = *(void ***)(void *)((char *)pages[p] + fd->offset);
-        for (size_t i = 0; i < k; i++) items[n++] = v[i];
-    }
-    *(size_t *)(void *)((char *)merged + fd->quantifier_offset) = n;
-    *(void ***)(void *)((char *)merged + fd->offset) = items;
-    int code = az_cli_print(cli, merged);
-    free(items); /* the items belong to their pages */
-    free(merged);
-    return code;
-}
-
-static void free_pages(ProtobufCMessage **pages, size_t npages)
-{
-    for (size_t i = 0; i < npages; i++) protobuf_c_message_free_unpacked(pages[i], NULL);
-    free(pages);
-}
-
 /* ---- reading workflow files ---- */
 
 /* Reads FILE as a Workflow (YAML or JSON) into ar; prints the error and returns an exit code. */
@@ -121,7 +28,7 @@ static int read_workflow(az_cli *cli, const char *path, az_arena *ar, Agentz__V1
                                       az_arena_allocator(ar), &m, msg);
     *out = (Agentz__V1__Workflow *)m;
     if (!err) return AZ_CLI_EXIT_OK;
-    if (err == AZ_ERR_NOMEM) return out_of_memory(cli);
+    if (err == AZ_ERR_NOMEM) return az_cli_out_of_memory(cli);
     if (err == AZ_ERR_IO) return az_cli_usage_error(cli, "-f: %s", msg);
     return az_cli_fail(cli, AZ_CLI_EXIT_USAGE, err, msg);
 }
@@ -144,7 +51,7 @@ static int run_create(az_cli *cli, const az_flag_value *v, const char *const *ar
     int code = need_file(cli, &v[F_FILE]);
     if (code) return code;
     az_arena *ar = az_arena_new(0);
-    if (!ar) return out_of_memory(cli);
+    if (!ar) return az_cli_out_of_memory(cli);
     Agentz__V1__Workflow *wf;
     if (!(code = read_workflow(cli, v[F_FILE].value, ar, &wf))) {
         Agentz__V1__CreateWorkflowRequest req = AGENTZ__V1__CREATE_WORKFLOW_REQUEST__INIT;
@@ -153,7 +60,7 @@ static int run_create(az_cli *cli, const az_flag_value *v, const char *const *ar
         ProtobufCMessage *resp;
         if (!(code = az_cli_call(cli, SERVICE "CreateWorkflow", &req.base,
                                  &agentz__v1__workflow__descriptor, &resp)))
-            code = print_free(cli, resp);
+            code = az_cli_print_free(cli, resp);
     }
     az_arena_free(ar);
     return code;
@@ -188,11 +95,11 @@ static int mask_from_file(az_cli *cli, const char *path, az_arena *ar, Google__P
     char msg[AZ_MSG_MAX];
     json_t *doc = NULL;
     az_err err = az_yaml_read_file(path, &agentz__v1__workflow__descriptor, &doc, msg);
-    if (err) return err == AZ_ERR_NOMEM ? out_of_memory(cli) : az_cli_usage_error(cli, "-f: %s", msg);
+    if (err) return err == AZ_ERR_NOMEM ? az_cli_out_of_memory(cli) : az_cli_usage_error(cli, "-f: %s", msg);
     mask->paths = az_arena_alloc(ar, (json_object_size(doc) + 1) * sizeof *mask->paths);
     if (!mask->paths) {
         json_decref(doc);
-        return out_of_memory(cli);
+        return az_cli_out_of_memory(cli);
     }
     const char *key;
     json_t *val;
@@ -214,7 +121,7 @@ static int find_by_name(az_cli *cli, const char *name, az_arena *ar, char **id)
     req.page_size = 1000;
     ProtobufCMessage **pages;
     size_t npages;
-    int code = fetch_pages(cli, SERVICE "ListWorkflows", &req.base, &req.page_token,
+    int code = az_cli_fetch_pages(cli, SERVICE "ListWorkflows", &req.base, &req.page_token,
                            &agentz__v1__list_workflows_response__descriptor, 1, &pages, &npages);
     if (code) return code;
     *id = "";
@@ -224,13 +131,13 @@ static int find_by_name(az_cli *cli, const char *name, az_arena *ar, char **id)
             if (strcmp(r->workflows[i]->name, name) == 0 && !**id)
                 *id = az_arena_strdup(ar, r->workflows[i]->id);
     }
-    free_pages(pages, npages);
-    return *id ? AZ_CLI_EXIT_OK : out_of_memory(cli);
+    az_cli_free_pages(pages, npages);
+    return *id ? AZ_CLI_EXIT_OK : az_cli_out_of_memory(cli);
 }
 
 static int print_applied(az_cli *cli, ProtobufCMessage *m, const char *what)
 {
-    if (cli->output != AZ_OUTPUT_TABLE) return print_free(cli, m);
+    if (cli->output != AZ_OUTPUT_TABLE) return az_cli_print_free(cli, m);
     const Agentz__V1__Workflow *w = (const Agentz__V1__Workflow *)m;
     fprintf(cli->out, "%s workflow %s (%s): version %d\n", what, w->name, w->id, w->version);
     protobuf_c_message_free_unpacked(m, NULL);
@@ -244,7 +151,7 @@ static int run_apply(az_cli *cli, const az_flag_value *v, const char *const *arg
     if (strcmp(v[F_FILE].value, "-") == 0)
         return az_cli_usage_error(cli, "-f: apply reads the file twice; give a file, not '-'");
     az_arena *ar = az_arena_new(0);
-    if (!ar) return out_of_memory(cli);
+    if (!ar) return az_cli_out_of_memory(cli);
     Agentz__V1__Workflow *wf;
     char *id = NULL;
     Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
@@ -302,7 +209,7 @@ static int run_get(az_cli *cli, const az_flag_value *v, const char *const *args,
     ProtobufCMessage *resp;
     int code = az_cli_call(cli, SERVICE "GetWorkflow", &req.base, &agentz__v1__workflow__descriptor,
                            &resp);
-    return code ? code : print_free(cli, resp);
+    return code ? code : az_cli_print_free(cli, resp);
 }
 
 /* ---- list, versions ---- */
@@ -324,7 +231,7 @@ static int print_workflow_table(az_cli *cli, ProtobufCMessage **pages, size_t np
     char msg[AZ_MSG_MAX];
     size_t ncols = versions ? 5 : 6;
     az_table *tb = az_table_new(ncols, versions ? version_headers : list_headers);
-    if (!tb) return out_of_memory(cli);
+    if (!tb) return az_cli_out_of_memory(cli);
     az_table_keep(tb, 0);
     int64_t now = (int64_t)time(NULL);
     for (size_t p = 0; p < npages; p++) {
@@ -342,7 +249,7 @@ static int print_workflow_table(az_cli *cli, ProtobufCMessage **pages, size_t np
             const char *version_cells[5] = {version, process, steps, w->etag, when};
             if (az_table_add(tb, versions ? version_cells : list_cells, msg)) {
                 az_table_free(tb);
-                return out_of_memory(cli);
+                return az_cli_out_of_memory(cli);
             }
         }
     }
@@ -373,13 +280,13 @@ static int run_list(az_cli *cli, const az_flag_value *v, const char *const *args
     }
     ProtobufCMessage **pages;
     size_t npages;
-    int code = fetch_pages(cli, SERVICE "ListWorkflows", &req.base, &req.page_token,
+    int code = az_cli_fetch_pages(cli, SERVICE "ListWorkflows", &req.base, &req.page_token,
                            &agentz__v1__list_workflows_response__descriptor,
                            az_args_bool(&v[L_ALL]), &pages, &npages);
     if (code) return code;
     code = cli->output == AZ_OUTPUT_TABLE ? print_workflow_table(cli, pages, npages, 0)
-                                          : print_pages(cli, pages, npages, "workflows");
-    free_pages(pages, npages);
+                                          : az_cli_print_pages(cli, pages, npages, "workflows");
+    az_cli_free_pages(pages, npages);
     return code;
 }
 
@@ -389,13 +296,13 @@ static int run_versions(az_cli *cli, const az_flag_value *v, const char *const *
     req.id = (char *)args[0];
     ProtobufCMessage **pages;
     size_t npages;
-    int code = fetch_pages(cli, SERVICE "ListWorkflowVersions", &req.base, &req.page_token,
+    int code = az_cli_fetch_pages(cli, SERVICE "ListWorkflowVersions", &req.base, &req.page_token,
                            &agentz__v1__list_workflow_versions_response__descriptor, 1, &pages,
                            &npages);
     if (code) return code;
     code = cli->output == AZ_OUTPUT_TABLE ? print_workflow_table(cli, pages, npages, 1)
-                                          : print_pages(cli, pages, npages, "workflows");
-    free_pages(pages, npages);
+                                          : az_cli_print_pages(cli, pages, npages, "workflows");
+    az_cli_free_pages(pages, npages);
     return code;
 }
 
@@ -421,7 +328,7 @@ static int run_delete(az_cli *cli, const az_flag_value *v, const char *const *ar
         protobuf_c_message_free_unpacked(resp, NULL);
         return AZ_CLI_EXIT_OK;
     }
-    return print_free(cli, resp);
+    return az_cli_print_free(cli, resp);
 }
 
 /* ---- analytics ---- */
@@ -465,7 +372,7 @@ static int run_analytics(az_cli *cli, const az_flag_value *v, const char *const 
     ProtobufCMessage *resp;
     int code = az_cli_call(cli, SERVICE "GetWorkflowAnalytics", &req.base,
                            &agentz__v1__workflow_analytics__descriptor, &resp);
-    return code ? code : print_free(cli, resp);
+    return code ? code : az_cli_print_free(cli, resp);
 }
 
 /* ---- the noun ---- */
