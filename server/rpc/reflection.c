@@ -368,6 +368,7 @@ static size_t closure(const az_reflection *r, size_t f, size_t *out, unsigned ch
 /* Everything one response points at besides r's own data; freed after it is sent. */
 typedef struct reply {
     Resp resp;
+    Req echo; /* the request as echoed back: known fields only */
     Grpc__Reflection__V1__FileDescriptorResponse files;
     Grpc__Reflection__V1__ListServiceResponse list;
     Grpc__Reflection__V1__ExtensionNumberResponse numbers;
@@ -499,7 +500,12 @@ static void answer(const az_reflection *r, const Req *q, reply *rep)
     memset(rep, 0, sizeof *rep);
     grpc__reflection__v1__server_reflection_response__init(&rep->resp);
     rep->resp.valid_host = q->host;
-    rep->resp.original_request = (Req *)q;
+    /* Unknown fields are echoed by protobuf-c as they came, and a malformed one (field number
+     * 0, found by fuzzing) would make the whole response unparseable: echo known fields only. */
+    rep->echo = *q;
+    rep->echo.base.n_unknown_fields = 0;
+    rep->echo.base.unknown_fields = NULL;
+    rep->resp.original_request = &rep->echo;
     answer_fn fn = NULL;
     for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
         if (answers[i].kind == q->message_request_case) fn = answers[i].fn;
