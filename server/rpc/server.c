@@ -646,7 +646,10 @@ static void on_new_call(az_call *c, int ok)
         call_unref(c);
         return;
     }
-    if (!atomic_load(&s->shutting_down)) arm(s, c->reg);
+    /* Re-arm even while shutting down: a call that reached the transport before the listeners
+     * closed would otherwise wait unmatched until the grace period ends, and its client until
+     * its deadline. It is matched and refused below instead. */
+    arm(s, c->reg);
     clock_gettime(CLOCK_MONOTONIC, &c->start);
     c->peer = grpc_call_get_peer(c->call);
     set_request_id(c);
@@ -659,6 +662,8 @@ static void on_new_call(az_call *c, int ok)
     c->arena = az_arena_new(0);
     if (!c->arena) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     if (!m) c->generic_path = grpc_slice_to_c_string(c->details.method);
+    if (err == AZ_OK && atomic_load(&s->shutting_down))
+        err = az_fail(msg, AZ_ERR_UNAVAILABLE, "server shutting down");
     if (err == AZ_OK && s->authorize) {
         strcpy(c->principal.auth_method, "none");
         err = s->authorize(s->authorize_arg, c, az_call_method(c), &c->principal, msg);
