@@ -85,7 +85,8 @@ static void test_help(void)
 {
     result r = run("--help", NULL);
     CU_ASSERT_EQUAL(r.code, 0);
-    static const char *const nouns[] = {"agents", "tasks", "workflows", "runs", "templates", "import", "export"};
+    static const char *const nouns[] = {"agents", "tasks", "workflows", "runs", "templates", "import", "export",
+                                         "system", "keys", "secrets", "audit"};
     for (size_t i = 0; i < sizeof nouns / sizeof *nouns; i++) CU_ASSERT_PTR_NOT_NULL(strstr(r.out, nouns[i]));
     done(&r);
 
@@ -99,6 +100,10 @@ static void test_help(void)
         {"templates", {"list", "instantiate", "save"}},
         {"import", {"crewai"}},
         {"export", {"crewai"}},
+        {"system", {"whoami"}},
+        {"keys", {"create", "list", "revoke"}},
+        {"secrets", {"create", "list", "delete"}},
+        {"audit", {"list"}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         r = run(cases[i].noun, "--help", NULL);
@@ -121,6 +126,9 @@ static void test_help(void)
     expect(run("import", "crewai", "--help", NULL), 0, NULL, "--manager-llm MODEL");
     expect(run("export", "crewai", "--help", NULL), 0, NULL, "Usage: agentz export crewai WORKFLOW_ID DIR [flags]");
     expect(run("workflows", "apply", "--help", NULL), 0, NULL, "update_mask");
+    expect(run("keys", "create", "--help", NULL), 0, NULL, "--expires DURATION");
+    expect(run("secrets", "create", "--help", NULL), 0, NULL, "visible in ps");
+    expect(run("audit", "list", "--help", NULL), 0, NULL, "--principal P");
 }
 
 static void test_usage_errors(void)
@@ -178,6 +186,29 @@ static void test_usage_errors(void)
     expect(run("import", "nope", NULL), 2, "unknown command \"nope\" for import", NULL);
     expect(run("export", "crewai", "w", NULL), 2, "missing WORKFLOW_ID DIR", NULL);
     expect(run("export", "crewai", "w", "d", "--version", "0", NULL), 2, "--version", NULL);
+    /* system, keys, secrets, audit: all fail before anything is sent (even to a dead server) */
+    expect(run(UNREACHABLE, "system", "whoami", "x", NULL), 2, "unexpected argument \"x\"", NULL);
+    expect(run(UNREACHABLE, "keys", "create", "--role", "admin", NULL), 2, "--name is required", NULL);
+    expect(run(UNREACHABLE, "keys", "create", "--name", "ci", NULL), 2, "--role is required", NULL);
+    expect(run(UNREACHABLE, "keys", "create", "--name", "ci", "--role", "god", NULL), 2, "--role", NULL);
+    expect(run(UNREACHABLE, "keys", "create", "--name", "ci", "--role", "unspecified", NULL), 2,
+           "--role: must be viewer, editor, admin or owner", NULL);
+    expect(run(UNREACHABLE, "keys", "create", "--name", "ci", "--role", "viewer", "--expires", "30x", NULL), 2,
+           "--expires", NULL);
+    expect(run(UNREACHABLE, "keys", "create", "--name", "ci", "--role", "viewer", "--expires", "0s", NULL), 2,
+           "--expires: must be more than 0", NULL);
+    expect(run(UNREACHABLE, "keys", "list", "--page-size", "x", NULL), 2, "--page-size", NULL);
+    expect(run(UNREACHABLE, "keys", "revoke", NULL), 2, "missing ID", NULL);
+    expect(run(UNREACHABLE, "secrets", "create", "OPENAI_API_KEY", NULL), 2,
+           "exactly one of --from-stdin, --from-file FILE or --value VALUE", NULL);
+    expect(run(UNREACHABLE, "secrets", "create", "K", "--value", "v", "--from-stdin", NULL), 2,
+           "exactly one of", NULL);
+    expect(run(UNREACHABLE, "secrets", "create", "K", "--value", "", NULL), 2, "the secret value is empty", NULL);
+    expect(run(UNREACHABLE, "secrets", "create", "K", "--from-file", "/nonexistent.key", NULL), 2,
+           "--from-file: ", NULL);
+    expect(run(UNREACHABLE, "secrets", "create", "--value", "v", NULL), 2, "missing NAME", NULL);
+    expect(run(UNREACHABLE, "secrets", "delete", NULL), 2, "missing NAME", NULL);
+    expect(run(UNREACHABLE, "audit", "list", "--since", "yesterday", NULL), 2, "--since", NULL);
 }
 
 static void test_dry_run(void)
@@ -264,6 +295,21 @@ static void test_unavailable(void)
            "error: UNAVAILABLE: ", NULL);
     expect(run(UNREACHABLE, "export", "crewai", "w", "/tmp/never-written", NULL), 1, "error: UNAVAILABLE: ", NULL);
     CU_ASSERT_NOT_EQUAL(access("/tmp/never-written", F_OK), 0);
+    expect(run(UNREACHABLE, "system", "whoami", NULL), 1, "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "keys", "create", "--name", "ci", "--role", "editor", "--expires", "30d", NULL), 1,
+           "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "keys", "list", "--all", NULL), 1, "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "keys", "revoke", "k", NULL), 1, "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "secrets", "create", "K", "--value", "v", NULL), 1, "error: UNAVAILABLE: ", NULL);
+    char *value = temp_file(".key", "sk-test\n");
+    expect(run(UNREACHABLE, "secrets", "create", "K", "--from-file", value, NULL), 1, "error: UNAVAILABLE: ", NULL);
+    unlink(value);
+    free(value);
+    expect(run(UNREACHABLE, "secrets", "list", NULL), 1, "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "secrets", "delete", "K", NULL), 1, "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "audit", "list", "--principal", "anonymous", "--method",
+               "/agentz.v1.AgentService/DeleteAgent", "--since", "24h", "--all", NULL), 1,
+           "error: UNAVAILABLE: ", NULL);
 }
 
 int main(void)
