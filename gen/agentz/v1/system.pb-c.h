@@ -163,7 +163,7 @@ struct  Agentz__V1__AuditEntry
    */
   Google__Protobuf__Timestamp *time;
   /*
-   * Who called: "apikey:<id>", "cert:<subject>" or "anonymous".
+   * Who called: "key:<id>", "cert:<subject>" or "anonymous".
    */
   char *principal;
   /*
