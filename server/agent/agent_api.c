@@ -15,10 +15,8 @@
 
 #define PAGE_DEFAULT 50
 #define PAGE_MAX 1000
-#define URL_MAX 2048
 #define MODEL_MAX 256
 #define SECRET_NAME_MAX 128
-#define LABEL_KEY_MAX 63
 #define LABEL_VALUE_MAX 256
 #define MAX_RPM_MAX 100000
 #define MAX_TOKENS_MAX 1000000
@@ -46,45 +44,6 @@ static int name_in(const char *s, const char *const *list, size_t n)
     return 0;
 }
 
-static int label_key_ok(const char *k)
-{
-    size_t n = strlen(k);
-    if (n == 0 || n > LABEL_KEY_MAX) return 0;
-    for (const char *s = k; *s; s++) {
-        char c = *s;
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-              c == '.' || c == '/'))
-            return 0;
-    }
-    return 1;
-}
-
-static az_err check_duration(const char *field, const Google__Protobuf__Duration *d, long max_s,
-                             char *msg)
-{
-    if (!d) return AZ_OK;
-    if (d->seconds < 0 || d->nanos < 0 || d->nanos > 999999999)
-        return az_fail(msg, AZ_ERR_INVALID, "%s: must not be negative", field);
-    if (d->seconds > max_s || (d->seconds == max_s && d->nanos > 0))
-        return az_fail(msg, AZ_ERR_INVALID, "%s: must be at most %lds", field, max_s);
-    return AZ_OK;
-}
-
-static az_err check_url(const char *field, const char *u, char *msg)
-{
-    az_err err = az_text_check(field, u, URL_MAX, 0, msg);
-    if (err != AZ_OK || !*u) return err;
-    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)
-        return az_fail(msg, AZ_ERR_INVALID, "%s: must be an http:// or https:// URL", field);
-    const char *host = strstr(u, "://") + 3;
-    if (!*host || *host == '/')
-        return az_fail(msg, AZ_ERR_INVALID, "%s: URL has no host", field);
-    for (const char *s = u; *s; s++) {
-        if (*s == ' ') return az_fail(msg, AZ_ERR_INVALID, "%s: URL contains a space", field);
-    }
-    return AZ_OK;
-}
-
 static az_err check_secret_name(const char *field, const char *s, char *msg)
 {
     size_t n = strlen(s);
@@ -110,7 +69,7 @@ static az_err check_llm(const Agentz__V1__LlmConfig *l, char *msg)
                        "OpenAI-compatible endpoint, or \"anthropic\")",
                        l->provider);
     if ((err = az_text_check("agent.llm.model", l->model, MODEL_MAX, 0, msg)) != AZ_OK) return err;
-    if ((err = check_url("agent.llm.base_url", l->base_url, msg)) != AZ_OK) return err;
+    if ((err = az_text_check_url("agent.llm.base_url", l->base_url, 0, msg)) != AZ_OK) return err;
     if ((err = check_secret_name("agent.llm.api_key_secret", l->api_key_secret, msg)) != AZ_OK)
         return err;
     if (l->temperature) {
@@ -121,7 +80,7 @@ static az_err check_llm(const Agentz__V1__LlmConfig *l, char *msg)
     if (l->max_tokens < 0 || l->max_tokens > MAX_TOKENS_MAX)
         return az_fail(msg, AZ_ERR_INVALID, "agent.llm.max_tokens: must be between 0 and %d",
                        MAX_TOKENS_MAX);
-    return check_duration("agent.llm.timeout", l->timeout, LLM_TIMEOUT_MAX_S, msg);
+    return az_text_check_duration("agent.llm.timeout", l->timeout, LLM_TIMEOUT_MAX_S, msg);
 }
 
 az_err az_agent_validate(const Agentz__V1__Agent *a, int creating, char *msg)
@@ -154,18 +113,18 @@ az_err az_agent_validate(const Agentz__V1__Agent *a, int creating, char *msg)
                        AZ_AGENT_MAX_ITER_MAX);
     if (a->max_rpm < 0 || a->max_rpm > MAX_RPM_MAX)
         return az_fail(msg, AZ_ERR_INVALID, "agent.max_rpm: must be between 0 and %d", MAX_RPM_MAX);
-    if ((err = check_duration("agent.max_execution_time", a->max_execution_time, EXEC_TIME_MAX_S,
+    if ((err = az_text_check_duration("agent.max_execution_time", a->max_execution_time, EXEC_TIME_MAX_S,
                               msg)) != AZ_OK)
         return err;
     if (a->n_labels > AZ_AGENT_LABELS_MAX)
         return az_fail(msg, AZ_ERR_INVALID, "agent.labels: at most %d labels", AZ_AGENT_LABELS_MAX);
     for (size_t i = 0; i < a->n_labels; i++) {
         const Agentz__V1__Agent__LabelsEntry *e = a->labels[i];
-        if (!label_key_ok(e->key))
+        if (!az_text_label_key_ok(e->key))
             return az_fail(msg, AZ_ERR_INVALID,
                            "agent.labels: key \"%.80s\" must be 1..%d characters of a-z, 0-9, "
                            "'_', '-', '.', '/'",
-                           e->key, LABEL_KEY_MAX);
+                           e->key, AZ_TEXT_LABEL_KEY_MAX);
         char field[96];
         snprintf(field, sizeof field, "agent.labels[%s]", e->key);
         if ((err = az_text_check(field, e->value, LABEL_VALUE_MAX, 0, msg)) != AZ_OK) return err;
@@ -316,7 +275,7 @@ az_err az_agent_parse_selector(const char *selector, az_arena *arena, char **jso
             break;
         }
         *eq = '\0';
-        if (!label_key_ok(term)) {
+        if (!az_text_label_key_ok(term)) {
             err = az_fail(msg, AZ_ERR_INVALID, "label_selector: invalid key \"%.80s\"", term);
             break;
         }

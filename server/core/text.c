@@ -1,6 +1,8 @@
 /* UTF-8 and identifier checks; the messages name the offending field so clients can fix it. */
 #include "text.h"
 
+#include "google/protobuf/duration.pb-c.h"
+
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -86,5 +88,41 @@ az_err az_text_uuid4(char out[37])
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
              b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
              b[15]);
+    return AZ_OK;
+}
+
+int az_text_label_key_ok(const char *k)
+{
+    size_t n = strlen(k);
+    if (n == 0 || n > AZ_TEXT_LABEL_KEY_MAX) return 0;
+    for (const char *s = k; *s; s++) {
+        char ch = *s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' ||
+              ch == '.' || ch == '/'))
+            return 0;
+    }
+    return 1;
+}
+
+az_err az_text_check_url(const char *field, const char *u, int flags, char *msg)
+{
+    az_err err = az_text_check(field, u, AZ_TEXT_URL_MAX, flags & AZ_TEXT_REQUIRED, msg);
+    if (err != AZ_OK || !u || !*u) return err;
+    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)
+        return az_fail(msg, AZ_ERR_INVALID, "%s: must be an http:// or https:// URL", field);
+    const char *host = strstr(u, "://") + 3;
+    if (!*host || *host == '/') return az_fail(msg, AZ_ERR_INVALID, "%s: URL has no host", field);
+    if (strchr(u, ' ')) return az_fail(msg, AZ_ERR_INVALID, "%s: URL contains a space", field);
+    return AZ_OK;
+}
+
+az_err az_text_check_duration(const char *field, const Google__Protobuf__Duration *d, long max_s,
+                              char *msg)
+{
+    if (!d) return AZ_OK;
+    if (d->seconds < 0 || d->nanos < 0 || d->nanos > 999999999)
+        return az_fail(msg, AZ_ERR_INVALID, "%s: must not be negative", field);
+    if (d->seconds > max_s || (d->seconds == max_s && d->nanos > 0))
+        return az_fail(msg, AZ_ERR_INVALID, "%s: must be at most %lds", field, max_s);
     return AZ_OK;
 }

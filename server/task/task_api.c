@@ -17,8 +17,6 @@
 
 #define PAGE_DEFAULT 50
 #define PAGE_MAX 1000
-#define URL_MAX 2048
-#define LABEL_KEY_MAX 63
 #define LABEL_VALUE_MAX 256
 #define REQUEST_ID_MAX 128
 #define STATS_WINDOW_US (24LL * 3600 * 1000000)
@@ -33,42 +31,6 @@ struct az_task_api {
 
 /* ---------------------------------------------------------------- validation */
 
-static int label_key_ok(const char *k)
-{
-    size_t n = strlen(k);
-    if (n == 0 || n > LABEL_KEY_MAX) return 0;
-    for (const char *s = k; *s; s++) {
-        char c = *s;
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-              c == '.' || c == '/'))
-            return 0;
-    }
-    return 1;
-}
-
-static az_err check_duration(const char *field, const Google__Protobuf__Duration *d, long max_s,
-                             char *msg)
-{
-    if (!d) return AZ_OK;
-    if (d->seconds < 0 || d->nanos < 0 || d->nanos > 999999999)
-        return az_fail(msg, AZ_ERR_INVALID, "%s: must not be negative", field);
-    if (d->seconds > max_s || (d->seconds == max_s && d->nanos > 0))
-        return az_fail(msg, AZ_ERR_INVALID, "%s: must be at most %lds", field, max_s);
-    return AZ_OK;
-}
-
-static az_err check_url(const char *field, const char *u, char *msg)
-{
-    az_err err = az_text_check(field, u, URL_MAX, AZ_TEXT_REQUIRED, msg);
-    if (err != AZ_OK) return err;
-    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)
-        return az_fail(msg, AZ_ERR_INVALID, "%s: must be an http:// or https:// URL", field);
-    const char *host = strstr(u, "://") + 3;
-    if (!*host || *host == '/') return az_fail(msg, AZ_ERR_INVALID, "%s: URL has no host", field);
-    if (strchr(u, ' ')) return az_fail(msg, AZ_ERR_INVALID, "%s: URL contains a space", field);
-    return AZ_OK;
-}
-
 static double seconds(const Google__Protobuf__Duration *d)
 {
     return d ? (double)d->seconds + d->nanos / 1e9 : 0.0;
@@ -78,7 +40,7 @@ static az_err check_retry_policy(const Agentz__V1__RetryPolicy *p, char *msg)
 {
     if (!p) return AZ_OK;
     az_err err;
-    if ((err = check_duration("task.retry_policy.initial_backoff", p->initial_backoff,
+    if ((err = az_text_check_duration("task.retry_policy.initial_backoff", p->initial_backoff,
                               AZ_TASK_INITIAL_BACKOFF_MAX_S, msg)) != AZ_OK)
         return err;
     double c = p->backoff_coefficient;
@@ -87,7 +49,7 @@ static az_err check_retry_policy(const Agentz__V1__RetryPolicy *p, char *msg)
     if (c > AZ_TASK_COEFFICIENT_MAX)
         return az_fail(msg, AZ_ERR_INVALID, "task.retry_policy.backoff_coefficient: must be <= %g",
                        AZ_TASK_COEFFICIENT_MAX);
-    if ((err = check_duration("task.retry_policy.maximum_backoff", p->maximum_backoff,
+    if ((err = az_text_check_duration("task.retry_policy.maximum_backoff", p->maximum_backoff,
                               AZ_TASK_MAXIMUM_BACKOFF_MAX_S, msg)) != AZ_OK)
         return err;
     double initial = p->initial_backoff ? seconds(p->initial_backoff)
@@ -155,24 +117,24 @@ az_err az_task_api_validate(const Agentz__V1__Task *t, char *msg)
                            AZ_TASK_OUTPUT_SCHEMA_MAX);
     }
     if ((err = check_retry_policy(t->retry_policy, msg)) != AZ_OK ||
-        (err = check_duration("task.timeout", t->timeout, AZ_TASK_TIMEOUT_MAX_S, msg)) != AZ_OK)
+        (err = az_text_check_duration("task.timeout", t->timeout, AZ_TASK_TIMEOUT_MAX_S, msg)) != AZ_OK)
         return err;
     if (t->n_webhook_urls > AZ_TASK_WEBHOOKS_MAX)
         return az_fail(msg, AZ_ERR_INVALID, "task.webhook_urls: at most %d URLs", AZ_TASK_WEBHOOKS_MAX);
     for (size_t i = 0; i < t->n_webhook_urls; i++) {
         char field[48];
         snprintf(field, sizeof field, "task.webhook_urls[%zu]", i);
-        if ((err = check_url(field, t->webhook_urls[i], msg)) != AZ_OK) return err;
+        if ((err = az_text_check_url(field, t->webhook_urls[i], AZ_TEXT_REQUIRED, msg)) != AZ_OK) return err;
     }
     if (t->n_labels > AZ_TASK_LABELS_MAX)
         return az_fail(msg, AZ_ERR_INVALID, "task.labels: at most %d labels", AZ_TASK_LABELS_MAX);
     for (size_t i = 0; i < t->n_labels; i++) {
         const Agentz__V1__Task__LabelsEntry *e = t->labels[i];
-        if (!label_key_ok(e->key))
+        if (!az_text_label_key_ok(e->key))
             return az_fail(msg, AZ_ERR_INVALID,
                            "task.labels: key \"%.80s\" must be 1..%d characters of a-z, 0-9, "
                            "'_', '-', '.', '/'",
-                           e->key, LABEL_KEY_MAX);
+                           e->key, AZ_TEXT_LABEL_KEY_MAX);
         char field[96];
         snprintf(field, sizeof field, "task.labels[%s]", e->key);
         if ((err = az_text_check(field, e->value, LABEL_VALUE_MAX, 0, msg)) != AZ_OK) return err;

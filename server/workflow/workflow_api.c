@@ -24,8 +24,6 @@
 #define PAGE_DEFAULT 50
 #define PAGE_MAX 1000
 #define REQUEST_ID_MAX 128
-#define URL_MAX 2048
-#define LABEL_KEY_MAX 63
 #define LABEL_VALUE_MAX 256
 #define TEMPLATE_DESCRIPTION_MAX 4096
 #define ANALYTICS_DEFAULT_WINDOW_US (7LL * 86400 * 1000000)
@@ -58,31 +56,6 @@ static int step_id_ok(const char *id)
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return 0;
     }
     return 1;
-}
-
-static int label_key_ok(const char *k)
-{
-    size_t n = strlen(k);
-    if (n == 0 || n > LABEL_KEY_MAX) return 0;
-    for (const char *s = k; *s; s++) {
-        char c = *s;
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-              c == '.' || c == '/'))
-            return 0;
-    }
-    return 1;
-}
-
-static az_err check_url(const char *field, const char *u, char *msg)
-{
-    az_err err = az_text_check(field, u, URL_MAX, AZ_TEXT_REQUIRED, msg);
-    if (err != AZ_OK) return err;
-    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)
-        return az_fail(msg, AZ_ERR_INVALID, "%s: must be an http:// or https:// URL", field);
-    const char *host = strstr(u, "://") + 3;
-    if (!*host || *host == '/') return az_fail(msg, AZ_ERR_INVALID, "%s: URL has no host", field);
-    if (strchr(u, ' ')) return az_fail(msg, AZ_ERR_INVALID, "%s: URL contains a space", field);
-    return AZ_OK;
 }
 
 static int step_index(const Agentz__V1__Workflow *w, const char *id)
@@ -232,11 +205,11 @@ static az_err check_labels_and_hooks(const Agentz__V1__Workflow *w, char *msg)
         return az_fail(msg, AZ_ERR_INVALID, "workflow.labels: at most %d labels", AZ_WORKFLOW_LABELS_MAX);
     for (size_t i = 0; i < w->n_labels; i++) {
         const Agentz__V1__Workflow__LabelsEntry *e = w->labels[i];
-        if (!label_key_ok(e->key))
+        if (!az_text_label_key_ok(e->key))
             return az_fail(msg, AZ_ERR_INVALID,
                            "workflow.labels: key \"%.80s\" must be 1..%d characters of a-z, 0-9, "
                            "'_', '-', '.', '/'",
-                           e->key, LABEL_KEY_MAX);
+                           e->key, AZ_TEXT_LABEL_KEY_MAX);
         char field[96];
         snprintf(field, sizeof field, "workflow.labels[%s]", e->key);
         if ((err = az_text_check(field, e->value, LABEL_VALUE_MAX, 0, msg)) != AZ_OK) return err;
@@ -251,7 +224,7 @@ static az_err check_labels_and_hooks(const Agentz__V1__Workflow *w, char *msg)
     for (size_t i = 0; i < w->n_webhook_urls; i++) {
         char field[48];
         snprintf(field, sizeof field, "workflow.webhook_urls[%zu]", i);
-        if ((err = check_url(field, w->webhook_urls[i], msg)) != AZ_OK) return err;
+        if ((err = az_text_check_url(field, w->webhook_urls[i], AZ_TEXT_REQUIRED, msg)) != AZ_OK) return err;
     }
     return AZ_OK;
 }
