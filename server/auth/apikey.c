@@ -12,6 +12,7 @@
 #include <sys/time.h>
 
 #include "auth/workspace.h"
+#include "core/b64.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
@@ -37,49 +38,6 @@ enum { C_ID, C_NAME, C_ROLE, C_PREFIX, C_CREATE, C_EXPIRE, C_LAST_USE, C_REVOKE,
 
 /* ---------------------------------------------------------------- encoding */
 
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* base64url of in without padding into out (4n/3 + 2 bytes); returns the length. */
-static size_t b64url_encode(const unsigned char *in, size_t n, char *out)
-{
-    size_t o = 0, i = 0;
-    for (; i + 2 < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64url[v >> 18 & 63];
-        out[o++] = b64url[v >> 12 & 63];
-        out[o++] = b64url[v >> 6 & 63];
-        out[o++] = b64url[v & 63];
-    }
-    if (i < n) {
-        unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0);
-        out[o++] = b64url[v >> 18 & 63];
-        out[o++] = b64url[v >> 12 & 63];
-        if (i + 1 < n) out[o++] = b64url[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return o;
-}
-
-/* Decodes base64url (no padding) into out (cap bytes); returns the length or -1. */
-static int b64url_decode(const char *s, unsigned char *out, size_t cap)
-{
-    unsigned v = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (; *s; s++) {
-        const char *p = strchr(b64url, *s);
-        if (!p || !*s) return -1;
-        v = v << 6 | (unsigned)(p - b64url);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= cap) return -1;
-            out[o++] = (unsigned char)(v >> bits);
-        }
-    }
-    return (int)o;
-}
-
 static void sha256_hex(const char *s, char hex[65])
 {
     unsigned char md[32];
@@ -94,7 +52,7 @@ static int well_formed(const char *key)
     if (!key || strlen(key) != KEY_LEN || strncmp(key, AZ_APIKEY_PREFIX, sizeof AZ_APIKEY_PREFIX - 1))
         return 0;
     for (const char *s = key + sizeof AZ_APIKEY_PREFIX - 1; *s; s++) {
-        if (!strchr(b64url, *s)) return 0;
+        if (!strchr(AZ_B64URL_ALPHABET, *s)) return 0;
     }
     return 1;
 }
@@ -185,7 +143,7 @@ static az_err insert_key(az_pgconn *c, const az_ctx *ctx, const char *id, const 
     char *key = az_arena_alloc(a, KEY_LEN + 1);
     if (!key) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     memcpy(key, AZ_APIKEY_PREFIX, sizeof AZ_APIKEY_PREFIX - 1);
-    b64url_encode(raw, sizeof raw, key + sizeof AZ_APIKEY_PREFIX - 1);
+    az_b64url_encode(raw, sizeof raw, key + sizeof AZ_APIKEY_PREFIX - 1);
     OPENSSL_cleanse(raw, sizeof raw);
     char hash[65], visible[VISIBLE_LEN + 1], role_s[8], expire[24];
     sha256_hex(key, hash);
@@ -281,14 +239,14 @@ static char *encode_token(az_arena *a, const char *ts, const char *id)
     int n = snprintf(raw, sizeof raw, "k1|%s|%s", ts, id);
     if (n < 0 || (size_t)n >= sizeof raw) return NULL;
     char *out = az_arena_alloc(a, (size_t)n * 4 / 3 + 4);
-    if (out) b64url_encode((const unsigned char *)raw, (size_t)n, out);
+    if (out) az_b64url_encode((const unsigned char *)raw, (size_t)n, out);
     return out;
 }
 
 static az_err decode_token(const char *token, char ts[64], char id[37], char *msg)
 {
     unsigned char raw[200];
-    int n = strlen(token) > 250 ? -1 : b64url_decode(token, raw, sizeof raw - 1);
+    int n = strlen(token) > 250 ? -1 : az_b64url_decode(token, raw, sizeof raw - 1);
     if (n <= 0) return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
     raw[n] = '\0';
     char tsbuf[64], idbuf[40];

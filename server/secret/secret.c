@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/b64.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
@@ -49,14 +50,12 @@ typedef struct sealed {
 
 /* ---------------------------------------------------------------- base64 */
 
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 static int b64_value(char c)
 {
     if (c == '+') return 62;
     if (c == '/') return 63;
-    const char *p = c ? strchr(b64url, c) : NULL;
-    return p ? (int)(p - b64url) : -1;
+    const char *p = c ? strchr(AZ_B64URL_ALPHABET, c) : NULL;
+    return p ? (int)(p - AZ_B64URL_ALPHABET) : -1;
 }
 
 /* Decodes standard or URL-safe base64 (padding optional) of exactly n bytes into out; -1 if s
@@ -84,45 +83,6 @@ static int b64_decode_exact(const char *s, size_t len, unsigned char *out, size_
 static void b64_encode(const unsigned char *in, size_t n, char *out)
 {
     EVP_EncodeBlock((unsigned char *)out, in, (int)n);
-}
-
-static size_t b64url_encode(const unsigned char *in, size_t n, char *out)
-{
-    size_t o = 0, i = 0;
-    for (; i + 2 < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64url[v >> 18 & 63];
-        out[o++] = b64url[v >> 12 & 63];
-        out[o++] = b64url[v >> 6 & 63];
-        out[o++] = b64url[v & 63];
-    }
-    if (i < n) {
-        unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0);
-        out[o++] = b64url[v >> 18 & 63];
-        out[o++] = b64url[v >> 12 & 63];
-        if (i + 1 < n) out[o++] = b64url[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return o;
-}
-
-static int b64url_decode(const char *s, unsigned char *out, size_t cap)
-{
-    unsigned v = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (; *s; s++) {
-        const char *p = strchr(b64url, *s);
-        if (!p) return -1;
-        v = v << 6 | (unsigned)(p - b64url);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= cap) return -1;
-            out[o++] = (unsigned char)(v >> bits);
-        }
-    }
-    return (int)o;
 }
 
 /* ---------------------------------------------------------------- keyring */
@@ -584,7 +544,7 @@ az_err az_secret_list(az_pg *pg, const az_ctx *ctx, int page_size, const char *p
     char after[AZ_SECRET_NAME_MAX + 8] = "";
     if (page_token && *page_token) {
         unsigned char raw[AZ_SECRET_NAME_MAX + 8];
-        int n = strlen(page_token) > 200 ? -1 : b64url_decode(page_token, raw, sizeof raw - 1);
+        int n = strlen(page_token) > 200 ? -1 : az_b64url_decode(page_token, raw, sizeof raw - 1);
         if (n > 3) raw[n] = '\0';
         if (n <= 3 || memcmp(raw, "s1|", 3) != 0 || check_name((char *)raw + 3, NULL) != AZ_OK)
             return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
@@ -618,7 +578,7 @@ az_err az_secret_list(az_pg *pg, const az_ctx *ctx, int page_size, const char *p
             int len = snprintf(raw, sizeof raw, "s1|%s", PQgetvalue(r, n - 1, 0));
             resp->next_page_token = az_arena_alloc(a, (size_t)len * 4 / 3 + 4);
             if (resp->next_page_token)
-                b64url_encode((const unsigned char *)raw, (size_t)len, resp->next_page_token);
+                az_b64url_encode((const unsigned char *)raw, (size_t)len, resp->next_page_token);
             else err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
         }
     }
