@@ -12,6 +12,7 @@ PACKAGES=(
     grpc-proto golang-github-grpc-ecosystem-grpc-gateway-dev
     # libraries the server and CLI link
     libpq-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libjwt-dev libjansson-dev libyaml-dev
+    libuv1-dev
     # tests
     libcunit1-dev python3-grpcio python3-protobuf
     # fuzzing: clang with libFuzzer and the sanitizer runtimes (deploy/fuzz.sh)

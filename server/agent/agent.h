@@ -57,4 +57,14 @@ az_err az_agent_delete(az_pg *pg, const az_ctx *ctx, const char *id, int64_t exp
 /* Parses an etag produced by this service into its revision; -1 when malformed. */
 int64_t az_agent_etag_revision(const char *etag);
 
+/* ---- agent status, kept true by the executor ---- */
+
+/* A task of the agent started: its running count + 1 and status BUSY. */
+az_err az_agent_task_started(az_pg *pg, const az_ctx *ctx, const char *agent_id, char *msg);
+
+/* A task of the agent ended (succeeded, failed, cancelled, handed back): running count - 1 (never
+ * below 0); status BUSY while others run, else ERROR when this one failed, else IDLE. */
+az_err az_agent_task_ended(az_pg *pg, const az_ctx *ctx, const char *agent_id, int failed,
+                           char *msg);
+
 #endif

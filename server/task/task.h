@@ -115,10 +115,42 @@ az_err az_task_stats(az_pg *pg, const az_ctx *ctx, int64_t start_us, int64_t end
 
 /* ---- transitions driven by the execution engine ---- */
 
-/* queued -> running: attempt + 1, start_time, an attempt row for worker. AZ_ERR_PRECONDITION
- * when the task is not queued any more (another worker won, or it was cancelled). */
+/* queued -> running: attempt + 1, start_time, an attempt row for worker, and a lease held by
+ * worker until now + lease_ms (0 = AZ_TASK_DEFAULT_LEASE_MS). AZ_ERR_PRECONDITION when the task
+ * is not queued any more (another worker won, or it was cancelled). */
+#define AZ_TASK_DEFAULT_LEASE_MS 30000
 az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *worker,
-                     az_arena *arena, Agentz__V1__Task **out, char *msg);
+                     int64_t lease_ms, az_arena *arena, Agentz__V1__Task **out, char *msg);
+
+/* Lease heartbeat of one worker (system work, every workspace): extends the lease of every task
+ * running under worker to now + lease_ms, and returns the ids of those tasks (in arena) so the
+ * worker can abort what it runs but no longer owns (cancelled, reaped). */
+az_err az_task_heartbeat(az_pg *pg, const char *worker, int64_t lease_ms, az_arena *arena,
+                         char ***ids, size_t *n, char *msg);
+
+/* Running tasks whose lease expired (their worker died), at most limit, system work: each
+ * attempt fails with the retryable error "worker_lost" (so the retry policy applies and the
+ * task runs again elsewhere) and is released from its worker. *reaped (may be NULL) gets the
+ * count; ids made ready are appended to ready with their workspace in ready_ws (parallel arrays
+ * in ready->arena; ready_ws may be NULL). */
+az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *ready,
+                            char ***ready_ws, char *msg);
+
+/* Hand-back on graceful worker shutdown: running (at attempt) -> queued at once, the attempt
+ * recorded as cancelled with error "worker_shutdown"; the hand-back does not count against the
+ * retry policy. The id is appended to ready. AZ_ERR_PRECONDITION when stale. */
+az_err az_task_release(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                       az_task_ready *ready, char *msg);
+
+/* az_task_fail honouring a provider's Retry-After: the backoff is at least retry_after_ms. */
+az_err az_task_fail_after(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                          const Agentz__V1__TaskError *error, const Agentz__V1__TokenUsage *usage,
+                          int64_t retry_after_ms, int64_t *next_attempt_ms, char *run_id,
+                          char *msg);
+
+/* Progress of a running attempt (0..1), best effort; stale attempts are ignored. */
+az_err az_task_set_progress(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                            double progress, char *msg);
 
 /* running (at `attempt`) -> succeeded with output and usage; dependents whose dependencies have
  * now all succeeded become queued (appended to ready). A stale attempt is AZ_ERR_PRECONDITION:
