@@ -1141,11 +1141,13 @@ az_err az_task_stats(az_pg *pg, const az_ctx *ctx, int64_t start_us, int64_t end
 /* ---------------------------------------------------------------- engine transitions */
 
 az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *worker,
-                     az_arena *a, Agentz__V1__Task **out, char *msg)
+                     int64_t lease_ms, az_arena *a, Agentz__V1__Task **out, char *msg)
 {
     *out = NULL;
     if (!az_text_is_uuid(id)) return not_found(id, msg);
-    const char *p[3] = {ctx->workspace_id, id, worker ? worker : ""};
+    char lease[24];
+    snprintf(lease, sizeof lease, "%lld", (long long)(lease_ms > 0 ? lease_ms : AZ_TASK_DEFAULT_LEASE_MS));
+    const char *p[4] = {ctx->workspace_id, id, worker ? worker : "", lease};
     az_pgconn *c;
     az_err err = az_pg_acquire(pg, ctx, &c, msg);
     if (err != AZ_OK) return err;
@@ -1156,10 +1158,12 @@ az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *w
                           " start_time = COALESCE(start_time, clock_timestamp()),"
                           " series_start_time = CASE WHEN attempt = retry_base"
                           "  THEN clock_timestamp() ELSE series_start_time END,"
-                          " progress = 0, next_attempt_time = NULL, revision = revision + 1"
+                          " progress = 0, next_attempt_time = NULL, revision = revision + 1,"
+                          " lease_owner = $3, lease_expires_at = clock_timestamp()"
+                          "  + make_interval(secs => $4::bigint / 1000.0)"
                           " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 2"
                           " RETURNING " COLS,
-                          2, p, &r, msg)) != AZ_OK)
+                          4, p, &r, msg)) != AZ_OK)
         goto out;
     if (PQntuples(r) == 0) {
         err = explain_miss(c, ctx, id, "claim", msg);

@@ -984,7 +984,7 @@ static void engine_attempt(const char *id, const char *output, const char *fail_
     az_arena *a = az_arena_new(0);
     char msg[AZ_MSG_MAX], run_id[37];
     Agentz__V1__Task *t = NULL;
-    az_err err = az_task_claim(engine_pg, &engine_ctx, id, "itest-worker", a, &t, msg);
+    az_err err = az_task_claim(engine_pg, &engine_ctx, id, "itest-worker", 0, a, &t, msg);
     if (err != AZ_OK) fprintf(stderr, "claim %s: %s\n", id, msg);
     CU_ASSERT_EQUAL_FATAL(err, AZ_OK);
     Agentz__V1__TokenUsage u = AGENTZ__V1__TOKEN_USAGE__INIT;

@@ -133,7 +133,7 @@ static Agentz__V1__Task *due_backoff_task(void)
     p.initial_backoff = &zero;
     Agentz__V1__Task *t = new_task(&p), *claimed;
     char msg[AZ_MSG_MAX];
-    CU_ASSERT_EQUAL_FATAL(az_task_claim(pg, &ctx, t->id, "w", arena, &claimed, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_task_claim(pg, &ctx, t->id, "w", 0, arena, &claimed, msg), AZ_OK);
     Agentz__V1__TaskError e = AGENTZ__V1__TASK_ERROR__INIT;
     e.type = "llm_rate_limited";
     e.retryable = 1;
@@ -190,7 +190,7 @@ static void test_reconciler_run_once(void)
     CU_ASSERT_EQUAL(depth(), 2);
     /* A claimed task is no longer queued: never re-published. */
     Agentz__V1__Task *claimed;
-    CU_ASSERT_EQUAL(az_task_claim(pg, &ctx, q->id, "w", arena, &claimed, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_task_claim(pg, &ctx, q->id, "w", 0, arena, &claimed, msg), AZ_OK);
     usleep(300000);
     CU_ASSERT_EQUAL_FATAL(az_reconciler_run_once(rec, &c, msg), AZ_OK);
     CU_ASSERT_EQUAL(c.republished, 1); /* only b */

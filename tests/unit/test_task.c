@@ -167,7 +167,7 @@ static int claim(const char *id)
 {
     Agentz__V1__Task *t = NULL;
     char msg[AZ_MSG_MAX];
-    az_err err = az_task_claim(pg, &ctx, id, "worker-1", arena, &t, msg);
+    az_err err = az_task_claim(pg, &ctx, id, "worker-1", 0, arena, &t, msg);
     CU_ASSERT_EQUAL_FATAL(err, AZ_OK);
     CU_ASSERT_EQUAL(t->status, RUNNING);
     return t->attempt;
@@ -369,7 +369,7 @@ static void test_stale_attempts(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(msg, "queued"));
     int at = claim(a->id);
     Agentz__V1__Task *t;
-    CU_ASSERT_EQUAL(az_task_claim(pg, &ctx, a->id, "w2", arena, &t, msg), AZ_ERR_PRECONDITION);
+    CU_ASSERT_EQUAL(az_task_claim(pg, &ctx, a->id, "w2", 0, arena, &t, msg), AZ_ERR_PRECONDITION);
     CU_ASSERT_PTR_NOT_NULL(strstr(msg, "running"));
     CU_ASSERT_EQUAL(az_task_complete(pg, &ctx, a->id, at + 1, &out, NULL, NULL, &ready, msg),
                     AZ_ERR_PRECONDITION);
@@ -384,7 +384,7 @@ static void test_stale_attempts(void)
     /* complete without ready->arena is refused rather than leaking. */
     az_task_ready no_arena = {0};
     CU_ASSERT_EQUAL(az_task_complete(pg, &ctx, a->id, at, &out, NULL, NULL, &no_arena, msg), AZ_ERR_INTERNAL);
-    CU_ASSERT_EQUAL(az_task_claim(pg, &ctx, "11111111-2222-4333-8444-555555555555", "w", arena, &t, msg),
+    CU_ASSERT_EQUAL(az_task_claim(pg, &ctx, "11111111-2222-4333-8444-555555555555", "w", 0, arena, &t, msg),
                     AZ_ERR_NOT_FOUND);
 }
 
@@ -976,7 +976,7 @@ static void *claim_main(void *arg)
     snprintf(worker, sizeof worker, "w-%p", (void *)c);
     Agentz__V1__Task *t = NULL;
     pthread_barrier_wait(c->bar);
-    c->err = az_task_claim(pg, &ctx, c->id, worker, a, &t, msg);
+    c->err = az_task_claim(pg, &ctx, c->id, worker, 0, a, &t, msg);
     if (c->err == AZ_OK) c->attempt = t->attempt;
     az_arena_free(a);
     return NULL;
