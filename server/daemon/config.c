@@ -77,6 +77,44 @@ static az_err check_netguard(const char *origin, const char *v, char *msg)
     return az_fail(msg, AZ_ERR_INVALID, "%s: %s", origin, detail);
 }
 
+/* The roles a process plays: a comma list of api and worker, each at most once. */
+static az_err check_roles(const char *origin, const char *v, char *msg)
+{
+    int api = 0, worker = 0;
+    const char *p = v;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        if (n == 3 && strncmp(p, "api", 3) == 0 && !api) api = 1;
+        else if (n == 6 && strncmp(p, "worker", 6) == 0 && !worker) worker = 1;
+        else
+            return az_fail(msg, AZ_ERR_INVALID,
+                           "%s: \"%s\" is not a comma list of the roles api and worker", origin, v);
+        p += n;
+        if (*p == ',') p++;
+    }
+    if (!api && !worker)
+        return az_fail(msg, AZ_ERR_INVALID, "%s: name at least one role (api, worker)", origin);
+    return AZ_OK;
+}
+
+/* A worker id is the Redis consumer name and is stored on attempts: keep it printable. */
+static az_err check_worker_id(const char *origin, const char *v, char *msg)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > 128 || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                       "0123456789._:-") != n)
+        return az_fail(msg, AZ_ERR_INVALID,
+                       "%s: a worker id is 1 to 128 characters of letters, digits and . _ : -",
+                       origin);
+    return AZ_OK;
+}
+
+static az_err check_url(const char *origin, const char *v, char *msg)
+{
+    if (!*v || strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0) return AZ_OK;
+    return az_fail(msg, AZ_ERR_INVALID, "%s: \"%s\" is not an http:// or https:// URL", origin, v);
+}
+
 #define S(f) offsetof(az_config, f)
 static const opt opts[] = {
     {"database-url", "AGENTZ_DATABASE_URL", OPT_STR, S(database_url), NULL, 0, 0,
@@ -143,6 +181,28 @@ static const opt opts[] = {
      3600000, "how often due retries are queued and stranded queued tasks re-published"},
     {"republish-after", "AGENTZ_REPUBLISH_AFTER", OPT_MS, S(republish_after_ms), "60s", 1000,
      86400000, "a queued task nobody picked up for this long is published to Redis again"},
+    {"reconcile-interval-ms", "AGENTZ_RECONCILE_INTERVAL_MS", OPT_MS, S(reconcile_interval_ms),
+     NULL, 100, 3600000, "the same as --reconcile-interval, in milliseconds; wins when both are set"},
+    {"roles", "AGENTZ_ROLES", OPT_STR, S(roles), "api,worker", 0, 0,
+     "what this process does: api (the gRPC services), worker (runs tasks), or both",
+     check_roles},
+    {"worker-concurrency", "AGENTZ_WORKER_CONCURRENCY", OPT_INT, S(worker_concurrency), "256", 1,
+     20000, "tasks one worker process runs at once"},
+    {"task-lease-seconds", "AGENTZ_TASK_LEASE_SECONDS", OPT_INT, S(task_lease_seconds), "30", 2,
+     3600, "a running task's lease; a worker silent this long loses its tasks to the others"},
+    {"worker-id", "AGENTZ_WORKER_ID", OPT_STR, S(worker_id), NULL, 0, 0,
+     "the worker's name in the consumer group and on attempts; unset = <hostname>-<pid>-<random>",
+     check_worker_id},
+    {"worker-shutdown-grace", "AGENTZ_WORKER_SHUTDOWN_GRACE_MS", OPT_MS,
+     S(worker_shutdown_grace_ms), "10000", 0, 600000,
+     "on SIGTERM, how long running tasks may finish before they are handed back to the queue"},
+    {"embeddings-url", "AGENTZ_EMBEDDINGS_URL", OPT_STR, S(embeddings_url), NULL, 0, 0,
+     "OpenAI-compatible embeddings base URL for agent memory; unset = keyword recall",
+     check_url},
+    {"embeddings-model", "AGENTZ_EMBEDDINGS_MODEL", OPT_STR, S(embeddings_model), NULL, 0, 0,
+     "embeddings model name"},
+    {"embeddings-api-key", "AGENTZ_EMBEDDINGS_API_KEY", OPT_STR, S(embeddings_api_key), NULL, 0,
+     0, "bearer key for the embeddings endpoint"},
     {"help", NULL, OPT_FLAG, S(show_help), NULL, 0, 0, "print this help and exit"},
     {"version", NULL, OPT_FLAG, S(show_version), NULL, 0, 0, "print the version and exit"},
 };
@@ -261,6 +321,18 @@ az_err az_config_load(az_config *cfg, int argc, char **argv, char *msg)
                        "set both AGENTZ_DATABASE_URL and AGENTZ_REDIS_URL (external services), or "
                        "neither (embedded)");
     return AZ_OK;
+}
+
+int az_config_has_role(const az_config *cfg, const char *role)
+{
+    size_t rl = strlen(role);
+    for (const char *p = cfg->roles ? cfg->roles : "api,worker"; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == rl && strncmp(p, role, n) == 0) return 1;
+        p += n;
+        if (*p == ',') p++;
+    }
+    return 0;
 }
 
 void az_config_free(az_config *cfg)

@@ -28,8 +28,18 @@ typedef struct az_config {
     int health_interval_ms;
     int reconcile_interval_ms;
     int republish_after_ms;
+    /* Roles and the worker runtime (docs/worker.md). */
+    char *roles;          /* "api,worker" (default), "api" or "worker" */
+    char *worker_id;      /* NULL = "<hostname>-<pid>-<random>" */
+    int worker_concurrency;
+    int task_lease_seconds;
+    int worker_shutdown_grace_ms;
+    char *embeddings_url, *embeddings_model, *embeddings_api_key; /* agent memory; NULL = none */
     int show_help, show_version;
 } az_config;
+
+/* 1 when cfg->roles names role ("api" or "worker"). */
+int az_config_has_role(const az_config *cfg, const char *role);
 
 /* Fills cfg from defaults, then the environment, then argv (flags win). On AZ_ERR_INVALID msg
  * is a one-line error naming the flag or variable; cfg is then unspecified but still freeable

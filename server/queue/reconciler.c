@@ -23,7 +23,67 @@ struct az_reconciler {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int started, stop;
+    az_err (*run_hook)(void *arg, const az_ctx *ctx, const char *run_id, char *msg);
+    void *run_hook_arg;
 };
+
+void az_reconciler_set_run_hook(az_reconciler *r,
+                                az_err (*fn)(void *arg, const az_ctx *ctx, const char *run_id,
+                                             char *msg),
+                                void *arg)
+{
+    r->run_hook = fn;
+    r->run_hook_arg = arg;
+}
+
+/* Reaps expired leases, publishes the tasks that became ready (grouped by workspace: one
+ * publish per workspace) and refreshes the runs of reaped tasks. */
+static az_err reap(az_reconciler *r, az_reconciler_counts *counts, char *msg)
+{
+    az_arena *a = az_arena_new(0);
+    if (!a) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    az_task_ready ready = {.arena = a}, runs = {.arena = a};
+    char **ws = NULL, **runs_ws = NULL;
+    int reaped = 0;
+    char m[AZ_MSG_MAX];
+    az_err first = az_task_reap_expired(r->pg, BATCH_LIMIT, &reaped, &ready, &ws, &runs, &runs_ws, m);
+    if (first != AZ_OK) az_fail(msg, first, "cannot reap expired task leases: %s", m);
+    counts->reaped += reaped;
+    if (reaped) az_info("reaped %d tasks whose worker stopped renewing its lease", reaped);
+    /* Group by workspace: each id is published once, with the first batch of its workspace. */
+    char *done = ready.n ? az_arena_alloc(a, ready.n) : NULL;
+    if (ready.n && !done) {
+        az_arena_free(a);
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    }
+    if (done) memset(done, 0, ready.n);
+    for (size_t i = 0; i < ready.n; i++) {
+        if (done[i]) continue;
+        az_task_ready batch = {.arena = a};
+        batch.ids = az_arena_alloc(a, ready.n * sizeof *batch.ids);
+        if (!batch.ids) {
+            az_arena_free(a);
+            return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        }
+        for (size_t k = i; k < ready.n; k++) {
+            if (!done[k] && strcmp(ws[k], ws[i]) == 0) {
+                batch.ids[batch.n++] = ready.ids[k];
+                done[k] = 1;
+            }
+        }
+        az_err err = az_queue_publish(r->redis, ws[i], &batch, m);
+        if (err != AZ_OK && first == AZ_OK)
+            first = az_fail(msg, err, "cannot publish reaped tasks of workspace %s: %s", ws[i], m);
+    }
+    for (size_t i = 0; r->run_hook && i < runs.n; i++) {
+        az_ctx ctx = {.workspace_id = runs_ws[i], .principal = "", .request_id = "reconciler",
+                      .deadline_ms = -1};
+        if (r->run_hook(r->run_hook_arg, &ctx, runs.ids[i], m) != AZ_OK)
+            az_warn("cannot refresh run %s after reaping: %s", runs.ids[i], m);
+    }
+    az_arena_free(a);
+    return first;
+}
 
 az_reconciler *az_reconciler_new(az_pg *pg, az_redis *redis, int interval_ms,
                                  int64_t republish_after_ms)
@@ -68,13 +128,17 @@ static az_err one_workspace(az_reconciler *r, const char *ws, az_reconciler_coun
 
 az_err az_reconciler_run_once(az_reconciler *r, az_reconciler_counts *counts, char *msg)
 {
-    az_reconciler_counts local = {0, 0};
+    az_reconciler_counts local = {0, 0, 0};
     az_ctx ctx = {.workspace_id = "", .principal = "", .request_id = "reconciler", .deadline_ms = -1};
+    /* Reap first: a retry due at once is published now, the others are woken below. */
+    az_err first = reap(r, &local, msg);
     az_arena *a = az_arena_new(0);
     if (!a) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     char **ws = NULL;
     size_t n = 0;
-    az_err first = az_task_active_workspaces(r->pg, &ctx, a, &ws, &n, msg);
+    char am[AZ_MSG_MAX];
+    az_err err0 = az_task_active_workspaces(r->pg, &ctx, a, &ws, &n, am);
+    if (err0 != AZ_OK && first == AZ_OK) first = az_fail(msg, err0, "%s", am);
     /* One workspace's trouble must not strand the others' tasks: keep going, report the first. */
     for (size_t i = 0; i < n; i++) {
         char m[AZ_MSG_MAX];
@@ -104,7 +168,7 @@ static void *reconciler_main(void *arg)
         if (r->stop) break;
         pthread_mutex_unlock(&r->mu);
         char msg[AZ_MSG_MAX];
-        az_reconciler_counts c = {0, 0};
+        az_reconciler_counts c = {0, 0, 0};
         if (az_reconciler_run_once(r, &c, msg) != AZ_OK) az_warn("reconciler: %s", msg);
         if (c.woken || c.republished)
             az_debug("reconciler woke %d backoff tasks and re-published %d queued tasks", c.woken,

@@ -1262,11 +1262,18 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-az_err az_task_fail(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
-                    const Agentz__V1__TaskError *error, const Agentz__V1__TokenUsage *usage,
-                    int64_t *next_attempt_ms, char *run_id, char *msg)
+/* running (at attempt) -> backoff or failed: the body of az_task_fail_after and of reaping.
+ * The backoff is at least retry_after_ms. reaped: only when the lease has expired (a heartbeat
+ * that renewed it meanwhile wins), and a retry due at once goes straight to queued (appended to
+ * ready) so the reaper needs no second pass. *final (may be NULL) is 1 when it failed for good. */
+static az_err fail_attempt(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                           const Agentz__V1__TaskError *error, const Agentz__V1__TokenUsage *usage,
+                           int64_t retry_after_ms, int reaped, int64_t *next_attempt_ms,
+                           char *run_id, az_task_ready *ready, int *final, char *msg)
 {
     if (next_attempt_ms) *next_attempt_ms = 0;
+    if (final) *final = 0;
+    size_t ready_n = ready ? ready->n : 0;
     set_run_id(run_id, "");
     if (!az_text_is_uuid(id)) return not_found(id, msg);
     static const Agentz__V1__TaskError unknown = {PROTOBUF_C_MESSAGE_INIT(&agentz__v1__task_error__descriptor),
@@ -1305,6 +1312,8 @@ az_err az_task_fail(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
     if (retry) {
         delay_ms = az_task_backoff_ms(cur->retry_policy, series_attempt,
                                       (double)arc4random_uniform(1000000) / 1e6);
+        /* A provider's Retry-After is a floor: retrying earlier only earns another 429. */
+        if (retry_after_ms > delay_ms) delay_ms = retry_after_ms;
         /* Unlimited attempts stop once the next one would start past the timeout, measured
          * from the first attempt of the series. */
         int unlimited = !cur->retry_policy || cur->retry_policy->max_attempts <= 0;
@@ -1322,22 +1331,30 @@ az_err az_task_fail(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
     char att[16], delay[24], ub[4][40];
     snprintf(att, sizeof att, "%d", attempt);
     snprintf(delay, sizeof delay, "%lld", (long long)delay_ms);
-    /* $1..$8 identify the attempt and its outcome; $9..$12 are the usage to add. */
-    const char *q[12] = {ctx->workspace_id, id, att, retry ? "4" : "6", delay, e->type, text,
+    /* A reaped retry due at once skips backoff: nobody would wake it before the next pass. */
+    const char *to = !retry ? "6" : (reaped && delay_ms == 0) ? "2" : "4";
+    /* $1..$8 identify the attempt and its outcome; $9..$12 are the usage to add; $13 limits
+     * the reaper to leases that really expired (a heartbeat may have renewed it meanwhile). */
+    const char *q[13] = {ctx->workspace_id, id, att, to, delay, e->type, text,
                          e->retryable ? "t" : "f"};
     usage_params(usage, ub, q + 8);
+    q[12] = reaped ? "t" : "f";
     if ((err = az_pg_exec(c, ctx,
                           "UPDATE tasks t SET status = $4::smallint, error_type = $6,"
                           " error_message = $7, error_retryable = $8::boolean,"
                           " next_attempt_time = CASE WHEN $4::smallint = 4 THEN clock_timestamp()"
                           "  + make_interval(secs => $5::bigint / 1000.0) END,"
                           " end_time = CASE WHEN $4::smallint = 6 THEN clock_timestamp() END,"
+                          " queued_at = CASE WHEN $4::smallint = 2 THEN clock_timestamp() ELSE queued_at END,"
+                          " published_at = CASE WHEN $4::smallint = 2 THEN clock_timestamp() ELSE published_at END,"
                           " prompt_tokens = prompt_tokens + $9, completion_tokens = completion_tokens + $10,"
                           " total_tokens = total_tokens + $11, cost_usd = cost_usd + $12,"
-                          " revision = revision + 1"
+                          " lease_owner = NULL, lease_expires_at = NULL, revision = revision + 1"
                           " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
-                          " AND t.attempt = $3::integer RETURNING COALESCE(t.run_id::text, '')",
-                          12, q, &r, msg)) != AZ_OK)
+                          " AND t.attempt = $3::integer"
+                          " AND (NOT $13::boolean OR t.lease_expires_at < clock_timestamp())"
+                          " RETURNING COALESCE(t.run_id::text, '')",
+                          13, q, &r, msg)) != AZ_OK)
         goto out;
     if (PQntuples(r) == 0) {
         err = explain_miss(c, ctx, id, "fail the attempt", msg);
@@ -1349,15 +1366,219 @@ az_err az_task_fail(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
     if ((err = close_attempt(c, ctx, id, attempt, S_FAILED, &closed, usage, msg)) != AZ_OK) goto out;
     if (!retry && (err = cancel_downstream(c, ctx, id, "dependency_failed", "failed", NULL, msg)) != AZ_OK)
         goto out;
-    if ((err = az_pg_commit(c, ctx, msg)) == AZ_OK && next_attempt_ms && retry)
-        *next_attempt_ms = delay_ms > 0 ? delay_ms : 1;
+    if (to[0] == '2' && (err = ready_add(ready, NULL, id, msg)) != AZ_OK) goto out;
+    if ((err = az_pg_commit(c, ctx, msg)) == AZ_OK) {
+        if (next_attempt_ms && retry) *next_attempt_ms = delay_ms > 0 ? delay_ms : 1;
+        if (final) *final = !retry;
+    }
 out:
     PQclear(r);
     PQclear(sr);
-    if (err != AZ_OK) set_run_id(run_id, "");
+    if (err != AZ_OK) {
+        set_run_id(run_id, "");
+        if (ready) ready->n = ready_n;
+    }
     az_pg_release(c);
     az_arena_free(tmp);
     return err;
+}
+
+az_err az_task_fail_after(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                          const Agentz__V1__TaskError *error, const Agentz__V1__TokenUsage *usage,
+                          int64_t retry_after_ms, int64_t *next_attempt_ms, char *run_id,
+                          char *msg)
+{
+    return fail_attempt(pg, ctx, id, attempt, error, usage, retry_after_ms, 0, next_attempt_ms,
+                        run_id, NULL, NULL, msg);
+}
+
+az_err az_task_fail(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                    const Agentz__V1__TaskError *error, const Agentz__V1__TokenUsage *usage,
+                    int64_t *next_attempt_ms, char *run_id, char *msg)
+{
+    return az_task_fail_after(pg, ctx, id, attempt, error, usage, 0, next_attempt_ms, run_id, msg);
+}
+
+/* The context of system work (every workspace): the pool sets agentz.system = 'on'. */
+static const az_ctx system_ctx = {.workspace_id = "", .principal = "", .request_id = "engine",
+                                  .deadline_ms = -1};
+
+az_err az_task_heartbeat(az_pg *pg, const char *worker, int64_t lease_ms, az_arena *a,
+                         char ***ids, size_t *n, char *msg)
+{
+    *ids = NULL;
+    *n = 0;
+    if (!worker || !*worker) return az_fail(msg, AZ_ERR_INVALID, "worker is required");
+    char lease[24];
+    snprintf(lease, sizeof lease, "%lld", (long long)(lease_ms > 0 ? lease_ms : AZ_TASK_DEFAULT_LEASE_MS));
+    const char *p[2] = {worker, lease};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, &system_ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    /* Renews even a lease that expired but was not reaped yet: the worker is evidently alive. */
+    err = az_pg_exec(c, &system_ctx,
+                     "UPDATE tasks t SET lease_expires_at = clock_timestamp()"
+                     " + make_interval(secs => $2::bigint / 1000.0)"
+                     " WHERE t.status = 3 AND t.lease_owner = $1 RETURNING t.id::text",
+                     2, p, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    int rows = PQntuples(r);
+    char **v = az_arena_alloc(a, (size_t)(rows ? rows : 1) * sizeof *v);
+    if (!v) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < rows && err == AZ_OK; i++)
+        if (!(v[i] = col(a, r, i, 0))) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    PQclear(r);
+    if (err != AZ_OK) return err;
+    *ids = v;
+    *n = (size_t)rows;
+    return AZ_OK;
+}
+
+/* Appends s to the arena array *v of *n strings (grown at powers of two, like ready_add). */
+static int strs_add(az_arena *a, char ***v, size_t n, const char *s)
+{
+    if ((n & (n - 1)) == 0) {
+        char **nv = az_arena_alloc(a, (n ? 2 * n : 4) * sizeof *nv);
+        if (!nv) return -1;
+        if (n) memcpy(nv, *v, n * sizeof *nv);
+        *v = nv;
+    }
+    return ((*v)[n] = az_arena_strdup(a, s)) ? 0 : -1;
+}
+
+az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *ready,
+                            char ***ready_ws, az_task_ready *runs, char ***runs_ws, char *msg)
+{
+    if (reaped) *reaped = 0;
+    if ((ready && !ready->arena) || (runs && !runs->arena))
+        return az_fail(msg, AZ_ERR_INTERNAL, "az_task_reap_expired needs ready->arena and runs->arena");
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 1000);
+    const char *p[1] = {lim};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, &system_ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, &system_ctx,
+                     "SELECT t.workspace_id::text, t.id::text, t.attempt FROM tasks t"
+                     " WHERE t.status = 3 AND t.lease_expires_at < clock_timestamp()"
+                     " ORDER BY t.lease_expires_at LIMIT $1::integer",
+                     1, p, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    static const Agentz__V1__TaskError lost = {
+        PROTOBUF_C_MESSAGE_INIT(&agentz__v1__task_error__descriptor), "worker_lost",
+        "the worker running this attempt stopped renewing its lease (it died, hung or lost its "
+        "database connection)", 1};
+    az_err first = AZ_OK;
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *ws = PQgetvalue(r, i, 0), *id = PQgetvalue(r, i, 1);
+        az_ctx ctx = {.workspace_id = ws, .principal = "", .request_id = "reaper", .deadline_ms = -1};
+        char m[AZ_MSG_MAX], run_id[37];
+        size_t before = ready ? ready->n : 0;
+        int final = 0;
+        /* One transaction per task: one task's trouble does not keep the others running. */
+        err = fail_attempt(pg, &ctx, id, (int)num(r, i, 2), &lost, NULL, 0, 1, NULL, run_id, ready,
+                           &final, m);
+        if (err == AZ_ERR_PRECONDITION) continue; /* renewed, finished or cancelled meanwhile */
+        if (err != AZ_OK) {
+            if (first == AZ_OK) first = az_fail(msg, err, "cannot reap task %s: %s", id, m);
+            continue;
+        }
+        if (reaped) (*reaped)++;
+        if (ready && ready_ws) {
+            for (size_t k = before; k < ready->n; k++)
+                if (strs_add(ready->arena, ready_ws, k, ws) != 0) {
+                    PQclear(r);
+                    return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+                }
+        }
+        if (runs && *run_id) {
+            if (ready_add(runs, NULL, run_id, m) != AZ_OK ||
+                (runs_ws && strs_add(runs->arena, runs_ws, runs->n - 1, ws) != 0)) {
+                PQclear(r);
+                return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+            }
+        }
+    }
+    PQclear(r);
+    return first;
+}
+
+az_err az_task_release(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                       az_task_ready *ready, char *msg)
+{
+    if (!az_text_is_uuid(id)) return not_found(id, msg);
+    char att[16];
+    snprintf(att, sizeof att, "%d", attempt);
+    const char *p[3] = {ctx->workspace_id, id, att};
+    size_t ready_n = ready ? ready->n : 0;
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r = NULL;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    /* retry_base + 1: the handed-back attempt does not count against the retry policy. */
+    if ((err = az_pg_exec(c, ctx,
+                          "UPDATE tasks t SET status = 2, retry_base = retry_base + 1, progress = 0,"
+                          " queued_at = clock_timestamp(), published_at = clock_timestamp(),"
+                          " lease_owner = NULL, lease_expires_at = NULL, revision = revision + 1"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
+                          " AND t.attempt = $3::integer RETURNING t.id::text",
+                          3, p, &r, msg)) != AZ_OK)
+        goto out;
+    if (PQntuples(r) == 0) {
+        char verb[64];
+        snprintf(verb, sizeof verb, "hand back attempt %d", attempt);
+        err = explain_miss(c, ctx, id, verb, msg);
+        goto out;
+    }
+    static const Agentz__V1__TaskError shutdown = {
+        PROTOBUF_C_MESSAGE_INIT(&agentz__v1__task_error__descriptor), "worker_shutdown",
+        "the worker shut down and handed the task back to the queue", 1};
+    if ((err = close_attempt(c, ctx, id, attempt, S_CANCELLED, &shutdown, NULL, msg)) != AZ_OK)
+        goto out;
+    if ((err = ready_add(ready, NULL, id, msg)) != AZ_OK) goto out;
+    err = az_pg_commit(c, ctx, msg);
+out:
+    PQclear(r);
+    if (err != AZ_OK && ready) ready->n = ready_n;
+    az_pg_release(c);
+    return err;
+}
+
+az_err az_task_set_progress(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
+                            double progress, char *msg)
+{
+    if (!az_text_is_uuid(id)) return not_found(id, msg);
+    if (!(progress >= 0)) progress = 0; /* also NaN */
+    if (progress > 1) progress = 1;
+    char att[16], pr[32];
+    snprintf(att, sizeof att, "%d", attempt);
+    snprintf(pr, sizeof pr, "%.6f", progress);
+    const char *p[4] = {ctx->workspace_id, id, att, pr};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    /* Stale attempts match nothing: best effort by design. */
+    err = az_pg_exec(c, ctx,
+                     "UPDATE tasks t SET progress = $4::double precision, revision = revision + 1"
+                     " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
+                     " AND t.attempt = $3::integer AND t.progress <> $4::double precision",
+                     4, p, NULL, msg);
+    az_pg_release(c);
+    return err;
+}
+
+const char *az_task_sql_not_running(void)
+{
+    /* $1 uuid[] task ids, $2 int[] their attempts (parallel), $3 the worker. The partial index
+     * tasks_lease_owner (0006) serves the lookup. */
+    return "SELECT q.id::text, q.attempt FROM unnest($1::uuid[], $2::integer[]) AS q(id, attempt)"
+           " WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.lease_owner = $3 AND t.id = q.id"
+           " AND t.status = 3 AND t.attempt = q.attempt)";
 }
 
 az_err az_task_wake(az_pg *pg, const az_ctx *ctx, int limit, az_arena *a, az_task_ready *ready,

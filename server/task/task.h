@@ -130,15 +130,21 @@ az_err az_task_heartbeat(az_pg *pg, const char *worker, int64_t lease_ms, az_are
 
 /* Running tasks whose lease expired (their worker died), at most limit, system work: each
  * attempt fails with the retryable error "worker_lost" (so the retry policy applies and the
- * task runs again elsewhere) and is released from its worker. *reaped (may be NULL) gets the
- * count; ids made ready are appended to ready with their workspace in ready_ws (parallel arrays
- * in ready->arena; ready_ws may be NULL). */
+ * task runs again elsewhere) and is released from its worker, one transaction per task (a lease
+ * renewed meanwhile wins). A retry due at once (zero backoff) goes straight to queued; the
+ * others wait in backoff for az_task_wake. *reaped (may be NULL) gets the count; ids made ready
+ * are appended to ready with their workspace in ready_ws (parallel arrays in ready->arena;
+ * ready_ws may be NULL); the run of every reaped task that belongs to one is appended to runs
+ * with its workspace in runs_ws (runs and runs_ws may be NULL) so the caller can refresh the
+ * run's status. ready->arena and runs->arena are required when they are given. Errors on one
+ * task do not stop the others: the first is returned after the pass. */
 az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *ready,
-                            char ***ready_ws, char *msg);
+                            char ***ready_ws, az_task_ready *runs, char ***runs_ws, char *msg);
 
 /* Hand-back on graceful worker shutdown: running (at attempt) -> queued at once, the attempt
  * recorded as cancelled with error "worker_shutdown"; the hand-back does not count against the
- * retry policy. The id is appended to ready. AZ_ERR_PRECONDITION when stale. */
+ * retry policy. The id is appended to ready (ready->arena required; ready may be NULL).
+ * AZ_ERR_PRECONDITION when stale. */
 az_err az_task_release(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
                        az_task_ready *ready, char *msg);
 
@@ -151,6 +157,13 @@ az_err az_task_fail_after(az_pg *pg, const az_ctx *ctx, const char *id, int atte
 /* Progress of a running attempt (0..1), best effort; stale attempts are ignored. */
 az_err az_task_set_progress(az_pg *pg, const az_ctx *ctx, const char *id, int attempt,
                             double progress, char *msg);
+
+/* The statement a worker runs on its own non-blocking connection (system work) every 500 ms to
+ * find which of its in-flight attempts are no longer its own (cancelled, timed out, reaped,
+ * finished elsewhere). Parameters: $1 uuid[] task ids, $2 integer[] their attempts (parallel
+ * array literals, e.g. "{id1,id2}" and "{1,3}"), $3 the worker id. Rows: (task id, attempt) of
+ * every attempt that is not running under that worker any more. Static text. */
+const char *az_task_sql_not_running(void);
 
 /* running (at `attempt`) -> succeeded with output and usage; dependents whose dependencies have
  * now all succeeded become queued (appended to ready). A stale attempt is AZ_ERR_PRECONDITION:

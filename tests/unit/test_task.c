@@ -1022,6 +1022,230 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
+
+/* ---------------------------------------------------------------- leases (engine) */
+
+static Agentz__V1__Task *claim_as(const char *id, const char *worker, int64_t lease_ms)
+{
+    Agentz__V1__Task *t = NULL;
+    char msg[AZ_MSG_MAX];
+    az_err err = az_task_claim(pg, &ctx, id, worker, lease_ms, arena, &t, msg);
+    if (err != AZ_OK) fprintf(stderr, "claim: %s\n", msg);
+    CU_ASSERT_EQUAL_FATAL(err, AZ_OK);
+    return t;
+}
+
+static int ids_have(char **ids, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ids[i], id) == 0) return 1;
+    return 0;
+}
+
+static void test_lease_heartbeat_and_reap(void)
+{
+    Agentz__V1__RetryPolicy p = AGENTZ__V1__RETRY_POLICY__INIT;
+    Google__Protobuf__Duration init = dur(0, 50000000); /* 50 ms */
+    p.initial_backoff = &init;
+    az_task_ready ready = {.arena = arena};
+    Agentz__V1__Task *a = create_task("leased", NULL, 0, &p, &ready);
+    Agentz__V1__Task *t = claim_as(a->id, "w-lease", 300);
+    CU_ASSERT_STRING_EQUAL(sqlf("SELECT lease_owner FROM tasks WHERE id = '%s'", a->id, NULL), "w-lease");
+    CU_ASSERT_STRING_EQUAL(sqlf("SELECT lease_expires_at > now() + interval '100 ms' AND"
+                                " lease_expires_at < now() + interval '400 ms' FROM tasks WHERE id = '%s'",
+                                a->id, NULL), "t");
+    char msg[AZ_MSG_MAX];
+    char **ids;
+    size_t n;
+    CU_ASSERT_EQUAL(az_task_heartbeat(pg, "w-lease", 300, arena, &ids, &n, msg), AZ_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_TRUE(ids_have(ids, n, a->id));
+    CU_ASSERT_EQUAL(az_task_heartbeat(pg, "someone-else", 300, arena, &ids, &n, msg), AZ_OK);
+    CU_ASSERT_FALSE(ids_have(ids, n, a->id));
+    CU_ASSERT_EQUAL(az_task_heartbeat(pg, "", 300, arena, &ids, &n, msg), AZ_ERR_INVALID);
+
+    /* Not expired: nothing reaped. */
+    int reaped = -1;
+    az_task_ready r = {.arena = arena}, runs = {.arena = arena};
+    char **ws = NULL, **runs_ws = NULL;
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(reaped, 0);
+    CU_ASSERT_EQUAL(status_of(a->id), RUNNING);
+
+    /* The heartbeat keeps it alive past its first lease. */
+    usleep(200000);
+    CU_ASSERT_EQUAL(az_task_heartbeat(pg, "w-lease", 300, arena, &ids, &n, msg), AZ_OK);
+    usleep(200000);
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(reaped, 0);
+    CU_ASSERT_EQUAL(status_of(a->id), RUNNING);
+
+    /* The worker stops renewing: the attempt fails as worker_lost and goes to backoff. */
+    usleep(350000);
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(reaped, 1);
+    CU_ASSERT_EQUAL(r.n, 0); /* 50 ms backoff: the reconciler's wake queues it */
+    CU_ASSERT_EQUAL(runs.n, 0); /* standalone task */
+    Agentz__V1__Task *g = get(a->id);
+    CU_ASSERT_EQUAL(g->status, BACKOFF);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g->error);
+    CU_ASSERT_STRING_EQUAL(g->error->type, "worker_lost");
+    CU_ASSERT_TRUE(g->error->retryable);
+    CU_ASSERT_STRING_EQUAL(sqlf("SELECT status || ':' || error_type || ':' || worker FROM task_attempts"
+                                " WHERE task_id = '%s' AND attempt = 1", a->id, NULL),
+                           "6:worker_lost:w-lease");
+    CU_ASSERT_STRING_EQUAL(sqlf("SELECT lease_owner IS NULL FROM tasks WHERE id = '%s'", a->id, NULL), "t");
+    /* The dead worker's late outcome is stale. */
+    Agentz__V1__TaskOutput out = AGENTZ__V1__TASK_OUTPUT__INIT;
+    out.raw = "late";
+    CU_ASSERT_EQUAL(az_task_complete(pg, &ctx, a->id, t->attempt, &out, NULL, NULL, &ready, msg),
+                    AZ_ERR_PRECONDITION);
+    CU_ASSERT_EQUAL(az_task_heartbeat(pg, "w-lease", 300, arena, &ids, &n, msg), AZ_OK);
+    CU_ASSERT_FALSE(ids_have(ids, n, a->id));
+    /* Reaping twice does nothing more. */
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(reaped, 0);
+
+    /* Zero backoff: a reaped task is queued at once and reported ready with its workspace. */
+    Google__Protobuf__Duration zero = dur(0, 0);
+    p.initial_backoff = &zero;
+    Agentz__V1__Task *b = create_task("leased-now", NULL, 0, &p, &ready);
+    claim_as(b->id, "w-lease", 100);
+    usleep(200000);
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(reaped, 1);
+    CU_ASSERT_EQUAL_FATAL(r.n, 1);
+    CU_ASSERT_STRING_EQUAL(r.ids[0], b->id);
+    CU_ASSERT_STRING_EQUAL(ws[0], AZ_DEFAULT_WORKSPACE);
+    CU_ASSERT_EQUAL(status_of(b->id), QUEUED);
+    CU_ASSERT_EQUAL(claim_as(b->id, "w-2", 0)->attempt, 2);
+    complete(b->id, 2, &ready);
+
+    /* Attempts used up: the reaped task fails for good and its dependents are cancelled. */
+    p.max_attempts = 1;
+    Agentz__V1__Task *c = create_task("leased-last", NULL, 0, &p, &ready);
+    const char *deps[] = {c->id};
+    Agentz__V1__Task *d = create_task("after-leased-last", deps, 1, NULL, &ready);
+    claim_as(c->id, "w-lease", 50);
+    usleep(150000);
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(reaped, 1);
+    CU_ASSERT_EQUAL(status_of(c->id), FAILED);
+    CU_ASSERT_EQUAL(status_of(d->id), CANCELLED);
+}
+
+static void test_release(void)
+{
+    Agentz__V1__RetryPolicy p = AGENTZ__V1__RETRY_POLICY__INIT;
+    Google__Protobuf__Duration init = dur(0, 50000000);
+    p.initial_backoff = &init;
+    p.max_attempts = 2;
+    az_task_ready ready = {.arena = arena};
+    Agentz__V1__Task *a = create_task("handed back", NULL, 0, &p, &ready);
+    Agentz__V1__Task *t = claim_as(a->id, "w-stop", 0);
+    char msg[AZ_MSG_MAX];
+    az_task_ready r = {.arena = arena};
+    CU_ASSERT_EQUAL(az_task_release(pg, &ctx, a->id, t->attempt + 1, &r, msg), AZ_ERR_PRECONDITION);
+    CU_ASSERT_EQUAL(r.n, 0);
+    CU_ASSERT_EQUAL(az_task_release(pg, &ctx, a->id, t->attempt, &r, msg), AZ_OK);
+    CU_ASSERT_TRUE(ready_has(&r, a->id));
+    CU_ASSERT_EQUAL(status_of(a->id), QUEUED);
+    CU_ASSERT_STRING_EQUAL(sqlf("SELECT status || ':' || error_type FROM task_attempts"
+                                " WHERE task_id = '%s' AND attempt = 1", a->id, NULL),
+                           "7:worker_shutdown");
+    /* Twice: stale. */
+    size_t before = r.n;
+    CU_ASSERT_EQUAL(az_task_release(pg, &ctx, a->id, t->attempt, &r, msg), AZ_ERR_PRECONDITION);
+    CU_ASSERT_EQUAL(r.n, before);
+    /* The hand-back does not count: with max_attempts 2, attempts 2 and 3 may both run. */
+    t = claim_as(a->id, "w-other", 0);
+    CU_ASSERT_EQUAL(t->attempt, 2);
+    Agentz__V1__TaskError e = AGENTZ__V1__TASK_ERROR__INIT;
+    e.type = "llm_unavailable";
+    e.message = "503";
+    e.retryable = 1;
+    int64_t next = 0;
+    CU_ASSERT_EQUAL(az_task_fail(pg, &ctx, a->id, 2, &e, NULL, &next, NULL, msg), AZ_OK);
+    CU_ASSERT_TRUE(next > 0);
+    CU_ASSERT_EQUAL(status_of(a->id), BACKOFF);
+}
+
+static void test_fail_after_and_progress(void)
+{
+    Agentz__V1__RetryPolicy p = AGENTZ__V1__RETRY_POLICY__INIT;
+    Google__Protobuf__Duration init = dur(0, 50000000);
+    p.initial_backoff = &init;
+    az_task_ready ready = {.arena = arena};
+    Agentz__V1__Task *a = create_task("rate limited", NULL, 0, &p, &ready);
+    int at = claim(a->id);
+    char msg[AZ_MSG_MAX];
+    /* Progress: clamped, stale attempts ignored. */
+    CU_ASSERT_EQUAL(az_task_set_progress(pg, &ctx, a->id, at, 0.5, msg), AZ_OK);
+    CU_ASSERT_EQUAL(get(a->id)->progress, 0.5);
+    CU_ASSERT_EQUAL(az_task_set_progress(pg, &ctx, a->id, at + 1, 0.9, msg), AZ_OK);
+    CU_ASSERT_EQUAL(get(a->id)->progress, 0.5);
+    CU_ASSERT_EQUAL(az_task_set_progress(pg, &ctx, a->id, at, 7, msg), AZ_OK);
+    CU_ASSERT_EQUAL(get(a->id)->progress, 1.0);
+    CU_ASSERT_EQUAL(az_task_set_progress(pg, &ctx, "nope", at, 0.1, msg), AZ_ERR_NOT_FOUND);
+
+    Agentz__V1__TaskError e = AGENTZ__V1__TASK_ERROR__INIT;
+    e.type = "llm_rate_limited";
+    e.message = "429";
+    e.retryable = 1;
+    int64_t next = 0;
+    /* Stale attempt. */
+    CU_ASSERT_EQUAL(az_task_fail_after(pg, &ctx, a->id, at + 1, &e, NULL, 800, &next, NULL, msg),
+                    AZ_ERR_PRECONDITION);
+    /* Retry-After 800 ms beats the 50 ms backoff. */
+    CU_ASSERT_EQUAL(az_task_fail_after(pg, &ctx, a->id, at, &e, NULL, 800, &next, NULL, msg), AZ_OK);
+    CU_ASSERT_EQUAL(next, 800);
+    CU_ASSERT_STRING_EQUAL(sqlf("SELECT next_attempt_time > now() + interval '600 ms' FROM tasks"
+                                " WHERE id = '%s'", a->id, NULL), "t");
+    /* A smaller Retry-After leaves the backoff as it is. */
+    sql("UPDATE tasks SET next_attempt_time = now() - interval '1 second' WHERE status = 4");
+    az_task_ready woken = {.arena = arena};
+    CU_ASSERT_EQUAL(az_task_wake(pg, &ctx, 100, arena, &woken, msg), AZ_OK);
+    at = claim(a->id);
+    CU_ASSERT_EQUAL(az_task_fail_after(pg, &ctx, a->id, at, &e, NULL, 1, &next, NULL, msg), AZ_OK);
+    CU_ASSERT(next >= 80 && next <= 100);
+}
+
+static void test_not_running_sql(void)
+{
+    az_task_ready ready = {.arena = arena};
+    Agentz__V1__Task *a = create_task("mine", NULL, 0, NULL, &ready);
+    Agentz__V1__Task *b = create_task("cancelled under me", NULL, 0, NULL, &ready);
+    int at_a = claim_as(a->id, "w-check", 0)->attempt;
+    int at_b = claim_as(b->id, "w-check", 0)->attempt;
+    char msg[AZ_MSG_MAX];
+    CU_ASSERT_EQUAL(az_task_cancel(pg, &ctx, b->id, "stop", arena, &(Agentz__V1__Task *){0}, NULL, msg), AZ_OK);
+    char ids[100], atts[40], stale[40];
+    snprintf(ids, sizeof ids, "{%s,%s}", a->id, b->id);
+    snprintf(atts, sizeof atts, "{%d,%d}", at_a, at_b);
+    const char *prm[3] = {ids, atts, "w-check"};
+    az_pgconn *c;
+    CU_ASSERT_EQUAL_FATAL(az_pg_acquire(pg, &ctx, &c, msg), AZ_OK);
+    PGresult *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, az_task_sql_not_running(), 3, prm, &r, msg), AZ_OK);
+    CU_ASSERT_EQUAL(PQntuples(r), 1);
+    if (PQntuples(r) == 1) {
+        CU_ASSERT_STRING_EQUAL(PQgetvalue(r, 0, 0), b->id);
+        CU_ASSERT_EQUAL(atoi(PQgetvalue(r, 0, 1)), at_b);
+    }
+    PQclear(r);
+    /* Another worker, or another attempt, is not ours either. */
+    snprintf(stale, sizeof stale, "{%d,%d}", at_a + 1, at_b);
+    const char *prm2[3] = {ids, stale, "w-check"};
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, az_task_sql_not_running(), 3, prm2, &r, msg), AZ_OK);
+    CU_ASSERT_EQUAL(PQntuples(r), 2);
+    PQclear(r);
+    const char *prm3[3] = {ids, atts, "w-other"};
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, az_task_sql_not_running(), 3, prm3, &r, msg), AZ_OK);
+    CU_ASSERT_EQUAL(PQntuples(r), 2);
+    PQclear(r);
+    az_pg_release(c);
+}
+
 static int suite_init(void)
 {
     char msg[AZ_MSG_MAX];
@@ -1074,6 +1298,10 @@ int main(void)
     CU_add_test(s, "list pagination and filters", test_list_pagination);
     CU_add_test(s, "8 threads cancel/retry one task", test_concurrent_cancel_retry);
     CU_add_test(s, "8 threads claim one task", test_concurrent_claim);
+    CU_add_test(s, "lease: heartbeat and reaping", test_lease_heartbeat_and_reap);
+    CU_add_test(s, "release hands back without counting", test_release);
+    CU_add_test(s, "fail_after honours Retry-After; progress", test_fail_after_and_progress);
+    CU_add_test(s, "the worker's not-running check", test_not_running_sql);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
