@@ -37,6 +37,9 @@ typedef struct fakellm fakellm;
  * Returns NULL after printing why. */
 fakellm *fakellm_start(void);
 
+/* The same on a chosen port of 127.0.0.1 (0 = ephemeral), for the standalone agentz-fakellm. */
+fakellm *fakellm_start_on(int port);
+
 /* "http://127.0.0.1:PORT/v1" (the base URL an agent's llm.base_url takes) and the port. */
 const char *fakellm_base_url(const fakellm *f);
 int fakellm_port(const fakellm *f);
