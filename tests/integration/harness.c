@@ -97,11 +97,18 @@ static void load_admin_key(az_itest_server *s)
 
 int az_itest_start(az_itest_server *s, const char *name, const char *const *extra_args)
 {
+    return az_itest_start_on(s, name, NULL, extra_args);
+}
+
+int az_itest_start_on(az_itest_server *s, const char *name, const char *data_dir,
+                      const char *const *extra_args)
+{
     memset(s, 0, sizeof *s);
     const char *bin = env_or("AGENTZD", "build/bin/agentzd");
     const char *root = env_or("AGENTZ_TEST_DIR", "build/itest");
     mkdirs(root);
-    snprintf(s->data_dir, sizeof s->data_dir, "%s/%s", root, name);
+    if (data_dir) snprintf(s->data_dir, sizeof s->data_dir, "%s", data_dir);
+    else snprintf(s->data_dir, sizeof s->data_dir, "%s/%s", root, name);
     snprintf(s->log_path, sizeof s->log_path, "%s/%s.log", root, name);
     int out[2];
     if (pipe(out) != 0) return -1;

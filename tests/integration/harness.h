@@ -24,6 +24,13 @@ typedef struct az_itest_server {
  * tail). */
 int az_itest_start(az_itest_server *s, const char *name, const char *const *extra_args);
 
+/* As az_itest_start, but with data dir data_dir (NULL = $AGENTZ_TEST_DIR/<name>, exactly
+ * az_itest_start) and the log at $AGENTZ_TEST_DIR/<name>.log: a second process (say a
+ * worker-only agentzd) on the data dir of a running one attaches to its embedded PostgreSQL
+ * and Redis. */
+int az_itest_start_on(az_itest_server *s, const char *name, const char *data_dir,
+                      const char *const *extra_args);
+
 /* Sends sig (SIGTERM for a graceful stop) and waits up to timeout_s; returns the exit status
  * (0..255), 128+signal when killed by one, or -1 on timeout (the process is then killed). */
 int az_itest_stop(az_itest_server *s, int sig, int timeout_s);
