@@ -480,7 +480,9 @@ az_err az_agent_replace(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Agent *g
                      " allow_delegation = $15, max_iter = $16, max_rpm = $17,"
                      " max_execution_time_us = $18, memory = $19, disabled = $20,"
                      " labels = $21::jsonb,"
-                     " status = CASE WHEN $20::boolean THEN 3 WHEN status = 3 THEN 1 ELSE status END,"
+                     " status = CASE WHEN $20::boolean THEN 3"
+                     "  WHEN status = 3 THEN CASE WHEN running_tasks > 0 THEN 2 ELSE 1 END"
+                     "  ELSE status END,"
                      " revision = revision + 1, update_time = clock_timestamp()"
                      " WHERE workspace_id = $1 AND id = $2 AND revision = $22::bigint"
                      " RETURNING " COLS,
@@ -529,4 +531,53 @@ int64_t az_agent_etag_revision(const char *etag)
         v = v * 10 + (*s - '0');
     }
     return v > 0 ? v : -1;
+}
+
+/* ---------------------------------------------------------------- live status */
+
+/* Status is runtime state, not configuration: these updates leave revision (the etag) and
+ * update_time alone, so a client's read-modify-write is not refused because a task started.
+ * A disabled agent stays DISABLED while its last tasks finish. */
+
+az_err az_agent_task_started(az_pg *pg, const az_ctx *ctx, const char *agent_id, char *msg)
+{
+    if (!az_text_is_uuid(agent_id)) return az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
+    const char *p[2] = {ctx->workspace_id, agent_id};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, ctx,
+                     "UPDATE agents SET running_tasks = running_tasks + 1,"
+                     " status = CASE WHEN disabled THEN 3 ELSE 2 END"
+                     " WHERE workspace_id = $1 AND id = $2",
+                     2, p, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    int n = atoi(PQcmdTuples(r));
+    PQclear(r);
+    return n ? AZ_OK : az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
+}
+
+az_err az_agent_task_ended(az_pg *pg, const az_ctx *ctx, const char *agent_id, int failed,
+                           char *msg)
+{
+    if (!az_text_is_uuid(agent_id)) return az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
+    const char *p[3] = {ctx->workspace_id, agent_id, failed ? "t" : "f"};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    /* On the right-hand side running_tasks is the count before this update. */
+    err = az_pg_exec(c, ctx,
+                     "UPDATE agents SET running_tasks = GREATEST(running_tasks - 1, 0),"
+                     " status = CASE WHEN disabled THEN 3 WHEN running_tasks > 1 THEN 2"
+                     "  WHEN $3::boolean THEN 4 ELSE 1 END"
+                     " WHERE workspace_id = $1 AND id = $2",
+                     3, p, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    int n = atoi(PQcmdTuples(r));
+    PQclear(r);
+    return n ? AZ_OK : az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
 }
