@@ -15,6 +15,7 @@
 #include "store/pgpool.h"
 #include "store/redis.h"
 #include "tools/netguard.h"
+#include "tools/tools.h"
 
 #define AZ_WORKER_GROUP "agentz-workers" /* the consumer group on AZ_QUEUE_STREAM */
 #define AZ_WORKER_DEFAULT_CONCURRENCY 256
@@ -34,7 +35,19 @@ typedef struct az_worker_config {
     const az_netguard *guard; /* borrowed, never NULL */
     const az_llm_prices *prices; /* borrowed, NULL = defaults */
     const az_memory_config *memory; /* borrowed, may be NULL */
+    const az_tools *tools;   /* borrowed: the built-in tool registry (az_tools_new), never NULL */
 } az_worker_config;
+
+/* Counters since start, readable from any thread (relaxed atomics inside). */
+typedef struct az_worker_stats {
+    long running;          /* executions in flight now */
+    long claimed;          /* attempts this worker claimed */
+    long finished;         /* executions that ended (any outcome) */
+    long lost;             /* aborted because the task was no longer ours (cancel, timeout, reaped) */
+    long handed_back;      /* handed back on shutdown */
+    long events_published; /* ephemeral events PUBLISHed to Redis */
+    long events_dropped;   /* dropped: Redis slow or down (bounded pending publishes) */
+} az_worker_stats;
 
 typedef struct az_worker az_worker;
 
@@ -47,6 +60,9 @@ az_err az_worker_start(az_worker *w, char *msg);
 
 /* The consumer name (owned by w). */
 const char *az_worker_id(const az_worker *w);
+
+/* A snapshot of the counters. */
+void az_worker_get_stats(const az_worker *w, az_worker_stats *out);
 
 /* Graceful stop: stops taking tasks, lets running ones finish for up to grace_ms, then hands the
  * rest back to the queue (they run again elsewhere at once, without waiting for their lease),
