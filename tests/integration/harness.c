@@ -40,13 +40,20 @@ static void mkdirs(const char *path)
 
 void az_itest_dump_log(const az_itest_server *s, int lines)
 {
+    az_itest_dump_log_except(s, lines, NULL);
+}
+
+void az_itest_dump_log_except(const az_itest_server *s, int lines, const char *skip)
+{
     FILE *f = fopen(s->log_path, "r");
     if (!f) return;
     char *ring[200] = {0};
     if (lines > 200) lines = 200;
+    if (lines < 1) lines = 1;
     char buf[4096];
     int n = 0;
     while (fgets(buf, sizeof buf, f)) {
+        if (skip && *skip && strstr(buf, skip)) continue;
         free(ring[n % lines]);
         ring[n % lines] = strdup(buf);
         n++;

@@ -38,6 +38,10 @@ int az_itest_stop(az_itest_server *s, int sig, int timeout_s);
 /* Prints the last lines of the server's log to stderr. */
 void az_itest_dump_log(const az_itest_server *s, int lines);
 
+/* The same, leaving out lines that contain skip (NULL or "" = none), e.g. the per-call
+ * "msg=\"rpc\"" lines of a suite that polls. */
+void az_itest_dump_log_except(const az_itest_server *s, int lines, const char *skip);
+
 /* A connection to s carrying s's admin key (when it has one) as its bearer token, so every
  * call is authenticated as the local owner. Aborts the test program when it cannot be opened.
  * Free with az_conn_free. */
