@@ -1,0 +1,250 @@
+/* CUnit suite for server/agent/agent (the agent service) against a real PostgreSQL (the embedded
+ * one in a temp dir): the live status kept by az_agent_task_started / az_agent_task_ended, as
+ * GetAgent and ListAgents' status filter see it, with disabling, concurrency and workspaces. */
+#include <CUnit/Basic.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "core/log.h"
+#include "core/text.h"
+#include "embed/embedded.h"
+#include "store/migrate.h"
+#include "store/pgpool.h"
+
+#define ST_IDLE AGENTZ__V1__AGENT_STATUS__AGENT_STATUS_IDLE
+#define ST_BUSY AGENTZ__V1__AGENT_STATUS__AGENT_STATUS_BUSY
+#define ST_DISABLED AGENTZ__V1__AGENT_STATUS__AGENT_STATUS_DISABLED
+#define ST_ERROR AGENTZ__V1__AGENT_STATUS__AGENT_STATUS_ERROR
+#define WS_B "0b0b0b0b-0000-4000-8000-00000000000b"
+
+static char dir[64];
+static az_embed *embed;
+static az_pg *pg;
+static az_arena *arena;
+static char msg[AZ_MSG_MAX];
+static const az_ctx ctx = {.workspace_id = AZ_DEFAULT_WORKSPACE, .principal = "", .request_id = "t",
+                           .deadline_ms = -1};
+static const az_ctx ctx_b = {.workspace_id = WS_B, .principal = "", .request_id = "t",
+                             .deadline_ms = -1};
+
+static Agentz__V1__Agent *new_agent(const char *name)
+{
+    Agentz__V1__Agent a = AGENTZ__V1__AGENT__INIT;
+    a.name = (char *)name;
+    a.role = "Worker";
+    a.goal = "Work";
+    a.backstory = "Works";
+    Agentz__V1__Agent *out = NULL;
+    int replayed;
+    CU_ASSERT_EQUAL_FATAL(az_agent_create(pg, &ctx, &a, "", "", arena, &out, &replayed, msg), AZ_OK);
+    return out;
+}
+
+static int status_of(const char *id)
+{
+    Agentz__V1__Agent *g = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_agent_get(pg, &ctx, id, arena, &g, msg), AZ_OK);
+    return (int)g->status;
+}
+
+/* Whether ListAgents with status filter s returns id. */
+static int listed(int s, const char *id)
+{
+    az_agent_query q = {.status = s, .page_size = 1000, .page_token = ""};
+    Agentz__V1__ListAgentsResponse *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_agent_list(pg, &ctx, &q, arena, &r, msg), AZ_OK);
+    for (size_t i = 0; i < r->n_agents; i++) {
+        if (strcmp(r->agents[i]->id, id) == 0) {
+            CU_ASSERT_EQUAL(r->agents[i]->status, s);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void test_transitions(void)
+{
+    Agentz__V1__Agent *a = new_agent("status-1");
+    const char *id = a->id;
+    CU_ASSERT_EQUAL(status_of(id), ST_IDLE);
+    CU_ASSERT_TRUE(listed(ST_IDLE, id));
+
+    /* Two tasks: busy until both end. */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(id), ST_BUSY);
+    CU_ASSERT_TRUE(listed(ST_BUSY, id));
+    CU_ASSERT_FALSE(listed(ST_IDLE, id));
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 1, msg), AZ_OK); /* one failed: still busy */
+    CU_ASSERT_EQUAL(status_of(id), ST_BUSY);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(id), ST_IDLE);
+
+    /* The last task failed for good: error, until the next task. */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 1, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(id), ST_ERROR);
+    CU_ASSERT_TRUE(listed(ST_ERROR, id));
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(id), ST_BUSY);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(id), ST_IDLE);
+
+    /* An extra end (a duplicate report) never drives the count below zero. */
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(id), ST_IDLE);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(id), ST_BUSY);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(id), ST_IDLE);
+
+    /* Status is not configuration: the etag stays. */
+    Agentz__V1__Agent *now = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_agent_get(pg, &ctx, id, arena, &now, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(now->etag, a->etag);
+}
+
+static void test_disabled(void)
+{
+    Agentz__V1__Agent *a = new_agent("status-2");
+    /* Disabled while a task runs: disabled wins, and stays when the task ends. */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, msg), AZ_OK);
+    Agentz__V1__Agent *cur = NULL, *g = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_agent_get(pg, &ctx, a->id, arena, &cur, msg), AZ_OK);
+    cur->disabled = 1;
+    CU_ASSERT_EQUAL_FATAL(az_agent_replace(pg, &ctx, cur, az_agent_etag_revision(cur->etag), arena, &g, msg), AZ_OK);
+    CU_ASSERT_EQUAL(g->status, ST_DISABLED);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, msg), AZ_OK); /* a task already queued */
+    CU_ASSERT_EQUAL(status_of(a->id), ST_DISABLED);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, 1, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_DISABLED);
+    CU_ASSERT_TRUE(listed(ST_DISABLED, a->id));
+    /* Enabled again while one task still runs: busy, not idle. */
+    g->disabled = 0;
+    CU_ASSERT_EQUAL_FATAL(az_agent_replace(pg, &ctx, g, az_agent_etag_revision(g->etag), arena, &cur, msg), AZ_OK);
+    CU_ASSERT_EQUAL(cur->status, ST_BUSY);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_IDLE);
+}
+
+static void test_unknown_and_other_workspace(void)
+{
+    Agentz__V1__Agent *a = new_agent("status-3");
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, "0a0a0a0a-0000-4000-8000-00000000dead", msg), AZ_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, "nope", 0, msg), AZ_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx_b, a->id, msg), AZ_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_IDLE);
+}
+
+typedef struct racer {
+    const char *id;
+    pthread_barrier_t *bar;
+    int errors;
+} racer;
+
+static void *race_main(void *arg)
+{
+    racer *r = arg;
+    char m[AZ_MSG_MAX];
+    pthread_barrier_wait(r->bar);
+    for (int i = 0; i < 25; i++) {
+        if (az_agent_task_started(pg, &ctx, r->id, m) != AZ_OK) r->errors++;
+        if (az_agent_task_ended(pg, &ctx, r->id, 0, m) != AZ_OK) r->errors++;
+    }
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    /* 4 workers start and end 25 tasks each at once: the count comes back to 0 exactly. */
+    Agentz__V1__Agent *a = new_agent("status-4");
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 4);
+    pthread_t t[4];
+    racer r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (racer){.id = a->id, .bar = &bar};
+        pthread_create(&t[i], NULL, race_main, &r[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        CU_ASSERT_EQUAL(r[i].errors, 0);
+    }
+    pthread_barrier_destroy(&bar);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_IDLE);
+    az_pgconn *c;
+    CU_ASSERT_EQUAL_FATAL(az_pg_acquire(pg, &ctx, &c, msg), AZ_OK);
+    PGresult *res;
+    const char *p[2] = {AZ_DEFAULT_WORKSPACE, a->id};
+    CU_ASSERT_EQUAL(az_pg_exec(c, &ctx, "SELECT running_tasks FROM agents WHERE workspace_id = $1 AND id = $2",
+                               2, p, &res, msg),
+                    AZ_OK);
+    CU_ASSERT_STRING_EQUAL(PQgetvalue(res, 0, 0), "0");
+    PQclear(res);
+    az_pg_release(c);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static int suite_init(void)
+{
+    az_log_set_level(AZ_LOG_ERROR);
+    snprintf(dir, sizeof dir, "/tmp/aztest-agent-XXXXXX");
+    if (!mkdtemp(dir) || chmod(dir, 0755) != 0) return -1;
+    if (az_embed_start(dir, &embed, msg) != AZ_OK) {
+        fprintf(stderr, "cannot start embedded postgresql: %s\n", msg);
+        return -1;
+    }
+    if (az_pg_new(az_embed_database_url(embed), 6, 30000, &pg, msg) != AZ_OK ||
+        az_migrate(pg, az_migrations, az_migrations_count, NULL, msg) != AZ_OK) {
+        fprintf(stderr, "cannot prepare the database: %s\n", msg);
+        return -1;
+    }
+    az_pgconn *c;
+    if (az_pg_acquire(pg, NULL, &c, msg) != AZ_OK ||
+        az_pg_exec(c, NULL, "INSERT INTO workspaces (id, name) VALUES ('" WS_B "', 'b')", 0, NULL, NULL,
+                   msg) != AZ_OK) {
+        fprintf(stderr, "cannot create workspace b: %s\n", msg);
+        return -1;
+    }
+    az_pg_release(c);
+    if (az_pg_set_role(pg, "agentz_app", msg) != AZ_OK) return -1;
+    arena = az_arena_new(0);
+    return arena ? 0 : -1;
+}
+
+static int suite_clean(void)
+{
+    az_arena_free(arena);
+    az_pg_free(pg);
+    az_embed_stop(embed);
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS) return 1;
+    CU_pSuite s = CU_add_suite("agent status", suite_init, suite_clean);
+    CU_add_test(s, "idle, busy, error, idle", test_transitions);
+    CU_add_test(s, "disabled wins; enabling while busy", test_disabled);
+    CU_add_test(s, "unknown agent, other workspace", test_unknown_and_other_workspace);
+    CU_add_test(s, "concurrent starts and ends", test_concurrent);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    if (CU_get_number_of_suites_failed()) failed++;
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}
