@@ -357,7 +357,7 @@ static int suite_init(void)
     for (size_t i = 0; i < sizeof unset / sizeof *unset; i++) unsetenv(unset[i]);
     setenv("AGENTZ_RECONCILE_INTERVAL", "200ms", 1);
     setenv("AGENTZ_TASK_LEASE_SECONDS", "3", 1);
-    setenv("AGENTZ_SHUTDOWN_GRACE", "1s", 1);
+    setenv("AGENTZ_WORKER_SHUTDOWN_GRACE_MS", "1000", 1);
     static const char *const api_args[] = {"--roles", "api", NULL};
     static const char *const worker_args[] = {"--roles", "worker", NULL};
     if (az_itest_start(&api, "engine-failover", api_args) != 0) return -1;
