@@ -28,6 +28,8 @@
 #include "system/system_api.h"
 #include "task/task_api.h"
 #include "tools/netguard.h"
+#include "tools/tools.h"
+#include "worker/worker.h"
 #include "workflow/run.h"
 #include "workflow/workflow_api.h"
 
@@ -96,6 +98,20 @@ static void *janitor_main(void *arg)
     return NULL;
 }
 
+/* The worker's graceful stop runs beside the gRPC server's, so neither waits out the other's
+ * grace. */
+typedef struct worker_stopper {
+    az_worker *w;
+    int grace_ms;
+} worker_stopper;
+
+static void *stop_worker_main(void *arg)
+{
+    worker_stopper *s = arg;
+    az_worker_stop(s->w, s->grace_ms);
+    return NULL;
+}
+
 static int run(const az_config *cfg)
 {
     char msg[AZ_MSG_MAX];
@@ -116,9 +132,22 @@ static int run(const az_config *cfg)
     az_auth *auth = NULL;
     az_redis *rl_redis = NULL;
     az_ratelimit *limiter = NULL;
-    az_netguard *guard = NULL; /* for LLM calls and tool fetches; the executor will take it */
+    az_netguard *guard = NULL; /* for LLM calls and tool fetches */
+    az_tools *tools = NULL;
+    az_worker *worker = NULL;
     janitor jan = {.stop = 0};
     int janitor_started = 0;
+    const int role_api = az_config_has_role(cfg, "api");
+    const int role_worker = az_config_has_role(cfg, "worker");
+
+    /* libuv sizes its threadpool (claims, heartbeats, the executor's database and tool steps)
+     * once, at first use: before any thread exists, and at least the pool size. */
+    if (role_worker && !getenv("UV_THREADPOOL_SIZE")) {
+        char n[16];
+        int size = cfg->db_pool_size + 8;
+        snprintf(n, sizeof n, "%d", size < 16 ? 16 : size > 1024 ? 1024 : size);
+        setenv("UV_THREADPOOL_SIZE", n, 1);
+    }
 
     /* Signals are taken by sigwait below; every thread inherits the mask. */
     sigset_t sigs;
@@ -139,8 +168,20 @@ static int run(const az_config *cfg)
     log_policy(policy, !cfg->allow_private_networks);
 
     const char *db_url = cfg->database_url, *redis_url = cfg->redis_url;
+    int attached = 0;
     if (!db_url) {
-        if (az_embed_start(cfg->data_dir, &embed, msg) != AZ_OK) {
+        az_err eerr = az_embed_start(cfg->data_dir, &embed, msg);
+        if (eerr == AZ_ERR_PRECONDITION && !role_api) {
+            /* Another agentzd owns the data dir: an extra worker uses its servers. */
+            char amsg[AZ_MSG_MAX];
+            if (az_embed_attach(cfg->data_dir, &embed, amsg) == AZ_OK) {
+                eerr = AZ_OK;
+                attached = 1;
+            } else {
+                az_warn("cannot attach to the running instance's servers either: %s", amsg);
+            }
+        }
+        if (eerr != AZ_OK) {
             az_error("cannot start embedded postgresql and redis: %s", msg);
             goto out;
         }
@@ -168,7 +209,7 @@ static int run(const az_config *cfg)
         goto out;
     }
     if (!keys) az_warn("no master key (AGENTZ_MASTER_KEY or AGENTZ_MASTER_KEY_FILE): secrets are unavailable");
-    if (embed && az_admin_ensure_local_key(pg, az_embed_data_dir(embed), msg) != AZ_OK) {
+    if (embed && !attached && az_admin_ensure_local_key(pg, az_embed_data_dir(embed), msg) != AZ_OK) {
         az_error("cannot write the local admin key: %s", msg);
         goto out;
     }
@@ -182,6 +223,7 @@ static int run(const az_config *cfg)
     agents = az_agent_api_new(pg);
     tasks = az_task_api_new(pg, redis);
     workflows = az_workflow_api_new(pg, redis);
+    /* Every process reconciles: reaping expired leases must not depend on an api process. */
     reconciler = az_reconciler_new(pg, redis, cfg->reconcile_interval_ms, cfg->republish_after_ms);
     sys = az_system_api_new(pg, keys);
     int auth_off = 0;
@@ -229,15 +271,16 @@ static int run(const az_config *cfg)
         az_error("cannot set up health checks: %s", msg);
         goto out;
     }
-    for (size_t i = 0; i < sizeof services / sizeof *services; i++) {
+    for (size_t i = 0; role_api && i < sizeof services / sizeof *services; i++) {
         if (az_health_add_service(health, services[i], msg) != AZ_OK) {
             az_error("cannot set up health checks: %s", msg);
             goto out;
         }
     }
 
-    /* CancelTask/RetryTask on a run's task refresh the run's status. */
+    /* CancelTask/RetryTask on a run's task, and reaping, refresh the run's status. */
     az_task_api_set_run_hook(tasks, az_run_sync_hook, pg);
+    az_reconciler_set_run_hook(reconciler, az_run_sync_hook, pg);
     const az_method *tables[6];
     size_t counts[6];
     tables[0] = az_health_methods(health, &counts[0]);
@@ -256,7 +299,8 @@ static int run(const az_config *cfg)
         .stream_queue_limit = cfg->stream_queue_limit,
         .shutdown_grace_ms = cfg->shutdown_grace_ms,
     };
-    srv = az_server_new(&scfg, tables, counts, 6, msg);
+    /* A worker-only process serves health and reflection (probes, readiness), no API. */
+    srv = az_server_new(&scfg, tables, counts, role_api ? 6 : 2, msg);
     if (!srv) {
         az_error("%s", msg);
         goto out;
@@ -269,6 +313,34 @@ static int run(const az_config *cfg)
         az_error("cannot start serving: %s", msg);
         goto out;
     }
+    az_memory_config memcfg = {.embeddings_url = cfg->embeddings_url,
+                               .embeddings_model = cfg->embeddings_model,
+                               .embeddings_api_key = cfg->embeddings_api_key,
+                               .guard = guard};
+    if (role_worker) {
+        az_tools_config tcfg = {.guard = guard};
+        if (az_tools_new(&tcfg, &tools, msg) != AZ_OK) {
+            az_error("cannot set up the tools: %s", msg);
+            goto out;
+        }
+        az_worker_config wcfg = {.redis_url = redis_url,
+                                 .database_url = db_url,
+                                 .db_role = cfg->db_role,
+                                 .concurrency = cfg->worker_concurrency,
+                                 .lease_seconds = cfg->task_lease_seconds,
+                                 .id = cfg->worker_id,
+                                 .pg = pg,
+                                 .redis = redis,
+                                 .keys = keys,
+                                 .guard = guard,
+                                 .prices = NULL,
+                                 .memory = &memcfg,
+                                 .tools = tools};
+        if (az_worker_new(&wcfg, &worker, msg) != AZ_OK || az_worker_start(worker, msg) != AZ_OK) {
+            az_error("cannot start the worker: %s", msg);
+            goto out;
+        }
+    }
     jan.pg = pg;
     pthread_mutex_init(&jan.mu, NULL);
     pthread_cond_init(&jan.cv, NULL);
@@ -278,9 +350,10 @@ static int run(const az_config *cfg)
     const char *colon = strrchr(cfg->listen, ':');
     snprintf(where, sizeof where, "%.*s:%d", (int)(colon - cfg->listen), cfg->listen,
              az_server_port(srv));
-    az_info("agentzd %s serving grpc on %s (%s), database %s, redis %s", AZ_VERSION, where,
-            cfg->tls_cert ? "tls" : "plaintext", embed ? "embedded" : "external",
-            embed ? "embedded" : "external");
+    az_info("agentzd %s serving grpc on %s (%s), roles %s, database %s, redis %s", AZ_VERSION,
+            where, cfg->tls_cert ? "tls" : "plaintext", cfg->roles,
+            embed ? (attached ? "embedded (attached)" : "embedded") : "external",
+            embed ? (attached ? "embedded (attached)" : "embedded") : "external");
     printf("AGENTZ is running: gRPC at %s%s\n", where, cfg->tls_cert ? " (TLS)" : "");
     printf("  try: build/bin/agentz --server %s agents list\n", where);
     printf("  or:  grpcurl -plaintext %s list\n", where);
@@ -289,9 +362,16 @@ static int run(const az_config *cfg)
     int sig = 0;
     sigwait(&sigs, &sig);
     az_info("received %s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    worker_stopper stopper = {.w = worker, .grace_ms = cfg->worker_shutdown_grace_ms};
+    pthread_t stopper_thread;
+    int stopping = worker && pthread_create(&stopper_thread, NULL, stop_worker_main, &stopper) == 0;
     az_server_shutdown(srv);
+    if (stopping) pthread_join(stopper_thread, NULL);
     rc = 0;
 out:
+    /* Stops it (grace 0) if still running: before the pool, Redis and tools it borrows. */
+    az_worker_free(worker);
+    az_tools_free(tools);
     az_reconciler_free(reconciler); /* before the pool and redis it uses */
     if (janitor_started) {
         pthread_mutex_lock(&jan.mu);

@@ -478,6 +478,8 @@ static az_err private_dir(const az_embed *e, const char *path, char *msg)
 
 /* Unix socket paths hold at most 107 bytes; a deep data dir gets a short dir under /tmp instead,
  * named by a hash of the data dir so a restart finds the same one. Recorded in DATA/run/socket_dir. */
+static az_err make_urls(az_embed *e, char *msg);
+
 static az_err pick_sockets(az_embed *e, char *msg)
 {
     const size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
@@ -501,6 +503,12 @@ static az_err pick_sockets(az_embed *e, char *msg)
         }
         az_info("data dir path is too long for unix sockets, using socket dir %s", e->sock_dir);
     }
+    return make_urls(e, msg);
+}
+
+/* The socket path and both URLs from e->sock_dir. */
+static az_err make_urls(az_embed *e, char *msg)
+{
     if (join(e->redis_sock, e->sock_dir, REDIS_SOCK_NAME) != 0)
         return az_fail(msg, AZ_ERR_INTERNAL, "socket path is too long: %s", e->sock_dir);
 
@@ -895,6 +903,55 @@ az_err az_embed_start(const char *data_dir, az_embed **out, char *msg)
         return err;
     }
     az_info("embedded postgresql and redis ready in %s", e->dir);
+    *out = e;
+    return AZ_OK;
+}
+
+az_err az_embed_attach(const char *data_dir, az_embed **out, char *msg)
+{
+    if (!out) return az_fail(msg, AZ_ERR_INVALID, "out is required");
+    *out = NULL;
+    if (!data_dir || !*data_dir) return az_fail(msg, AZ_ERR_INVALID, "data_dir is required");
+    az_embed *e = calloc(1, sizeof *e);
+    if (!e) return az_fail(msg, AZ_ERR_NOMEM, "cannot allocate embedded server state");
+    e->lock_fd = -1; /* the owner holds the lock; we never take it */
+    if (!realpath(data_dir, e->dir)) {
+        az_err err = az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot attach to data dir %s: %s", data_dir,
+                             strerror(errno));
+        free(e);
+        return err;
+    }
+    char record[PATH_MAX];
+    az_err err = AZ_OK;
+    if (join(e->run_dir, e->dir, "run") != 0 || join(record, e->run_dir, "socket_dir") != 0)
+        err = az_fail(msg, AZ_ERR_INVALID, "data dir path is too long: %s", e->dir);
+    /* Where the owner put its sockets: DATA/run, or the directory DATA/run/socket_dir names
+     * when DATA/run is too long for a unix socket path (pick_sockets). */
+    snprintf(e->sock_dir, sizeof e->sock_dir, "%s", e->run_dir);
+    FILE *f = err ? NULL : fopen(record, "re");
+    if (f) {
+        char line[PATH_MAX];
+        if (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\n")] = '\0';
+            if (line[0] == '/') snprintf(e->sock_dir, sizeof e->sock_dir, "%s", line);
+        }
+        fclose(f);
+    }
+    if (!err) err = make_urls(e, msg);
+    if (!err && pg_ping(e) != PQPING_OK)
+        err = az_fail(msg, AZ_ERR_UNAVAILABLE,
+                      "no embedded postgresql answers in %s (is an agentzd running on this data dir?)",
+                      e->sock_dir);
+    if (!err && redis_probe(e->redis_sock, NULL) != REDIS_UP)
+        err = az_fail(msg, AZ_ERR_UNAVAILABLE,
+                      "no embedded redis answers on %s (is an agentzd running on this data dir?)",
+                      e->redis_sock);
+    if (err) {
+        free(e);
+        return err;
+    }
+    /* pg_running, redis_running and tmp_sock_dir stay 0: az_embed_stop only frees. */
+    az_info("attached to the embedded postgresql and redis of the agentzd running in %s", e->dir);
     *out = e;
     return AZ_OK;
 }

@@ -20,6 +20,16 @@ typedef struct az_embed az_embed;
  * SIG_IGN) while start or stop runs. */
 az_err az_embed_start(const char *data_dir, az_embed **out, char *msg);
 
+/* Attaches to the PostgreSQL and Redis that another agentzd (the owner, holding the data-dir
+ * lock) runs under data_dir, without taking the lock or starting anything: for extra worker
+ * processes on the same machine. Finds the sockets the way the owner placed them (DATA/run, or
+ * the directory DATA/run/socket_dir records) and checks that both servers answer.
+ * On AZ_OK *out is a handle whose URLs and data dir work as for az_embed_start; az_embed_stop
+ * only frees it (the owner stops the servers; if it does, this process's connections fail).
+ * On error *out is NULL: AZ_ERR_INVALID (no data_dir), AZ_ERR_UNAVAILABLE when the dir does
+ * not exist or nothing answers there, AZ_ERR_NOMEM. */
+az_err az_embed_attach(const char *data_dir, az_embed **out, char *msg);
+
 /* libpq connection URI for database "agentz" over the private unix socket, for PQconnectdb:
  * "postgresql:///agentz?host=<socket dir, percent-encoded>&port=5432&user=agentz".
  * Owned by e; valid until az_embed_stop. */
