@@ -1,5 +1,6 @@
 /* AgentService handlers: request validation with field-naming errors, AIP-134 field masks,
- * AIP-154 etags and AIP-158 pagination limits, on top of the agent service (agent.c). */
+ * AIP-154 etags and AIP-158 pagination limits, on top of the agent service (agent.c), agent
+ * memory (memory.c) and the task service's per-agent metrics (task/metrics.c). */
 #include "agent_api.h"
 
 #include <jansson.h>
@@ -9,9 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "agent/memory.h"
 #include "core/text.h"
 #include "google/protobuf/empty.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+#include "task/metrics.h"
+#include "tools/tools.h"
 
 #define PAGE_DEFAULT 50
 #define PAGE_MAX 1000
@@ -23,15 +29,15 @@
 #define LLM_TIMEOUT_MAX_S 3600
 #define EXEC_TIME_MAX_S 86400
 #define REQUEST_ID_MAX 128
+#define MEMORY_QUERY_MAX 1000
+#define METRICS_WINDOW_US (24LL * 3600 * 1000000) /* GetAgentMetrics without a start_time */
+#define TIMESTAMP_MAX_S 253402300799LL             /* 9999-12-31T23:59:59Z */
 
 struct az_agent_api {
     az_pg *pg;
-    az_method methods[5];
+    az_method methods[8];
 };
 
-/* Tool names agents may list. The execution engine implements each; the delegation tools are
- * implied by allow_delegation and not listed here. */
-static const char *const known_tools[] = {"http_fetch", "current_time", "calculator"};
 static const char *const providers[] = {"", "openai", "anthropic"};
 
 /* ---------------------------------------------------------------- validation */
@@ -96,12 +102,21 @@ az_err az_agent_validate(const Agentz__V1__Agent *a, int creating, char *msg)
     if ((err = check_llm(a->llm, msg)) != AZ_OK) return err;
     if (a->n_tools > AZ_AGENT_TOOLS_MAX)
         return az_fail(msg, AZ_ERR_INVALID, "agent.tools: at most %d tools", AZ_AGENT_TOOLS_MAX);
+    /* The tools module's list, so a new built-in tool is accepted where it is implemented. The
+     * delegation tools are not named here: allow_delegation gives them. */
+    size_t n_known;
+    const char *const *known = az_tools_builtin_names(&n_known);
     for (size_t i = 0; i < a->n_tools; i++) {
-        if (!name_in(a->tools[i], known_tools, sizeof known_tools / sizeof *known_tools))
+        if (!name_in(a->tools[i], known, n_known)) {
+            char list[256] = "";
+            size_t len = 0;
+            for (size_t k = 0; k < n_known && len < sizeof list; k++)
+                len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", k ? ", " : "", known[k]);
             return az_fail(msg, AZ_ERR_INVALID,
-                           "agent.tools[%zu]: unknown tool \"%.64s\" (known: http_fetch, "
-                           "current_time, calculator)",
-                           i, a->tools[i]);
+                           "agent.tools[%zu]: unknown tool \"%.64s\" (built-in tools: %s; the "
+                           "delegation tools come with allow_delegation)",
+                           i, a->tools[i], list);
+        }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(a->tools[i], a->tools[j]) == 0)
                 return az_fail(msg, AZ_ERR_INVALID, "agent.tools[%zu]: \"%s\" is listed twice", i,
@@ -298,6 +313,17 @@ az_err az_agent_parse_selector(const char *selector, az_arena *arena, char **jso
 
 /* ---------------------------------------------------------------- handlers */
 
+static int clamp_page(int size) { return size == 0 ? PAGE_DEFAULT : size > PAGE_MAX ? PAGE_MAX : size; }
+
+static az_err empty_response(az_call *c, ProtobufCMessage **out, char *msg)
+{
+    Google__Protobuf__Empty *e = az_arena_alloc(az_call_arena(c), sizeof *e);
+    if (!e) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    google__protobuf__empty__init(e);
+    *out = &e->base;
+    return AZ_OK;
+}
+
 /* SHA-256 of the serialized agent: what makes two requests with one request_id "the same". */
 static char *request_hash(az_arena *a, const Agentz__V1__Agent *g)
 {
@@ -357,9 +383,7 @@ static az_err list_agents(az_call *c, const ProtobufCMessage *in, ProtobufCMessa
         return az_fail(msg, AZ_ERR_INVALID, "status: unknown value %d", (int)req->status);
     az_agent_query q = {
         .status = (int)req->status,
-        .page_size = req->page_size == 0 ? PAGE_DEFAULT
-                     : req->page_size > PAGE_MAX ? PAGE_MAX
-                                                 : req->page_size,
+        .page_size = clamp_page(req->page_size),
         .page_token = req->page_token,
     };
     char *labels;
@@ -417,11 +441,85 @@ static az_err delete_agent(az_call *c, const ProtobufCMessage *in, ProtobufCMess
     az_call_ctx(c, &ctx);
     az_err err = az_agent_delete(api->pg, &ctx, req->id, want, msg);
     if (err != AZ_OK) return err;
-    Google__Protobuf__Empty *e = az_arena_alloc(az_call_arena(c), sizeof *e);
-    if (!e) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-    google__protobuf__empty__init(e);
-    *out = &e->base;
+    return empty_response(c, out, msg);
+}
+
+/* ---------------------------------------------------------------- memory and metrics */
+
+
+static az_err get_agent_memory(az_call *c, const ProtobufCMessage *in, ProtobufCMessage **out, char *msg)
+{
+    az_agent_api *api = az_call_data(c);
+    const Agentz__V1__GetAgentMemoryRequest *req = (const void *)in;
+    if (!*req->agent_id) return az_fail(msg, AZ_ERR_INVALID, "agent_id is required");
+    az_err err = az_text_check("query", req->query, MEMORY_QUERY_MAX, AZ_TEXT_MULTILINE, msg);
+    if (err != AZ_OK) return err;
+    if (req->page_size < 0) return az_fail(msg, AZ_ERR_INVALID, "page_size: must not be negative");
+    az_ctx ctx;
+    az_call_ctx(c, &ctx);
+    Agentz__V1__AgentMemory *m;
+    err = az_memory_list(api->pg, &ctx, req->agent_id, req->query, clamp_page(req->page_size),
+                         req->page_token, az_call_arena(c), &m, msg);
+    if (err == AZ_OK) *out = &m->base;
+    return err;
+}
+
+static az_err clear_agent_memory(az_call *c, const ProtobufCMessage *in, ProtobufCMessage **out, char *msg)
+{
+    az_agent_api *api = az_call_data(c);
+    const Agentz__V1__ClearAgentMemoryRequest *req = (const void *)in;
+    if (!*req->agent_id) return az_fail(msg, AZ_ERR_INVALID, "agent_id is required");
+    az_ctx ctx;
+    az_call_ctx(c, &ctx);
+    az_err err = az_memory_clear(api->pg, &ctx, req->agent_id, NULL, msg);
+    if (err != AZ_OK) return err;
+    return empty_response(c, out, msg);
+}
+
+static az_err check_timestamp(const char *field, const Google__Protobuf__Timestamp *t, char *msg)
+{
+    if (t && (t->seconds < 0 || t->seconds > TIMESTAMP_MAX_S || t->nanos < 0 || t->nanos > 999999999))
+        return az_fail(msg, AZ_ERR_INVALID,
+                       "%s: not a valid timestamp (1970-01-01 to 9999-12-31, nanos 0..999999999)",
+                       field);
     return AZ_OK;
+}
+
+static int64_t timestamp_to_us(const Google__Protobuf__Timestamp *t)
+{
+    return (int64_t)t->seconds * 1000000 + t->nanos / 1000;
+}
+
+static az_err get_agent_metrics(az_call *c, const ProtobufCMessage *in, ProtobufCMessage **out, char *msg)
+{
+    az_agent_api *api = az_call_data(c);
+    const Agentz__V1__GetAgentMetricsRequest *req = (const void *)in;
+    if (!*req->agent_id) return az_fail(msg, AZ_ERR_INVALID, "agent_id is required");
+    az_err err;
+    if ((err = check_timestamp("start_time", req->start_time, msg)) != AZ_OK ||
+        (err = check_timestamp("end_time", req->end_time, msg)) != AZ_OK)
+        return err;
+    int64_t end;
+    if (req->end_time) {
+        end = timestamp_to_us(req->end_time);
+    } else {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        end = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    }
+    int64_t start = req->start_time ? timestamp_to_us(req->start_time) : end - METRICS_WINDOW_US;
+    if (start >= end) return az_fail(msg, AZ_ERR_INVALID, "start_time: must be before end_time");
+    az_ctx ctx;
+    az_call_ctx(c, &ctx);
+    az_arena *a = az_call_arena(c);
+    /* Metrics of an agent that does not exist (or is another workspace's) would be zeros that
+     * look like an idle agent: say it is not there instead. */
+    Agentz__V1__Agent *g;
+    if ((err = az_agent_get(api->pg, &ctx, req->agent_id, a, &g, msg)) != AZ_OK) return err;
+    Agentz__V1__AgentMetrics *m;
+    err = az_task_agent_metrics(api->pg, &ctx, g->id, start, end, a, &m, msg);
+    if (err == AZ_OK) *out = &m->base;
+    return err;
 }
 
 az_agent_api *az_agent_api_new(az_pg *pg)
@@ -444,6 +542,15 @@ az_agent_api *az_agent_api_new(az_pg *pg)
         {"/agentz.v1.AgentService/DeleteAgent", AZ_RPC_UNARY,
          &agentz__v1__delete_agent_request__descriptor, &google__protobuf__empty__descriptor,
          .unary = delete_agent, .data = api},
+        {"/agentz.v1.AgentService/GetAgentMemory", AZ_RPC_UNARY,
+         &agentz__v1__get_agent_memory_request__descriptor, &agentz__v1__agent_memory__descriptor,
+         .unary = get_agent_memory, .data = api},
+        {"/agentz.v1.AgentService/ClearAgentMemory", AZ_RPC_UNARY,
+         &agentz__v1__clear_agent_memory_request__descriptor, &google__protobuf__empty__descriptor,
+         .unary = clear_agent_memory, .data = api},
+        {"/agentz.v1.AgentService/GetAgentMetrics", AZ_RPC_UNARY,
+         &agentz__v1__get_agent_metrics_request__descriptor, &agentz__v1__agent_metrics__descriptor,
+         .unary = get_agent_metrics, .data = api},
     };
     memcpy(api->methods, m, sizeof m);
     return api;

@@ -8,6 +8,7 @@
 
 #include "agent/agent_api.h"
 #include "core/arena.h"
+#include "tools/tools.h"
 
 static az_arena *arena;
 static char msg[AZ_MSG_MAX];
@@ -230,6 +231,18 @@ static void test_tools(void)
     set_tools(a, 2, unknown);
     expect_invalid(a, 1, "agent.tools[1]");
     CU_ASSERT_PTR_NOT_NULL(strstr(msg, "shell"));
+    /* The message lists the valid names: every built-in tool of the tools module. */
+    size_t n_builtin;
+    const char *const *builtin = az_tools_builtin_names(&n_builtin);
+    CU_ASSERT(n_builtin >= 3);
+    for (size_t i = 0; i < n_builtin; i++) CU_ASSERT_PTR_NOT_NULL(strstr(msg, builtin[i]));
+    set_tools(a, n_builtin, (const char *const *)builtin);
+    expect_valid(a, 1, "every built-in tool");
+    /* Delegation tools come with allow_delegation, not by name. */
+    static const char *const delegation[] = {"delegate_work_to_coworker"};
+    set_tools(a, 1, delegation);
+    expect_invalid(a, 1, "agent.tools[0]");
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "allow_delegation"));
     static const char *const twice[] = {"calculator", "current_time", "calculator"};
     set_tools(a, 3, twice);
     expect_invalid(a, 1, "agent.tools[2]");
