@@ -10,6 +10,7 @@
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/protobuf/field_mask.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
 #include "harness.h"
 
@@ -577,6 +578,133 @@ static void test_delete(void)
     free_msg(g);
 }
 
+/* ---------------------------------------------------------------- memory and metrics */
+
+static int get_memory(const char *agent, const char *query, int page_size, const char *token,
+                      Agentz__V1__AgentMemory **out)
+{
+    Agentz__V1__GetAgentMemoryRequest req = AGENTZ__V1__GET_AGENT_MEMORY_REQUEST__INIT;
+    req.agent_id = (char *)agent;
+    req.query = (char *)query;
+    req.page_size = page_size;
+    req.page_token = (char *)token;
+    void *m = NULL;
+    int st = call(SVC "GetAgentMemory", &req, &agentz__v1__agent_memory__descriptor, &m);
+    if (out) *out = m;
+    else free_msg(m);
+    return st;
+}
+
+static int get_metrics(const char *agent, const Google__Protobuf__Timestamp *start,
+                       const Google__Protobuf__Timestamp *end, Agentz__V1__AgentMetrics **out)
+{
+    Agentz__V1__GetAgentMetricsRequest req = AGENTZ__V1__GET_AGENT_METRICS_REQUEST__INIT;
+    req.agent_id = (char *)agent;
+    req.start_time = (Google__Protobuf__Timestamp *)start;
+    req.end_time = (Google__Protobuf__Timestamp *)end;
+    void *m = NULL;
+    int st = call(SVC "GetAgentMetrics", &req, &agentz__v1__agent_metrics__descriptor, &m);
+    if (out) *out = m;
+    else free_msg(m);
+    return st;
+}
+
+static void test_memory_rpcs(void)
+{
+    Agentz__V1__Agent a = make_agent("Rememberer");
+    a.memory = 1;
+    int st;
+    Agentz__V1__Agent *g = create(&a, NULL, &st);
+    CU_ASSERT_EQUAL_FATAL(st, 0);
+
+    /* A new agent remembers nothing. */
+    Agentz__V1__AgentMemory *m = NULL;
+    CU_ASSERT_EQUAL(get_memory(g->id, "", 0, "", &m), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_EQUAL(m->n_entries, 0);
+    CU_ASSERT_STRING_EQUAL(m->next_page_token, "");
+    free_msg(m);
+    CU_ASSERT_EQUAL(get_memory(g->id, "anything", 5000, "", NULL), 0); /* page_size clamped */
+
+    /* Validation names the field. */
+    CU_ASSERT_EQUAL(get_memory("", "", 0, "", NULL), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "agent_id"));
+    CU_ASSERT_EQUAL(get_memory(g->id, "", -1, "", NULL), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "page_size"));
+    CU_ASSERT_EQUAL(get_memory(g->id, "bad\x01query", 0, "", NULL), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "query"));
+    CU_ASSERT_EQUAL(get_memory(g->id, "", 0, "garbage!", NULL), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "page_token"));
+    /* Unknown agents. */
+    CU_ASSERT_EQUAL(get_memory("3f6c2b1a-0000-4000-8000-000000000000", "", 0, "", NULL), 5);
+    CU_ASSERT_EQUAL(get_memory("not-a-uuid", "", 0, "", NULL), 5);
+
+    Agentz__V1__ClearAgentMemoryRequest clear = AGENTZ__V1__CLEAR_AGENT_MEMORY_REQUEST__INIT;
+    clear.agent_id = g->id;
+    CU_ASSERT_EQUAL(call(SVC "ClearAgentMemory", &clear, &google__protobuf__empty__descriptor, NULL), 0);
+    clear.agent_id = "";
+    CU_ASSERT_EQUAL(call(SVC "ClearAgentMemory", &clear, &google__protobuf__empty__descriptor, NULL), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "agent_id"));
+    clear.agent_id = "3f6c2b1a-0000-4000-8000-000000000000";
+    CU_ASSERT_EQUAL(call(SVC "ClearAgentMemory", &clear, &google__protobuf__empty__descriptor, NULL), 5);
+    free_msg(g);
+}
+
+static void test_metrics_rpc(void)
+{
+    Agentz__V1__Agent a = make_agent("Measured");
+    int st;
+    Agentz__V1__Agent *g = create(&a, NULL, &st);
+    CU_ASSERT_EQUAL_FATAL(st, 0);
+
+    /* Default window: the last 24 hours, all zeros for a new agent. */
+    Agentz__V1__AgentMetrics *m = NULL;
+    CU_ASSERT_EQUAL(get_metrics(g->id, NULL, NULL, &m), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_STRING_EQUAL(m->agent_id, g->id);
+    CU_ASSERT_EQUAL(m->tasks_total, 0);
+    CU_ASSERT_EQUAL(m->tasks_running, 0);
+    CU_ASSERT_EQUAL(m->tasks_succeeded, 0);
+    CU_ASSERT_EQUAL(m->tasks_failed, 0);
+    CU_ASSERT_PTR_NULL(m->p50_duration);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m->start_time);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m->end_time);
+    CU_ASSERT_EQUAL(m->end_time->seconds - m->start_time->seconds, 86400);
+    free_msg(m);
+
+    /* An explicit window comes back as given. */
+    Google__Protobuf__Timestamp s = GOOGLE__PROTOBUF__TIMESTAMP__INIT, e = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    s.seconds = 1700000000;
+    e.seconds = 1700003600;
+    e.nanos = 500000000;
+    CU_ASSERT_EQUAL(get_metrics(g->id, &s, &e, &m), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_EQUAL(m->start_time->seconds, 1700000000);
+    CU_ASSERT_EQUAL(m->end_time->seconds, 1700003600);
+    CU_ASSERT_EQUAL(m->end_time->nanos, 500000000);
+    free_msg(m);
+    /* Only start_time: the window ends now. */
+    CU_ASSERT_EQUAL(get_metrics(g->id, &s, NULL, NULL), 0);
+
+    /* Empty or inverted windows, bad timestamps, missing and unknown agents. */
+    CU_ASSERT_EQUAL(get_metrics(g->id, &e, &s, NULL), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "start_time"));
+    CU_ASSERT_EQUAL(get_metrics(g->id, &s, &s, NULL), 3);
+    Google__Protobuf__Timestamp bad = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    bad.seconds = 1700000000;
+    bad.nanos = -1;
+    CU_ASSERT_EQUAL(get_metrics(g->id, NULL, &bad, NULL), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "end_time"));
+    bad.nanos = 0;
+    bad.seconds = -5;
+    CU_ASSERT_EQUAL(get_metrics(g->id, &bad, NULL, NULL), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "start_time"));
+    CU_ASSERT_EQUAL(get_metrics("", NULL, NULL, NULL), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "agent_id"));
+    CU_ASSERT_EQUAL(get_metrics("3f6c2b1a-0000-4000-8000-000000000000", NULL, NULL, NULL), 5);
+    free_msg(g);
+}
+
 /* ---------------------------------------------------------------- transport-level errors */
 
 static void test_unimplemented_and_limits(void)
@@ -648,6 +776,8 @@ int main(void)
     CU_add_test(s, "list filters and errors", test_list_filters_and_errors);
     CU_add_test(s, "update with field masks and etags", test_update);
     CU_add_test(s, "delete", test_delete);
+    CU_add_test(s, "GetAgentMemory and ClearAgentMemory", test_memory_rpcs);
+    CU_add_test(s, "GetAgentMetrics", test_metrics_rpc);
     CU_add_test(s, "unimplemented methods and message limits", test_unimplemented_and_limits);
     CU_add_test(s, "deadlines", test_deadline);
     return az_itest_run_cunit();
