@@ -608,6 +608,135 @@ static int run_watch(az_cli *cli, const az_flag_value *v, const char *const *arg
     return code;
 }
 
+/* ---- memory ---- */
+
+enum { M_QUERY, M_PAGE_SIZE, M_PAGE_TOKEN, M_ALL, M__COUNT };
+
+static const az_flag memory_flags[M__COUNT] = {
+    [M_QUERY] = {"query", 'q', AZ_FLAG_VALUE, "TEXT", "only entries whose summary contains TEXT (any case)", NULL},
+    [M_PAGE_SIZE] = {"page-size", 0, AZ_FLAG_VALUE, "N", "entries per page (server default 50, max 1000)", NULL},
+    [M_PAGE_TOKEN] = {"page-token", 0, AZ_FLAG_VALUE, "TOKEN", "continue from a previous page", NULL},
+    [M_ALL] = {"all", 0, AZ_FLAG_BOOL, NULL, "follow next_page_token and print every page", NULL},
+};
+
+static int print_memory_table(az_cli *cli, ProtobufCMessage **pages, size_t npages)
+{
+    static const char *const headers[] = {"CREATED", "TASK", "SUMMARY"};
+    char msg[AZ_MSG_MAX];
+    az_table *t = az_table_new(3, headers);
+    if (!t) return az_cli_out_of_memory(cli);
+    az_table_keep(t, 0);
+    az_table_keep(t, 1);
+    for (size_t p = 0; p < npages; p++) {
+        const Agentz__V1__AgentMemory *m = (const Agentz__V1__AgentMemory *)pages[p];
+        for (size_t i = 0; i < m->n_entries; i++) {
+            const Agentz__V1__MemoryEntry *e = m->entries[i];
+            char created[32];
+            /* The table turns the summary's newline into a space: one entry, one line. */
+            const char *cells[3] = {
+                az_output_time(e->create_time ? e->create_time->seconds : 0, created, sizeof created),
+                e->task_id, e->summary};
+            if (az_table_add(t, cells, msg)) {
+                az_table_free(t);
+                return az_cli_out_of_memory(cli);
+            }
+        }
+    }
+    if (az_table_rows(t))
+        az_table_print(t, cli->out, az_table_width(cli->out));
+    else
+        fprintf(cli->err, "no memory entries\n");
+    az_table_free(t);
+    const Agentz__V1__AgentMemory *last = (const Agentz__V1__AgentMemory *)pages[npages - 1];
+    if (*last->next_page_token)
+        fprintf(cli->err, "more entries: --page-token %s (or --all)\n", last->next_page_token);
+    return AZ_CLI_EXIT_OK;
+}
+
+static int run_memory(az_cli *cli, const az_flag_value *v, const char *const *args, size_t nargs)
+{
+    char msg[AZ_MSG_MAX];
+    Agentz__V1__GetAgentMemoryRequest req = AGENTZ__V1__GET_AGENT_MEMORY_REQUEST__INIT;
+    req.agent_id = (char *)args[0];
+    if (v[M_QUERY].count) req.query = (char *)v[M_QUERY].value;
+    if (v[M_PAGE_SIZE].count &&
+        az_args_int32("--page-size", v[M_PAGE_SIZE].value, 0, INT32_MAX, &req.page_size, msg))
+        return az_cli_usage_error(cli, "%s", msg);
+    if (v[M_PAGE_TOKEN].count) req.page_token = (char *)v[M_PAGE_TOKEN].value;
+    ProtobufCMessage **pages;
+    size_t npages;
+    int code = az_cli_fetch_pages(cli, SERVICE "GetAgentMemory", &req.base, &req.page_token,
+                                  &agentz__v1__agent_memory__descriptor, az_args_bool(&v[M_ALL]),
+                                  &pages, &npages);
+    if (code) return code;
+    code = cli->output == AZ_OUTPUT_TABLE ? print_memory_table(cli, pages, npages)
+                                          : az_cli_print_pages(cli, pages, npages, "entries");
+    az_cli_free_pages(pages, npages);
+    return code;
+}
+
+static int run_clear_memory(az_cli *cli, const az_flag_value *v, const char *const *args, size_t nargs)
+{
+    Agentz__V1__ClearAgentMemoryRequest req = AGENTZ__V1__CLEAR_AGENT_MEMORY_REQUEST__INIT;
+    req.agent_id = (char *)args[0];
+    ProtobufCMessage *resp;
+    int code = az_cli_call(cli, SERVICE "ClearAgentMemory", &req.base,
+                           &google__protobuf__empty__descriptor, &resp);
+    if (code) return code;
+    if (cli->output == AZ_OUTPUT_TABLE) {
+        fprintf(cli->out, "cleared the memory of agent %s\n", args[0]);
+    } else {
+        code = az_cli_print(cli, resp);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return code;
+}
+
+/* ---- metrics ---- */
+
+enum { X_SINCE, X__COUNT };
+
+static const az_flag metrics_flags[X__COUNT] = {
+    [X_SINCE] = {"since", 0, AZ_FLAG_VALUE, "DURATION", "window ending now, e.g. 1h, 24h or 7d (default 24h)", NULL},
+};
+
+/* Go durations plus whole days ("7d"), which windows are usually given in; as tasks stats. */
+static az_err since_seconds(const char *flag, const char *s, int64_t *out, char *msg)
+{
+    size_t n = strlen(s);
+    if (n > 1 && s[n - 1] == 'd' && strspn(s, "0123456789") == n - 1) {
+        int64_t days;
+        char num[24];
+        snprintf(num, sizeof num, "%.*s", (int)(n - 1), s);
+        az_err err = az_args_int64(flag, num, 0, 365000, &days, msg);
+        if (err) return err;
+        *out = days * 86400;
+        return AZ_OK;
+    }
+    int32_t ns;
+    return az_args_duration(flag, s, out, &ns, msg);
+}
+
+static int run_metrics(az_cli *cli, const az_flag_value *v, const char *const *args, size_t nargs)
+{
+    char msg[AZ_MSG_MAX];
+    Agentz__V1__GetAgentMetricsRequest req = AGENTZ__V1__GET_AGENT_METRICS_REQUEST__INIT;
+    req.agent_id = (char *)args[0];
+    Google__Protobuf__Timestamp start = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    if (v[X_SINCE].count) {
+        int64_t secs;
+        if (since_seconds("--since", v[X_SINCE].value, &secs, msg))
+            return az_cli_usage_error(cli, "%s", msg);
+        if (secs <= 0) return az_cli_usage_error(cli, "--since: must be longer than 0s");
+        start.seconds = (int64_t)time(NULL) - secs;
+        req.start_time = &start;
+    }
+    ProtobufCMessage *resp;
+    int code = az_cli_call(cli, SERVICE "GetAgentMetrics", &req.base,
+                           &agentz__v1__agent_metrics__descriptor, &resp);
+    return code ? code : az_cli_print_free(cli, resp);
+}
+
 /* ---- the noun ---- */
 
 static const az_cli_verb verbs[] = {
@@ -628,6 +757,17 @@ static const az_cli_verb verbs[] = {
      "list or map. Bool fields take =false to unset (--memory=false).",
      update_flags, U__COUNT, 1, 1, run_update},
     {"delete", "ID", "Delete an agent", NULL, delete_flags, D__COUNT, 1, 1, run_delete},
+    {"memory", "ID", "Show what an agent remembers, newest first",
+     "Each entry is a summary of a task the agent finished with memory on. --query keeps the\n"
+     "entries whose summary contains the text (any case). Table output shows one page and prints\n"
+     "the next page's token on stderr; --all fetches every page.",
+     memory_flags, M__COUNT, 1, 1, run_memory},
+    {"clear-memory", "ID", "Forget everything an agent remembers", NULL, NULL, 0, 1, 1,
+     run_clear_memory},
+    {"metrics", "ID", "Task counts, usage and latencies of an agent",
+     "Tasks started, succeeded and failed in the window (--since back from now; the server's\n"
+     "default is the last 24 hours), tasks running now, tokens and cost, p50/p95 duration.",
+     metrics_flags, X__COUNT, 1, 1, run_metrics},
     {"watch", "[ID...]", "Stream agent status changes until interrupted",
      "Prints one line per status change (table), one JSON document per line (-o json) or one\n"
      "YAML document per event (-o yaml). Without IDs every agent of the workspace is watched.\n"
@@ -638,7 +778,7 @@ static const az_cli_verb verbs[] = {
 const az_cli_noun az_cli_agents = {
     .name = "agents",
     .alias = "agent",
-    .summary = "Create, inspect, change, delete and watch agents",
+    .summary = "Create, inspect, change, delete and watch agents; their memory and metrics",
     .verbs = verbs,
     .nverbs = sizeof verbs / sizeof verbs[0],
 };
