@@ -322,7 +322,7 @@ static void start_execution(az_worker *w, job *j)
     if (!r) return; /* the lease expires and the reaper retries it */
     r->kind = J_FAIL_START;
     r->err = err;
-    snprintf(r->msg, sizeof r->msg, "the worker could not start the task: %s", msg);
+    snprintf(r->msg, sizeof r->msg, "the worker could not start the task: %.400s", msg);
     snprintf(r->task_id, sizeof r->task_id, "%s", t->id);
     snprintf(r->ws, sizeof r->ws, "%s", j->ws);
     r->attempt = t->attempt;
