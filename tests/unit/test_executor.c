@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/rpm.h"
 #include "core/log.h"
 #include "core/pbjson.h"
 #include "embed/embedded.h"
@@ -249,6 +250,14 @@ static int execute(const Agentz__V1__Task *task, run_state *s, double timeout_s)
     CU_ASSERT_EQUAL(az_exec_attempt(s->ex), task->attempt);
     CU_ASSERT_FALSE(s->done); /* never from inside az_exec_start */
     return run_until(is_done, s, timeout_s);
+}
+
+static int body_has_quiet(const char *model, size_t i, const char *needle)
+{
+    char *b = fakellm_body(fake, model, i);
+    int ok = b && strstr(b, needle) != NULL;
+    free(b);
+    return ok;
 }
 
 static int body_has(const char *model, size_t i, const char *needle)
@@ -671,6 +680,135 @@ static void test_start_validation(void)
     az_exec_free(NULL);
 }
 
+
+static void test_hierarchical_manager(void)
+{
+    /* A manager task (as StartRun writes it for PROCESS_HIERARCHICAL): the @assignee and
+     * @coworker markers make the team; the manager gets the delegation tools although its own
+     * allow_delegation is off. */
+    const char *mm = model_name("manager"), *mw = model_name("worker");
+    char role[64], args[256];
+    snprintf(role, sizeof role, "Gadget Inspector %d", ++uniq);
+    snprintf(args, sizeof args, "{\"task\":\"Inspect the gadgets\",\"context\":\"all of them\","
+                                "\"coworker\":\"%s\"}", role);
+    fakellm_reply rs[2];
+    tool_reply(&rs[0], "delegate_work_to_coworker", args);
+    text_reply(&rs[1], "MANAGER: all gadgets fine.");
+    fakellm_on(fake, mm, NULL, rs, 2);
+    text_reply(&rs[0], "INSPECTOR: gadgets fine.");
+    fakellm_on(fake, mw, NULL, rs, 1);
+    Agentz__V1__Agent *mgr = make_agent(&(agent_opts){.role = "Crew Manager", .model = mm});
+    Agentz__V1__Agent *wrk = make_agent(&(agent_opts){.role = role, .model = mw});
+    Agentz__V1__Task t = AGENTZ__V1__TASK__INIT;
+    t.description = "Inspect all gadgets";
+    t.expected_output = "A report";
+    t.agent_id = mgr->id;
+    char *ctxv[2] = {az_arena_printf(arena, "@assignee:%s", wrk->id),
+                     az_arena_printf(arena, "@coworker:%s", wrk->id)};
+    t.context = ctxv;
+    t.n_context = 2;
+    Agentz__V1__Task *created, *claimed;
+    int replayed;
+    az_task_ready ready = {.arena = arena};
+    char msg[AZ_MSG_MAX];
+    CU_ASSERT_EQUAL_FATAL(az_task_create(pg, &ctx, &t, NULL, NULL, arena, &created, &replayed, &ready, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_task_claim(pg, &ctx, created->id, "test-worker", 0, arena, &claimed, msg), AZ_OK);
+    run_state s;
+    CU_ASSERT_TRUE_FATAL(execute(claimed, &s, 15));
+    Agentz__V1__Task *got = get_task(created->id);
+    CU_ASSERT_EQUAL_FATAL(got->status, SUCCEEDED);
+    CU_ASSERT_STRING_EQUAL(got->output->raw, "MANAGER: all gadgets fine.");
+    CU_ASSERT_TRUE(body_has(mm, 0, "\"name\":\"delegate_work_to_coworker\""));
+    CU_ASSERT_TRUE(body_has(mm, 0, "You are managing a team"));
+    CU_ASSERT_TRUE(body_has(mm, 0, "This step is assigned to Gadget Inspector"));
+    CU_ASSERT_TRUE(body_has(mm, 0, "Inspect all gadgets"));
+    CU_ASSERT_FALSE(body_has_quiet(mm, 0, "@coworker:")); /* markers are not context text */
+    CU_ASSERT_EQUAL(fakellm_count(fake, mw), 1);
+    CU_ASSERT_TRUE(body_has(mw, 0, "Inspect the gadgets"));
+    CU_ASSERT_TRUE(body_has(mm, 1, "INSPECTOR: gadgets fine."));
+}
+
+static void test_dependency_context(void)
+{
+    /* A standalone task depending on another gets that task's output as context. */
+    const char *m = model_name("dep");
+    fakellm_reply r;
+    text_reply(&r, "B done");
+    fakellm_on(fake, m, NULL, &r, 1);
+    Agentz__V1__Agent *a = make_agent(&(agent_opts){.role = "Follower", .model = m});
+    Agentz__V1__Task *ta = make_claimed(a->id, "Step A", NULL, NULL);
+    Agentz__V1__Task b = AGENTZ__V1__TASK__INIT;
+    b.description = "Step B";
+    b.expected_output = "b";
+    b.agent_id = a->id;
+    char *deps[1] = {ta->id};
+    b.depends_on = deps;
+    b.n_depends_on = 1;
+    char *extra[1] = {"EXTRA-CONTEXT-LINE"};
+    b.context = extra;
+    b.n_context = 1;
+    Agentz__V1__Task *created, *claimed;
+    int replayed;
+    az_task_ready ready = {.arena = arena};
+    char msg[AZ_MSG_MAX], run_id[40];
+    CU_ASSERT_EQUAL_FATAL(az_task_create(pg, &ctx, &b, NULL, NULL, arena, &created, &replayed, &ready, msg), AZ_OK);
+    Agentz__V1__TaskOutput out = AGENTZ__V1__TASK_OUTPUT__INIT;
+    out.raw = "A-OUTPUT-FOR-B";
+    CU_ASSERT_EQUAL_FATAL(az_task_complete(pg, &ctx, ta->id, ta->attempt, &out, NULL, run_id, &ready, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_task_claim(pg, &ctx, created->id, "test-worker", 0, arena, &claimed, msg), AZ_OK);
+    run_state s;
+    CU_ASSERT_TRUE_FATAL(execute(claimed, &s, 10));
+    CU_ASSERT_EQUAL(get_task(created->id)->status, SUCCEEDED);
+    CU_ASSERT_TRUE(body_has(m, 0, "This is the context you're working with:\\nA-OUTPUT-FOR-B"));
+    CU_ASSERT_TRUE(body_has(m, 0, "EXTRA-CONTEXT-LINE"));
+}
+
+static void test_memory_and_rpm(void)
+{
+    /* memory on: the first task's result is stored and recalled into the second prompt;
+     * max_rpm 60: the second call waits for the budget (about a second). */
+    const char *m = model_name("memory");
+    fakellm_reply rs[2];
+    text_reply(&rs[0], "The capital of Zorblaxia is Quuxville.");
+    text_reply(&rs[1], "It is Quuxville.");
+    fakellm_on(fake, m, NULL, rs, 2);
+    Agentz__V1__Agent a = AGENTZ__V1__AGENT__INIT;
+    Agentz__V1__LlmConfig llm = AGENTZ__V1__LLM_CONFIG__INIT;
+    a.name = az_arena_printf(arena, "agent-%d", ++uniq);
+    a.role = "Geographer";
+    a.goal = "Know capitals";
+    a.backstory = "Travelled a lot.";
+    llm.model = (char *)m;
+    llm.base_url = (char *)fakellm_base_url(fake);
+    a.llm = &llm;
+    a.max_iter = 5;
+    a.memory = 1;
+    a.max_rpm = 60;
+    Agentz__V1__Agent *ag;
+    int replayed;
+    char msg[AZ_MSG_MAX];
+    CU_ASSERT_EQUAL_FATAL(az_agent_create(pg, &ctx, &a, NULL, NULL, arena, &ag, &replayed, msg), AZ_OK);
+    Agentz__V1__Task *t1 = make_claimed(ag->id, "Find the capital of Zorblaxia", NULL, NULL);
+    run_state s;
+    double t0 = mono_s();
+    CU_ASSERT_TRUE_FATAL(execute(t1, &s, 10));
+    CU_ASSERT_EQUAL(get_task(t1->id)->status, SUCCEEDED);
+    /* Use up the agent's budget (whatever burst the bucket allows): the next call must wait
+     * for the bucket, about 60 s / max_rpm. */
+    int64_t wait = 0;
+    for (int i = 0; i < 200 && wait == 0; i++)
+        CU_ASSERT_EQUAL_FATAL(az_rpm_acquire(redis, AZ_DEFAULT_WORKSPACE, ag->id, 60, &wait, msg), AZ_OK);
+    CU_ASSERT_TRUE_FATAL(wait > 0);
+    Agentz__V1__Task *t2 = make_claimed(ag->id, "Remind me of the capital of Zorblaxia", NULL, NULL);
+    t0 = mono_s();
+    CU_ASSERT_TRUE_FATAL(execute(t2, &s, 10));
+    double took = s.done_at - t0;
+    CU_ASSERT_EQUAL(get_task(t2->id)->status, SUCCEEDED);
+    CU_ASSERT_TRUE(took >= (double)wait / 1000.0 - 0.1 && took < 5);
+    CU_ASSERT_TRUE(body_has(m, 1, "# Useful context"));
+    CU_ASSERT_TRUE(body_has(m, 1, "Quuxville"));
+}
+
 /* ---------------------------------------------------------------- suite */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -745,6 +883,9 @@ int main(void)
     CU_add_test(s, "no provider, missing secret", test_not_configured);
     CU_add_test(s, "max_iter: best final answer, then max_iter_exceeded", test_max_iter);
     CU_add_test(s, "delegation to a coworker; unknown coworker", test_delegation);
+    CU_add_test(s, "hierarchical manager delegates to its team", test_hierarchical_manager);
+    CU_add_test(s, "dependency outputs and extra context", test_dependency_context);
+    CU_add_test(s, "memory and max_rpm", test_memory_and_rpm);
     CU_add_test(s, "max_execution_time", test_deadline);
     CU_add_test(s, "abort LOST during a hanging call", test_abort_lost);
     CU_add_test(s, "abort HANDBACK while preparing", test_abort_handback);
