@@ -15,6 +15,10 @@ static const char *const vars[] = {
     "AGENTZ_TLS_KEY",         "AGENTZ_TLS_CLIENT_CA",    "AGENTZ_GRPC_THREADS",
     "AGENTZ_DB_POOL_SIZE",    "AGENTZ_MAX_MESSAGE_BYTES", "AGENTZ_STREAM_QUEUE_LIMIT",
     "AGENTZ_SHUTDOWN_GRACE",  "AGENTZ_HEALTH_INTERVAL",  "AGENTZ_ALLOW_PRIVATE_NETWORKS",
+    "AGENTZ_ROLES",           "AGENTZ_WORKER_CONCURRENCY", "AGENTZ_TASK_LEASE_SECONDS",
+    "AGENTZ_WORKER_ID",       "AGENTZ_WORKER_SHUTDOWN_GRACE_MS", "AGENTZ_EMBEDDINGS_URL",
+    "AGENTZ_EMBEDDINGS_MODEL", "AGENTZ_EMBEDDINGS_API_KEY", "AGENTZ_RECONCILE_INTERVAL_MS",
+    "AGENTZ_RECONCILE_INTERVAL",
 };
 #define NVARS (sizeof vars / sizeof *vars)
 
@@ -401,6 +405,62 @@ static void test_usage(void)
     free(text);
 }
 
+static void test_worker_options(void)
+{
+    fresh();
+    CU_ASSERT_EQUAL_FATAL(LOAD0(), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(cfg.roles, "api,worker");
+    CU_ASSERT_TRUE(az_config_has_role(&cfg, "api"));
+    CU_ASSERT_TRUE(az_config_has_role(&cfg, "worker"));
+    CU_ASSERT_FALSE(az_config_has_role(&cfg, "work"));
+    CU_ASSERT_EQUAL(cfg.worker_concurrency, 256);
+    CU_ASSERT_EQUAL(cfg.task_lease_seconds, 30);
+    CU_ASSERT_EQUAL(cfg.worker_shutdown_grace_ms, 10000);
+    CU_ASSERT_PTR_NULL(cfg.worker_id);
+    CU_ASSERT_PTR_NULL(cfg.embeddings_url);
+    CU_ASSERT_EQUAL(cfg.reconcile_interval_ms, 5000);
+
+    CU_ASSERT_EQUAL(LOAD("--roles", "worker"), AZ_OK);
+    CU_ASSERT_FALSE(az_config_has_role(&cfg, "api"));
+    CU_ASSERT_TRUE(az_config_has_role(&cfg, "worker"));
+    CU_ASSERT_EQUAL(LOAD("--roles=worker,api"), AZ_OK);
+    CU_ASSERT_TRUE(az_config_has_role(&cfg, "api") && az_config_has_role(&cfg, "worker"));
+    CU_ASSERT_EQUAL(LOAD("--roles", "api,api"), AZ_ERR_INVALID);
+    CU_ASSERT_EQUAL(LOAD("--roles", "scheduler"), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("--roles") && msg_has("api and worker"));
+    CU_ASSERT_EQUAL(LOAD("--roles", ""), AZ_ERR_INVALID);
+
+    setenv("AGENTZ_WORKER_CONCURRENCY", "20001", 1);
+    CU_ASSERT_EQUAL(LOAD0(), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("AGENTZ_WORKER_CONCURRENCY"));
+    setenv("AGENTZ_WORKER_CONCURRENCY", "5000", 1);
+    setenv("AGENTZ_TASK_LEASE_SECONDS", "1", 1);
+    CU_ASSERT_EQUAL(LOAD0(), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("AGENTZ_TASK_LEASE_SECONDS"));
+    setenv("AGENTZ_TASK_LEASE_SECONDS", "5", 1);
+    setenv("AGENTZ_WORKER_ID", "node 1", 1);
+    CU_ASSERT_EQUAL(LOAD0(), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("AGENTZ_WORKER_ID"));
+    setenv("AGENTZ_WORKER_ID", "node-1.eu:7", 1);
+    setenv("AGENTZ_EMBEDDINGS_URL", "ftp://x", 1);
+    CU_ASSERT_EQUAL(LOAD0(), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("AGENTZ_EMBEDDINGS_URL"));
+    setenv("AGENTZ_EMBEDDINGS_URL", "http://127.0.0.1:11434/v1", 1);
+    setenv("AGENTZ_RECONCILE_INTERVAL", "2s", 1);
+    setenv("AGENTZ_RECONCILE_INTERVAL_MS", "500", 1);
+    setenv("AGENTZ_WORKER_SHUTDOWN_GRACE_MS", "2500", 1);
+    CU_ASSERT_EQUAL_FATAL(LOAD0(), AZ_OK);
+    CU_ASSERT_EQUAL(cfg.worker_concurrency, 5000);
+    CU_ASSERT_EQUAL(cfg.task_lease_seconds, 5);
+    CU_ASSERT_STRING_EQUAL(cfg.worker_id, "node-1.eu:7");
+    CU_ASSERT_STRING_EQUAL(cfg.embeddings_url, "http://127.0.0.1:11434/v1");
+    CU_ASSERT_EQUAL(cfg.reconcile_interval_ms, 500); /* the _MS variable wins */
+    CU_ASSERT_EQUAL(cfg.worker_shutdown_grace_ms, 2500);
+    setenv("AGENTZ_RECONCILE_INTERVAL_MS", "50", 1);
+    CU_ASSERT_EQUAL(LOAD0(), AZ_ERR_INVALID); /* below 100 ms */
+    clear_env();
+}
+
 static void test_free_twice(void)
 {
     fresh();
@@ -445,6 +505,7 @@ int main(void)
     CU_add_test(s, "tls and url consistency", test_tls_and_urls_consistency);
     CU_add_test(s, "usage", test_usage);
     CU_add_test(s, "free twice", test_free_twice);
+    CU_add_test(s, "worker options", test_worker_options);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +

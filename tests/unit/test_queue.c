@@ -199,6 +199,43 @@ static void test_reconciler_run_once(void)
     az_reconciler_free(rec);
 }
 
+static int run_hook_calls;
+
+static az_err count_run_hook(void *arg, const az_ctx *c, const char *run_id, char *msg)
+{
+    (void)arg, (void)c, (void)run_id, (void)msg;
+    run_hook_calls++;
+    return AZ_OK;
+}
+
+/* A dead worker's task (its lease expired) is reaped, and with zero backoff published at once. */
+static void test_reconciler_reaps_expired_leases(void)
+{
+    char msg[AZ_MSG_MAX];
+    Agentz__V1__RetryPolicy p = AGENTZ__V1__RETRY_POLICY__INIT;
+    Google__Protobuf__Duration zero = GOOGLE__PROTOBUF__DURATION__INIT;
+    p.initial_backoff = &zero;
+    Agentz__V1__Task *t = new_task(&p), *claimed;
+    CU_ASSERT_EQUAL_FATAL(az_task_claim(pg, &ctx, t->id, "dead-worker", 50, arena, &claimed, msg), AZ_OK);
+    az_reconciler *rec = az_reconciler_new(pg, redis, 0, 600000);
+    az_reconciler_set_run_hook(rec, count_run_hook, NULL);
+    az_reconciler_counts c;
+    del_stream();
+    usleep(150000);
+    run_hook_calls = 0;
+    CU_ASSERT_EQUAL_FATAL(az_reconciler_run_once(rec, &c, msg), AZ_OK);
+    CU_ASSERT_EQUAL(c.reaped, 1);
+    CU_ASSERT_EQUAL(status_of(t->id), AGENTZ__V1__TASK_STATUS__TASK_STATUS_QUEUED);
+    CU_ASSERT_EQUAL(entries_for(t->id, 10), 1);
+    CU_ASSERT_EQUAL(run_hook_calls, 0); /* a standalone task has no run to refresh */
+    /* The next attempt runs; the reaped one is on record. */
+    CU_ASSERT_EQUAL(az_task_claim(pg, &ctx, t->id, "w2", 0, arena, &claimed, msg), AZ_OK);
+    CU_ASSERT_EQUAL(claimed->attempt, 2);
+    CU_ASSERT_EQUAL_FATAL(az_reconciler_run_once(rec, &c, msg), AZ_OK);
+    CU_ASSERT_EQUAL(c.reaped, 0);
+    az_reconciler_free(rec);
+}
+
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -273,6 +310,7 @@ int main(void)
     CU_add_test(s, "stream length is bounded", test_maxlen_bound);
     CU_add_test(s, "reconciler wakes and re-publishes", test_reconciler_run_once);
     CU_add_test(s, "reconciler thread runs and stops promptly", test_reconciler_thread);
+    CU_add_test(s, "reconciler reaps expired leases", test_reconciler_reaps_expired_leases);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

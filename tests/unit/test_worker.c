@@ -425,6 +425,31 @@ static void test_bad_config(void)
     az_worker_free(NULL);
 }
 
+/* az_embed_attach finds the running servers of a data dir without its lock. */
+static void test_attach(void)
+{
+    az_embed *e = NULL;
+    char msg[AZ_MSG_MAX];
+    CU_ASSERT_EQUAL_FATAL(az_embed_attach(dir, &e, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(az_embed_database_url(e), az_embed_database_url(embed));
+    CU_ASSERT_STRING_EQUAL(az_embed_redis_url(e), az_embed_redis_url(embed));
+    az_embed_stop(e); /* frees only: the owner's servers keep answering */
+    az_redis *r = NULL;
+    CU_ASSERT_EQUAL(az_redis_new(az_embed_redis_url(embed), 2000, &r, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_redis_ping(r, msg), AZ_OK);
+    az_redis_free(r);
+    CU_ASSERT_EQUAL(az_pg_ping(pg, msg), AZ_OK);
+    /* Nothing running there. */
+    char empty[64];
+    snprintf(empty, sizeof empty, "/tmp/aztest-attach-XXXXXX");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(empty));
+    CU_ASSERT_EQUAL(az_embed_attach(empty, &e, msg), AZ_ERR_UNAVAILABLE);
+    CU_ASSERT_PTR_NULL(e);
+    rmdir(empty);
+    CU_ASSERT_EQUAL(az_embed_attach("/nonexistent/agentz", &e, msg), AZ_ERR_UNAVAILABLE);
+    CU_ASSERT_EQUAL(az_embed_attach("", &e, msg), AZ_ERR_INVALID);
+}
+
 /* ---------------------------------------------------------------- set-up */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -475,6 +500,7 @@ int main(void)
     CU_add_test(s, "the heartbeat keeps the lease", test_heartbeat_keeps_the_lease);
     CU_add_test(s, "graceful stop finishes or hands back", test_graceful_stop_hands_back);
     CU_add_test(s, "ephemeral events are published", test_events_published);
+    CU_add_test(s, "attach to a running embedded instance", test_attach);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
