@@ -884,6 +884,17 @@ static void log_db(az_exec *ex, const char *what, const char *msg)
     az_error("cannot %s of task %s (attempt %d): %s", what, ex->task_id, ex->attempt, msg);
 }
 
+/* A transition refused because the attempt is stale (cancelled or reaped while it ran) is the
+ * expected end of a race, not a fault. */
+static void log_transition(az_exec *ex, az_err err, const char *what, const char *msg)
+{
+    if (err == AZ_ERR_PRECONDITION)
+        az_info("task %s attempt %d is no longer running here; %s not recorded: %s", ex->task_id,
+                ex->attempt, what, msg);
+    else
+        log_db(ex, what, msg);
+}
+
 static void publish(az_exec *ex, const az_task_ready *ready)
 {
     char msg[AZ_MSG_MAX];
@@ -899,7 +910,7 @@ static void sync_run(az_exec *ex, const char *run_id)
         log_db(ex, "refresh the run", msg);
 }
 
-static int write_success(az_exec *ex, char *msg)
+static void write_success(az_exec *ex, char *msg)
 {
     Agentz__V1__TaskOutput out = AGENTZ__V1__TASK_OUTPUT__INIT;
     out.raw = ex->answer;
@@ -925,8 +936,8 @@ static int write_success(az_exec *ex, char *msg)
     az_err err = az_task_complete(ex->env->pg, &ex->ctx, ex->task_id, ex->attempt, &out, &usage,
                                   run_id, &ready, msg);
     if (err != AZ_OK) {
-        log_db(ex, "record the success", msg);
-        return 0;
+        log_transition(ex, err, "the success", msg);
+        return;
     }
     publish(ex, &ready);
     sync_run(ex, run_id);
@@ -934,7 +945,6 @@ static int write_success(az_exec *ex, char *msg)
         az_memory_add(ex->env->pg, &ex->ctx, ex->env->memory, ex->agent_id, ex->task_id,
                       ex->task->run_id, ex->task->description, ex->answer, msg) != AZ_OK)
         log_db(ex, "store the agent's memory", msg);
-    return 0;
 }
 
 /* Returns 1 when the task failed for good (the agent's status then shows the error). */
@@ -954,7 +964,7 @@ static int write_failure(az_exec *ex, char *msg)
     az_err err = az_task_fail_after(ex->env->pg, &ex->ctx, ex->task_id, ex->attempt, &e, &usage,
                                     ex->retry_after_ms, &next_ms, run_id, msg);
     if (err != AZ_OK) {
-        log_db(ex, "record the failure", msg);
+        log_transition(ex, err, "the failure", msg);
         return 0;
     }
     az_info("task %s attempt %d failed (%s)%s: %s", ex->task_id, ex->attempt, ex->err_type,
@@ -977,8 +987,9 @@ static void outcome_work(job *j)
         break;
     case OUT_HANDBACK: {
         az_task_ready ready = {.arena = ex->arena};
-        if (az_task_release(ex->env->pg, &ex->ctx, ex->task_id, ex->attempt, &ready, msg) != AZ_OK)
-            log_db(ex, "hand back the attempt", msg);
+        az_err err = az_task_release(ex->env->pg, &ex->ctx, ex->task_id, ex->attempt, &ready, msg);
+        if (err != AZ_OK)
+            log_transition(ex, err, "the hand-back", msg);
         else
             publish(ex, &ready);
         break;
@@ -1126,6 +1137,11 @@ static az_err prepare(az_exec *ex)
                    : prep_fail(ex, "internal", 1, "cannot load agent %s: %s", ex->agent_id, msg);
     if (agent->disabled)
         return prep_fail(ex, "agent_disabled", 0, "agent %s is disabled", ex->agent_id);
+    /* The agent is busy from now on; whatever fails below shows on its status too. */
+    if ((err = az_agent_task_started(env->pg, &ex->ctx, ex->agent_id, msg)) == AZ_OK)
+        ex->agent_started = 1;
+    else
+        az_warn("cannot mark agent %s busy for task %s: %s", ex->agent_id, ex->task_id, msg);
 
     /* Run inputs and the tasks whose outputs may be context. */
     az_prompt_input *in = NULL;
@@ -1279,12 +1295,6 @@ static az_err prepare(az_exec *ex)
         if (!mp || !(ex->task_prompt = az_arena_printf(A, "%s\n\n%s", ex->task_prompt, mp)))
             return AZ_ERR_NOMEM;
     }
-
-    /* The agent is busy from now on. */
-    if ((err = az_agent_task_started(env->pg, &ex->ctx, ex->agent_id, msg)) == AZ_OK)
-        ex->agent_started = 1;
-    else
-        az_warn("cannot mark agent %s busy for task %s: %s", ex->agent_id, ex->task_id, msg);
     return AZ_OK;
 }
 
@@ -1293,6 +1303,8 @@ static void prepare_work(job *j)
     az_exec *ex = j->ex;
     az_err err = prepare(ex);
     if (err == AZ_ERR_NOMEM) prep_fail(ex, "internal", 1, "the worker ran out of memory");
+    else if (err != AZ_OK && !ex->prep_type[0])
+        prep_fail(ex, "internal", 1, "cannot prepare the task (%s)", az_err_name(err));
 }
 
 static void prepare_after(job *j)

@@ -494,6 +494,7 @@ static void test_not_configured(void)
     CU_ASSERT_EQUAL_FATAL(got->status, FAILED);
     CU_ASSERT_STRING_EQUAL(got->error->type, "llm_not_configured");
     CU_ASSERT_PTR_NOT_NULL(strstr(got->error->message, "missing-key"));
+    CU_ASSERT_EQUAL(agent_status(b->id), A_ERROR); /* its own configuration: shown on it */
 }
 
 static void test_max_iter(void)
