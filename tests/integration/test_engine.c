@@ -1149,7 +1149,13 @@ static void test_max_rpm(void)
     CU_ASSERT_TRUE(most >= 2);
     /* While tasks wait for the budget the agent is busy. */
     Agentz__V1__Agent *ag = get_agent(a);
-    CU_ASSERT_EQUAL(ag ? (int)ag->status : -1, A_BUSY);
+    int waiting = 0;
+    for (int i = 0; i < RPM_TASKS; i++) {
+        Agentz__V1__Task *task = get_task(t[i]);
+        if (task && !terminal_task(task->status)) waiting++;
+        free_msg(task);
+    }
+    if (waiting) CU_ASSERT_EQUAL(ag ? (int)ag->status : -1, A_BUSY);
     free_msg(ag);
     for (int i = 0; i < RPM_TASKS; i++) {
         Agentz__V1__Task *task = get_task(t[i]);
