@@ -95,6 +95,7 @@ static const char *model_name(const char *tag)
 }
 
 typedef struct agent_opts {
+    const char *provider; /* NULL = "openai" */
     const char *role;
     const char *model;
     const char *base_url; /* NULL = the fake's */
@@ -115,7 +116,7 @@ static Agentz__V1__Agent *make_agent(const agent_opts *o)
     a.role = (char *)o->role;
     a.goal = az_arena_printf(arena, "Goal of %s", o->role);
     a.backstory = az_arena_printf(arena, "Backstory of %s", o->role);
-    llm.provider = "openai";
+    llm.provider = (char *)(o->provider ? o->provider : "openai");
     llm.model = (char *)o->model;
     llm.base_url = (char *)(o->base_url ? o->base_url : fakellm_base_url(fake));
     if (o->secret) llm.api_key_secret = (char *)o->secret;
@@ -810,6 +811,31 @@ static void test_memory_and_rpm(void)
     CU_ASSERT_TRUE(body_has(m, 1, "Quuxville"));
 }
 
+static void test_anthropic(void)
+{
+    /* The same loop over the Anthropic Messages API: a tool call, then (max_iter 1) the forced
+     * final call without tools, whose history is replayed as text. */
+    const char *m = model_name("claude");
+    fakellm_reply r;
+    text_reply(&r, "ANTHROPIC-FINAL");
+    fakellm_on(fake, m, NULL, &r, 1);
+    tool_reply(&r, "calculator", "{\"expression\":\"2*21\"}");
+    fakellm_on(fake, m, "\"tools\":[", &r, 1);
+    Agentz__V1__Agent *a = make_agent(&(agent_opts){.provider = "anthropic", .role = "Claude User", .model = m,
+                                                    .tools = {"calculator"}, .n_tools = 1, .max_iter = 1});
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    Agentz__V1__Task *t = make_claimed(a->id, "Compute with Claude", NULL, NULL);
+    run_state s;
+    CU_ASSERT_TRUE_FATAL(execute(t, &s, 10));
+    Agentz__V1__Task *got = get_task(t->id);
+    CU_ASSERT_EQUAL_FATAL(got->status, SUCCEEDED);
+    CU_ASSERT_STRING_EQUAL(got->output->raw, "ANTHROPIC-FINAL");
+    CU_ASSERT_EQUAL_FATAL(fakellm_count(fake, m), 2);
+    CU_ASSERT_TRUE(body_has(m, 0, "\"system\":\"You are Claude User."));
+    CU_ASSERT_TRUE(body_has(m, 1, "Observation: 42"));
+    CU_ASSERT_FALSE(body_has_quiet(m, 1, "tool_use"));
+}
+
 /* ---------------------------------------------------------------- suite */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -887,6 +913,7 @@ int main(void)
     CU_add_test(s, "hierarchical manager delegates to its team", test_hierarchical_manager);
     CU_add_test(s, "dependency outputs and extra context", test_dependency_context);
     CU_add_test(s, "memory and max_rpm", test_memory_and_rpm);
+    CU_add_test(s, "anthropic provider: tools and the forced final call", test_anthropic);
     CU_add_test(s, "max_execution_time", test_deadline);
     CU_add_test(s, "abort LOST during a hanging call", test_abort_lost);
     CU_add_test(s, "abort HANDBACK while preparing", test_abort_handback);
