@@ -211,6 +211,25 @@ az_conn *az_itest_connect_token(const az_itest_server *s, const char *token)
     return c;
 }
 
+az_redis *az_itest_redis(const az_itest_server *s)
+{
+    char path[700], dir[600] = "";
+    snprintf(path, sizeof path, "%s/run/socket_dir", s->data_dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(dir, sizeof dir, f)) dir[0] = '\0';
+        fclose(f);
+        dir[strcspn(dir, "\n")] = '\0';
+    }
+    char url[800];
+    if (*dir) snprintf(url, sizeof url, "unix://%s/redis.sock", dir);
+    else snprintf(url, sizeof url, "unix://%s/run/redis.sock", s->data_dir);
+    az_redis *r = NULL;
+    char msg[AZ_MSG_MAX];
+    if (az_redis_new(url, 5000, &r, msg) != AZ_OK) fprintf(stderr, "redis %s: %s\n", url, msg);
+    return r;
+}
+
 const char *az_itest_unique(void)
 {
     static char buf[16][40];

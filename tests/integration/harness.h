@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include "conn.h"
+#include "store/redis.h"
 
 typedef struct az_itest_server {
     pid_t pid;
@@ -54,6 +55,11 @@ az_conn *az_itest_connect_token(const az_itest_server *s, const char *token);
 /* The admin key loaded by az_itest_start (owned by s), or NULL when the server wrote none
  * (it does not enforce authentication). */
 const char *az_itest_admin_key(const az_itest_server *s);
+
+/* A synchronous connection to the Redis of s's embedded instance (DATA/run/redis.sock, or the
+ * directory DATA/run/socket_dir names), for suites that check or inject queue traffic. NULL
+ * after printing why. Free with az_redis_free. */
+az_redis *az_itest_redis(const az_itest_server *s);
 
 /* A fresh random suffix for names and labels, so suites never collide. */
 const char *az_itest_unique(void);

@@ -22,10 +22,13 @@
 #include "fakellm.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "harness.h"
+#include "queue/queue.h"
+#include "task/task.h"
 
 /* The delegation tools as the model sees them (CrewAI's "Delegate work to coworker" and "Ask
  * question to coworker" as function names). */
 #define DELEGATE_TOOL "delegate_work_to_coworker"
+#define ASK_TOOL "ask_question_to_coworker"
 
 #define AGENTS "/agentz.v1.AgentService/"
 #define TASKS "/agentz.v1.TaskService/"
@@ -661,12 +664,19 @@ static void test_hierarchical_delegation(void)
              "{\"task\":\"Count the widgets in the north warehouse\",\"context\":\"The north "
              "warehouse is in Oslo\",\"coworker\":\"%s\"}",
              lower);
-    fakellm_reply rs[2];
-    tool_reply(&rs[0], DELEGATE_TOOL, args);
-    text_reply(&rs[1], "MANAGER-FINAL: there are 17 widgets.");
-    fakellm_on(fake, mm, NULL, rs, 2);
-    text_reply(&rs[0], "COWORKER-ANSWER: 17 widgets counted.");
-    fakellm_on(fake, mw, NULL, rs, 1);
+    char ask[512];
+    snprintf(ask, sizeof ask,
+             "{\"question\":\"How many widgets did you see last week?\",\"context\":\"inventory "
+             "review\",\"coworker\":\"%s\"}",
+             role);
+    fakellm_reply rs[3];
+    tool_reply(&rs[0], ASK_TOOL, ask);
+    tool_reply(&rs[1], DELEGATE_TOOL, args);
+    text_reply(&rs[2], "MANAGER-FINAL: there are 17 widgets.");
+    fakellm_on(fake, mm, NULL, rs, 3);
+    text_reply(&rs[0], "ASKED-ANSWER: 12 last week.");
+    text_reply(&rs[1], "COWORKER-ANSWER: 17 widgets counted.");
+    fakellm_on(fake, mw, NULL, rs, 2);
     CU_ASSERT_EQUAL_FATAL(make_agent(mgr, "Crew Manager", mm, ""), OK);
     CU_ASSERT_EQUAL_FATAL(make_agent(wrk, role, mw, ""), OK);
 
@@ -694,21 +704,29 @@ static void test_hierarchical_delegation(void)
     /* The manager was offered the delegation tool; the coworker's model got the sub-task; its
      * answer went back to the manager as the tool's observation. */
     CU_ASSERT_TRUE(req_offers_tool(mm, 0, DELEGATE_TOOL));
+    CU_ASSERT_TRUE(req_offers_tool(mm, 0, ASK_TOOL));
     char *sys = req_text(mm, 0, "system");
     EXPECT_CONTAINS(sys, "Crew Manager");
     free(sys);
     char *first = req_text(mm, 0, NULL);
     EXPECT_CONTAINS(first, "Find out how many widgets we have");
     free(first);
-    CU_ASSERT_EQUAL(fakellm_count(fake, mw), 1);
-    char *sub = req_text(mw, 0, NULL), *wsys = req_text(mw, 0, "system");
+    CU_ASSERT_EQUAL(fakellm_count(fake, mw), 2);
+    char *q = req_text(mw, 0, NULL);
+    EXPECT_CONTAINS(q, "How many widgets did you see last week?");
+    EXPECT_CONTAINS(q, "inventory review");
+    free(q);
+    char *sub = req_text(mw, 1, NULL), *wsys = req_text(mw, 1, "system");
     EXPECT_CONTAINS(sub, "Count the widgets in the north warehouse");
     EXPECT_CONTAINS(sub, "The north warehouse is in Oslo");
     EXPECT_CONTAINS(wsys, role);
     free(sub);
     free(wsys);
-    CU_ASSERT_EQUAL(fakellm_count(fake, mm), 2);
+    CU_ASSERT_EQUAL(fakellm_count(fake, mm), 3);
     char *obs = req_text(mm, 1, "tool");
+    EXPECT_CONTAINS(obs, "ASKED-ANSWER: 12 last week.");
+    free(obs);
+    obs = req_text(mm, 2, "tool");
     EXPECT_CONTAINS(obs, "COWORKER-ANSWER: 17 widgets counted.");
     free(obs);
 
@@ -728,14 +746,23 @@ static void test_tool_loop_and_max_iter(void)
 {
     const char *m = model("calc"), *me = model("calc-err"), *mi = model("maxiter");
     char a[40], ae[40], ai[40], t[40], te[40], ti[40];
-    fakellm_reply rs[2];
+    fakellm_reply rs[3];
     tool_reply(&rs[0], "calculator", "{\"expression\":\"6*7\"}");
     text_reply(&rs[1], "The answer is 42.");
     fakellm_on(fake, m, NULL, rs, 2);
     /* A failing tool is an observation for the model, not a crash. */
     tool_reply(&rs[0], "calculator", "{\"expression\":\"1/0\"}");
-    text_reply(&rs[1], "It cannot be computed.");
-    fakellm_on(fake, me, NULL, rs, 2);
+    tool_reply(&rs[1], "http_fetch", "{\"url\":\"https://example.com/\"}"); /* not its tool */
+    text_reply(&rs[2], "It cannot be computed.");
+    fakellm_on(fake, me, NULL, rs, 3);
+    /* Built-in tools: a fetch of the cloud metadata address is refused by the network policy
+     * (before any packet is sent), and the clock answers. */
+    const char *mf = model("fetch");
+    char af[40], tf[40];
+    tool_reply(&rs[0], "http_fetch", "{\"url\":\"http://169.254.169.254/latest/meta-data/\"}");
+    tool_reply(&rs[1], "current_time", "{\"timezone\":\"UTC\"}");
+    text_reply(&rs[2], "Fetched and timed.");
+    fakellm_on(fake, mf, NULL, rs, 3);
     /* A model that always calls a tool while it is offered tools, and answers when not. */
     text_reply(&rs[0], "BEST-FINAL-ANSWER");
     fakellm_on(fake, mi, NULL, rs, 1);
@@ -749,6 +776,8 @@ static void test_tool_loop_and_max_iter(void)
     CU_ASSERT_EQUAL_FATAL(make_task(t, a, "Multiply six by seven", ""), OK);
     CU_ASSERT_EQUAL_FATAL(make_task(te, ae, "Divide one by zero", ""), OK);
     CU_ASSERT_EQUAL_FATAL(make_task(ti, ai, "Keep calculating", ""), OK);
+    CU_ASSERT_EQUAL_FATAL(make_agent(af, "Fetcher", mf, "\"tools\":[\"http_fetch\",\"current_time\"]"), OK);
+    CU_ASSERT_EQUAL_FATAL(make_task(tf, af, "Fetch the metadata and tell the time", ""), OK);
 
     Agentz__V1__Task *task = wait_task(t, 30);
     if (EXPECT_TASK(task, T_SUCCEEDED)) CU_ASSERT_STRING_EQUAL(task->output->raw, "The answer is 42.");
@@ -767,6 +796,20 @@ static void test_tool_loop_and_max_iter(void)
     free_msg(task);
     obs = req_text(me, 1, "tool");
     EXPECT_CONTAINS(obs, "division by zero");
+    free(obs);
+    obs = req_last_message(me, 2);
+    EXPECT_CONTAINS(obs, "unknown tool");
+    free(obs);
+
+    task = wait_task(tf, 30);
+    if (EXPECT_TASK(task, T_SUCCEEDED)) CU_ASSERT_STRING_EQUAL(task->output->raw, "Fetched and timed.");
+    free_msg(task);
+    obs = req_last_message(mf, 1);
+    EXPECT_CONTAINS(obs, "169.254.169.254");
+    EXPECT_CONTAINS(obs, "refused");
+    free(obs);
+    obs = req_last_message(mf, 2);
+    EXPECT_CONTAINS(obs, "(UTC)");
     free(obs);
 
     task = wait_task(ti, 30);
@@ -873,6 +916,26 @@ static void test_retries(void)
     /* A short own backoff, so the wait seen is the provider's Retry-After. */
     CU_ASSERT_EQUAL_FATAL(make_task(t4, a4, "Survive a 429", "\"retryPolicy\":{\"initialBackoff\":\"0.1s\",\"maxAttempts\":3}"), OK);
     CU_ASSERT_EQUAL_FATAL(make_task(t0, a0, "Fail on a 400", "\"retryPolicy\":{\"maxAttempts\":5}"), OK);
+    /* A connection dropped mid-stream is a network error, retried. */
+    const char *md = model("drop"), *mn = model("err500-nonretry"), *mx = model("err500-always");
+    char ad[40], an[40], ax[40], td[40], tn[40], tx[40];
+    memset(rs, 0, sizeof rs);
+    rs[0].kind = FAKELLM_DROP;
+    text_reply(&rs[1], "recovered after a drop");
+    fakellm_on(fake, md, NULL, rs, 2);
+    error_reply(&rs[0], 500, 0);
+    fakellm_on(fake, mn, NULL, rs, 1);
+    fakellm_on(fake, mx, NULL, rs, 1);
+    CU_ASSERT_EQUAL_FATAL(make_agent(ad, "Dropped User", md, ""), OK);
+    CU_ASSERT_EQUAL_FATAL(make_agent(an, "Strict Policy User", mn, ""), OK);
+    CU_ASSERT_EQUAL_FATAL(make_agent(ax, "Exhausted User", mx, ""), OK);
+    CU_ASSERT_EQUAL_FATAL(make_task(td, ad, "Survive a drop", "\"retryPolicy\":{\"initialBackoff\":\"0.1s\",\"maxAttempts\":3}"), OK);
+    /* The policy's non_retryable_errors wins over the error's own class. */
+    CU_ASSERT_EQUAL_FATAL(make_task(tn, an, "Do not retry a 500",
+                                    "\"retryPolicy\":{\"maxAttempts\":5,\"nonRetryableErrors\":[\"llm_unavailable\"]}"), OK);
+    /* Out of attempts. */
+    CU_ASSERT_EQUAL_FATAL(make_task(tx, ax, "Give up after two",
+                                    "\"retryPolicy\":{\"initialBackoff\":\"0.1s\",\"maxAttempts\":2}"), OK);
 
     Agentz__V1__Task *task = wait_task(t5, 30);
     if (EXPECT_TASK(task, T_SUCCEEDED)) {
@@ -926,6 +989,35 @@ static void test_retries(void)
     at = attempts(t0);
     CU_ASSERT_EQUAL(at ? at->n_attempts : 0, 1);
     free_msg(at);
+
+    task = wait_task(td, 30);
+    if (EXPECT_TASK(task, T_SUCCEEDED)) {
+        CU_ASSERT_STRING_EQUAL(task->output->raw, "recovered after a drop");
+        CU_ASSERT_EQUAL(task->attempt, 2);
+    }
+    free_msg(task);
+    at = attempts(td);
+    if (at && at->n_attempts == 2 && at->attempts[0]->error)
+        CU_ASSERT_STRING_EQUAL(at->attempts[0]->error->type, "llm_network");
+    CU_ASSERT_EQUAL(at ? at->n_attempts : 0, 2);
+    free_msg(at);
+
+    task = wait_task(tn, 30);
+    if (EXPECT_TASK(task, T_FAILED)) {
+        CU_ASSERT_STRING_EQUAL(task->error->type, "llm_unavailable");
+        CU_ASSERT_EQUAL(task->attempt, 1);
+    }
+    free_msg(task);
+
+    task = wait_task(tx, 30);
+    if (EXPECT_TASK(task, T_FAILED)) {
+        CU_ASSERT_STRING_EQUAL(task->error->type, "llm_unavailable");
+        CU_ASSERT_EQUAL(task->attempt, 2);
+    }
+    free_msg(task);
+    usleep(300 * 1000);
+    CU_ASSERT_EQUAL(fakellm_count(fake, mn), 1);
+    CU_ASSERT_EQUAL(fakellm_count(fake, mx), 2);
 }
 
 /* ---------------------------------------------------------------- 9. no provider */
@@ -1309,6 +1401,209 @@ static void test_memory(void)
     free_msg(mem);
 }
 
+/* ---------------------------------------------------------------- more of the contract */
+
+/* Cost from the price table (AGENTZ_LLM_PRICES, set for this model at start-up), per task and
+ * attempt; and the Anthropic Messages API end to end. */
+static void test_cost_and_anthropic(void)
+{
+    const char *mp = model("priced"), *ma = model("claude-fake");
+    char ap[40], aa[40], tp[40], ta[40], role[96];
+    fakellm_reply r;
+    text_reply(&r, "priced answer");
+    r.prompt_tokens = 1000;
+    r.completion_tokens = 100;
+    fakellm_on(fake, mp, NULL, &r, 1);
+    text_reply(&r, "Anthropic-shaped answer.");
+    r.prompt_tokens = 21;
+    r.completion_tokens = 4;
+    fakellm_on(fake, ma, NULL, &r, 1);
+    snprintf(role, sizeof role, "Anthropic Persona %s", uniq);
+    CU_ASSERT_EQUAL_FATAL(make_agent(ap, "Priced Agent", mp, ""), OK);
+    Agentz__V1__Agent *a = NULL;
+    int st = rpc(AGENTS "CreateAgent", &agentz__v1__create_agent_request__descriptor,
+                 &agentz__v1__agent__descriptor, (void **)&a,
+                 "{\"agent\":{\"role\":\"%s\",\"goal\":\"Speak Messages API\",\"backstory\":\"A "
+                 "Claude.\",\"llm\":{\"provider\":\"anthropic\",\"model\":\"%s\",\"baseUrl\":\"%s\"}}}",
+                 role, ma, fakellm_base_url(fake));
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    snprintf(aa, sizeof aa, "%s", a->id);
+    free_msg(a);
+    CU_ASSERT_EQUAL_FATAL(make_task(tp, ap, "Cost something", ""), OK);
+    CU_ASSERT_EQUAL_FATAL(make_task(ta, aa, "Answer through the Messages API", ""), OK);
+
+    Agentz__V1__Task *t = wait_task(tp, 20);
+    if (EXPECT_TASK(t, T_SUCCEEDED) && t->usage) {
+        /* (1000 x 2.5 + 100 x 10) / 1e6 */
+        CU_ASSERT_DOUBLE_EQUAL(t->usage->cost_usd, 0.0035, 1e-9);
+        if (t->usage->cost_usd < 0.0034 || t->usage->cost_usd > 0.0036) show("priced task", t);
+    }
+    free_msg(t);
+    Agentz__V1__ListTaskAttemptsResponse *at = attempts(tp);
+    if (at && at->n_attempts == 1 && at->attempts[0]->usage)
+        CU_ASSERT_DOUBLE_EQUAL(at->attempts[0]->usage->cost_usd, 0.0035, 1e-9);
+    free_msg(at);
+
+    t = wait_task(ta, 20);
+    if (EXPECT_TASK(t, T_SUCCEEDED)) {
+        CU_ASSERT_STRING_EQUAL(t->output->raw, "Anthropic-shaped answer.");
+        if (t->usage) CU_ASSERT_EQUAL(t->usage->total_tokens, 25);
+    }
+    free_msg(t);
+    /* The Messages API shape: the persona in the top-level system, the task in a user turn. */
+    json_t *j = req_json(ma, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    json_t *sys = json_object_get(j, "system");
+    char *sys_text = json_is_string(sys) ? strdup(json_string_value(sys)) : json_dumps(sys, 0);
+    EXPECT_CONTAINS(sys_text, role);
+    free(sys_text);
+    CU_ASSERT_TRUE(json_integer_value(json_object_get(j, "max_tokens")) > 0);
+    json_decref(j);
+    char *user = req_text(ma, 0, "user");
+    EXPECT_CONTAINS(user, "Answer through the Messages API");
+    free(user);
+}
+
+/* One terminal outcome per attempt even when the queue delivers a task again: hints for a
+ * running task and for a finished one start nothing. */
+static void test_duplicate_delivery(void)
+{
+    const char *m = model("dup");
+    char a[40], t[40], ws[64] = "";
+    fakellm_reply r;
+    text_reply(&r, "only once");
+    r.delay_ms = 800;
+    fakellm_on(fake, m, NULL, &r, 1);
+    CU_ASSERT_EQUAL_FATAL(make_agent(a, "Duplicate Target", m, ""), OK);
+    CU_ASSERT_EQUAL_FATAL(make_task(t, a, "Run exactly once", ""), OK);
+    CU_ASSERT_TRUE_FATAL(wait_requests(m, 1, 20));
+    Agentz__V1__Task *task = get_task(t);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(task);
+    snprintf(ws, sizeof ws, "%s", task->workspace_id);
+    free_msg(task);
+    az_redis *redis = az_itest_redis(&srv);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(redis);
+    char *ids[1] = {t}, msg[AZ_MSG_MAX];
+    az_task_ready ready = {.ids = ids, .n = 1};
+    for (int i = 0; i < 3; i++) CU_ASSERT_EQUAL(az_queue_publish(redis, ws, &ready, msg), AZ_OK);
+    task = wait_task(t, 20);
+    EXPECT_TASK(task, T_SUCCEEDED);
+    free_msg(task);
+    for (int i = 0; i < 3; i++) CU_ASSERT_EQUAL(az_queue_publish(redis, ws, &ready, msg), AZ_OK);
+    az_redis_free(redis);
+    usleep(1500 * 1000);
+    task = get_task(t);
+    CU_ASSERT_EQUAL(task ? (int)task->status : -1, T_SUCCEEDED);
+    CU_ASSERT_EQUAL(task ? task->attempt : -1, 1);
+    free_msg(task);
+    Agentz__V1__ListTaskAttemptsResponse *at = attempts(t);
+    CU_ASSERT_EQUAL(at ? at->n_attempts : 0, 1);
+    free_msg(at);
+    CU_ASSERT_EQUAL(fakellm_count(fake, m), 1);
+}
+
+/* A step that fails for good fails a FAIL_FAST run with its error and cancels what follows. */
+static void test_run_fails_fast(void)
+{
+    const char *m1 = model("ff-first"), *m2 = model("ff-second");
+    char a1[40], a2[40];
+    fakellm_reply r;
+    error_reply(&r, 400, 0);
+    fakellm_on(fake, m1, NULL, &r, 1);
+    text_reply(&r, "never");
+    fakellm_on(fake, m2, NULL, &r, 1);
+    CU_ASSERT_EQUAL_FATAL(make_agent(a1, "Doomed First", m1, ""), OK);
+    CU_ASSERT_EQUAL_FATAL(make_agent(a2, "Never Second", m2, ""), OK);
+    Agentz__V1__Workflow *wf = NULL;
+    int st = rpc(WORKFLOWS "CreateWorkflow", &agentz__v1__create_workflow_request__descriptor,
+                 &agentz__v1__workflow__descriptor, (void **)&wf,
+                 "{\"workflow\":{\"name\":\"ff-%s\",\"steps\":[{\"id\":\"first\",\"agentId\":\"%s\","
+                 "\"description\":\"Fail\",\"expectedOutput\":\"x\"},{\"id\":\"second\",\"agentId\":"
+                 "\"%s\",\"description\":\"Never\",\"expectedOutput\":\"y\"}]}}",
+                 uniq, a1, a2);
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    Agentz__V1__WorkflowRun *run = NULL;
+    st = rpc(WORKFLOWS "StartRun", &agentz__v1__start_run_request__descriptor,
+             &agentz__v1__workflow_run__descriptor, (void **)&run, "{\"workflowId\":\"%s\"}", wf->id);
+    free_msg(wf);
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    char run_id[40];
+    snprintf(run_id, sizeof run_id, "%s", run->id);
+    free_msg(run);
+    run = wait_run(run_id, 20);
+    if (EXPECT_RUN(run, R_FAILED)) {
+        CU_ASSERT_PTR_NOT_NULL_FATAL(run->error);
+        CU_ASSERT_STRING_EQUAL(run->error->type, "llm_bad_request");
+        EXPECT_CONTAINS(run->error->message, "first");
+        CU_ASSERT_EQUAL(run->steps[0]->status, T_FAILED);
+        CU_ASSERT_EQUAL(run->steps[1]->status, T_CANCELLED);
+        CU_ASSERT_PTR_NOT_NULL(run->end_time);
+    }
+    free_msg(run);
+    CU_ASSERT_EQUAL(fakellm_count(fake, m2), 0);
+}
+
+/* allow_delegation in a plain sequential run: the agent gets the two delegation tools and its
+ * coworkers are the run's other agents; an agent without it gets none. */
+static void test_allow_delegation(void)
+{
+    const char *m1 = model("deleg-lead"), *m2 = model("deleg-helper");
+    char a1[40], a2[40], role2[96], args[512];
+    snprintf(role2, sizeof role2, "Launch Helper %s", uniq);
+    snprintf(args, sizeof args,
+             "{\"task\":\"Delegated piece: list three launch risks\",\"context\":\"product "
+             "launch\",\"coworker\":\"%s\"}",
+             role2);
+    fakellm_reply rs[2];
+    tool_reply(&rs[0], DELEGATE_TOOL, args);
+    text_reply(&rs[1], "LEAD-FINAL: plan with risks.");
+    fakellm_on(fake, m1, NULL, rs, 2);
+    text_reply(&rs[0], "HELPER-STEP: launch notes.");
+    fakellm_on(fake, m2, NULL, rs, 1);
+    text_reply(&rs[0], "HELPER-RISKS: late, over budget, buggy.");
+    fakellm_on(fake, m2, "Delegated piece", rs, 1);
+    CU_ASSERT_EQUAL_FATAL(make_agent(a1, "Launch Lead", m1, "\"allowDelegation\":true"), OK);
+    CU_ASSERT_EQUAL_FATAL(make_agent(a2, role2, m2, ""), OK);
+    Agentz__V1__Workflow *wf = NULL;
+    int st = rpc(WORKFLOWS "CreateWorkflow", &agentz__v1__create_workflow_request__descriptor,
+                 &agentz__v1__workflow__descriptor, (void **)&wf,
+                 "{\"workflow\":{\"name\":\"deleg-%s\",\"steps\":[{\"id\":\"plan\",\"agentId\":\"%s\","
+                 "\"description\":\"Plan the launch\",\"expectedOutput\":\"a plan\"},{\"id\":\"notes\","
+                 "\"agentId\":\"%s\",\"description\":\"Write the launch notes\",\"expectedOutput\":"
+                 "\"notes\"}]}}",
+                 uniq, a1, a2);
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    Agentz__V1__WorkflowRun *run = NULL;
+    st = rpc(WORKFLOWS "StartRun", &agentz__v1__start_run_request__descriptor,
+             &agentz__v1__workflow_run__descriptor, (void **)&run, "{\"workflowId\":\"%s\"}", wf->id);
+    free_msg(wf);
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    char run_id[40];
+    snprintf(run_id, sizeof run_id, "%s", run->id);
+    free_msg(run);
+    run = wait_run(run_id, 30);
+    if (EXPECT_RUN(run, R_SUCCEEDED)) {
+        CU_ASSERT_STRING_EQUAL(run->output->raw, "HELPER-STEP: launch notes.");
+        CU_ASSERT_STRING_EQUAL(run->steps[0]->output->raw, "LEAD-FINAL: plan with risks.");
+    }
+    free_msg(run);
+    CU_ASSERT_TRUE(req_offers_tool(m1, 0, DELEGATE_TOOL));
+    CU_ASSERT_TRUE(req_offers_tool(m1, 0, ASK_TOOL));
+    char *obs = req_last_message(m1, 1);
+    EXPECT_CONTAINS(obs, "HELPER-RISKS: late, over budget, buggy.");
+    free(obs);
+    size_t n = fakellm_count(fake, m2);
+    CU_ASSERT_EQUAL(n, 2);
+    /* The helper's own step (the last call) offers no delegation: it does not allow it. */
+    if (n == 2) {
+        CU_ASSERT_FALSE(req_offers_tool(m2, 1, DELEGATE_TOOL));
+        char *own = req_text(m2, 1, NULL);
+        EXPECT_CONTAINS(own, "Write the launch notes");
+        EXPECT_CONTAINS(own, "LEAD-FINAL: plan with risks.");
+        free(own);
+    }
+}
+
 /* ---------------------------------------------------------------- 15. unknown tool */
 
 static void test_unknown_tool(void)
@@ -1336,6 +1631,10 @@ static int suite_init(void)
     /* Backoff retries are queued by the reconciler: a short interval keeps retries prompt. */
     setenv("AGENTZ_RECONCILE_INTERVAL", "200ms", 1);
     setenv("AGENTZ_TASK_LEASE_SECONDS", "5", 1);
+    char prices[128];
+    snprintf(prices, sizeof prices, "priced-%s=2.5:10", uniq);
+    setenv("AGENTZ_LLM_PRICES", prices, 1);
+    unsetenv("AGENTZ_LLM_PRICES_FILE");
     if (az_itest_start(&srv, "engine", NULL) != 0) return -1;
     conn = az_itest_connect(&srv);
     return 0;
@@ -1371,5 +1670,9 @@ int main(void)
     CU_add_test(s, "agent status and metrics", test_status_metrics);
     CU_add_test(s, "max_rpm caps model calls per minute", test_max_rpm);
     CU_add_test(s, "memory: stored, recalled, cleared", test_memory);
+    CU_add_test(s, "cost from the price table; Anthropic provider", test_cost_and_anthropic);
+    CU_add_test(s, "duplicate queue deliveries start nothing", test_duplicate_delivery);
+    CU_add_test(s, "a failed step fails the run fast", test_run_fails_fast);
+    CU_add_test(s, "allow_delegation in a sequential run", test_allow_delegation);
     return az_itest_run_cunit();
 }
