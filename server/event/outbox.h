@@ -1,0 +1,48 @@
+/* The transactional outbox: durable events (status changes, progress, tool calls) written in the
+ * same PostgreSQL transaction as the change they describe, each with a gap-free sequence per
+ * scope (its run, its task, its workspace's agents). Owns the events and event_seqs tables. */
+#ifndef AZ_OUTBOX_H
+#define AZ_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agentz/v1/event.pb-c.h"
+#include "core/arena.h"
+#include "core/ctx.h"
+#include "store/pgpool.h"
+
+/* The scopes a stored event is numbered in; Event.sequence is the event's number in the scope
+ * being watched. */
+typedef enum az_event_scope {
+    AZ_EVENT_SCOPE_RUN = 1,    /* every event with run_id (WatchRun) */
+    AZ_EVENT_SCOPE_TASK = 2,   /* every event with task_id (WatchTask) */
+    AZ_EVENT_SCOPE_AGENTS = 3, /* agent status events of a workspace (WatchAgents) */
+} az_event_scope;
+
+/* NOTIFY channel the relay LISTENs on; az_outbox_append notifies it (delivered at commit). */
+#define AZ_OUTBOX_NOTIFY "agentz_events"
+
+/* Appends ev inside the caller's transaction c (ev->sequence and ev->time are ignored: the
+ * sequences come from event_seqs rows locked until commit, so within a scope commit order is
+ * sequence order; time is the transaction's clock). It is numbered in the run scope when
+ * ev->run_id is set, the task scope when ev->task_id is set, and the agents scope when its
+ * payload is agent_status. webhook_urls (n may be 0) each get a webhook delivery when the event
+ * is terminal (task or run reached succeeded/failed/cancelled). Nothing is visible to watchers
+ * before commit; a rollback drops the event with the change. AZ_ERR_INVALID for an event with
+ * no payload; database errors as az_pg_exec returns them. */
+az_err az_outbox_append(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Event *ev,
+                        const char *const *webhook_urls, size_t n_webhook_urls, char *msg);
+
+/* Stored events of one scope (scope_id: the run or task id; ignored for AGENTS, which uses
+ * ctx's workspace) with sequence > after, ascending, at most limit (1..1000), each with
+ * Event.sequence set to its number in that scope; into arena. *n = 0 when none. */
+az_err az_outbox_list(az_pg *pg, const az_ctx *ctx, az_event_scope scope, const char *scope_id,
+                      int64_t after, int limit, az_arena *arena, Agentz__V1__Event ***out,
+                      size_t *n, char *msg);
+
+/* Deletes stored events older than older_than_ms whose run (or task) has finished; system work
+ * for the janitor. *deleted (may be NULL) gets the count. */
+az_err az_outbox_prune(az_pg *pg, int64_t older_than_ms, int64_t *deleted, char *msg);
+
+#endif
