@@ -16,6 +16,7 @@
 #include "daemon/config.h"
 #include "descriptor_set.h"
 #include "embed/embedded.h"
+#include "llm/price.h"
 #include "queue/reconciler.h"
 #include "rpc/health.h"
 #include "rpc/reflection.h"
@@ -134,6 +135,7 @@ static int run(const az_config *cfg)
     az_ratelimit *limiter = NULL;
     az_netguard *guard = NULL; /* for LLM calls and tool fetches */
     az_tools *tools = NULL;
+    az_llm_prices *prices = NULL; /* AGENTZ_LLM_PRICES_FILE / AGENTZ_LLM_PRICES over the defaults */
     az_worker *worker = NULL;
     janitor jan = {.stop = 0};
     int janitor_started = 0;
@@ -318,6 +320,10 @@ static int run(const az_config *cfg)
                                .embeddings_api_key = cfg->embeddings_api_key,
                                .guard = guard};
     if (role_worker) {
+        if (az_llm_prices_from_env(&prices, msg) != AZ_OK) {
+            az_error("cannot load the llm price table: %s", msg);
+            goto out;
+        }
         az_tools_config tcfg = {.guard = guard};
         if (az_tools_new(&tcfg, &tools, msg) != AZ_OK) {
             az_error("cannot set up the tools: %s", msg);
@@ -333,7 +339,7 @@ static int run(const az_config *cfg)
                                  .redis = redis,
                                  .keys = keys,
                                  .guard = guard,
-                                 .prices = NULL,
+                                 .prices = prices,
                                  .memory = &memcfg,
                                  .tools = tools};
         if (az_worker_new(&wcfg, &worker, msg) != AZ_OK || az_worker_start(worker, msg) != AZ_OK) {
@@ -372,6 +378,7 @@ out:
     /* Stops it (grace 0) if still running: before the pool, Redis and tools it borrows. */
     az_worker_free(worker);
     az_tools_free(tools);
+    az_llm_prices_free(prices);
     az_reconciler_free(reconciler); /* before the pool and redis it uses */
     if (janitor_started) {
         pthread_mutex_lock(&jan.mu);

@@ -468,7 +468,7 @@ static void on_group_created(redisAsyncContext *ac, void *reply, void *privdata)
 static void create_group(az_worker *w)
 {
     if (!w->rd_cmd) return;
-    redisAsyncCommand(w->rd_cmd, on_group_created, NULL, "XGROUP CREATE %s %s $ MKSTREAM",
+    redisAsyncCommand(w->rd_cmd, on_group_created, NULL, "XGROUP CREATE %s %s 0 MKSTREAM",
                       AZ_QUEUE_STREAM, AZ_WORKER_GROUP);
 }
 
@@ -995,10 +995,12 @@ void az_worker_get_stats(const az_worker *w, az_worker_stats *out)
     out->events_dropped = atomic_load_explicit(&m->s_dropped, memory_order_relaxed);
 }
 
-/* Makes the consumer group exist before anything is read (the daemon's synchronous Redis). */
+/* Makes the consumer group exist before anything is read (the daemon's synchronous Redis). It
+ * starts at the beginning of the stream, not at $: hints published before any worker ever ran
+ * (an api-only process started first) are delivered at once instead of after a republish. */
 static az_err ensure_group(az_worker *w, char *msg)
 {
-    const char *argv[] = {"XGROUP", "CREATE", AZ_QUEUE_STREAM, AZ_WORKER_GROUP, "$", "MKSTREAM"};
+    const char *argv[] = {"XGROUP", "CREATE", AZ_QUEUE_STREAM, AZ_WORKER_GROUP, "0", "MKSTREAM"};
     redisReply *r = NULL;
     char m[AZ_MSG_MAX];
     az_err err = az_redis_command(w->redis, 6, argv, NULL, &r, m);
