@@ -2,14 +2,19 @@
 # Builds agentzd and bench_rpc (RelWithDebInfo), starts agentzd on loopback with a fresh embedded
 # PostgreSQL + Redis under /tmp (or the stores named by AGENTZ_DATABASE_URL / AGENTZ_REDIS_URL),
 # runs every operation at each concurrency, prints a markdown table, stops the server with
-# SIGTERM (checking it exits 0) and removes the data directory.
+# SIGTERM (checking it exits 0) and removes the data directory. Then it runs the execution-engine
+# scenarios with bench_engine, which starts its own agentzd (and an in-process fake LLM) per
+# scenario in a subdirectory, and prints a second table.
 #
 # Environment (all optional):
-#   OPS="create get list health unimplemented"   CONCURRENCY="1 8 32"
+#   OPS="create get list health unimplemented"   CONCURRENCY="1 8 32"   (OPS= skips the RPC table)
 #   DURATION=10s  WARMUP=1s   TIMEOUT_MS=10000   TRANSPORT=private|azconn
+#   ENGINE="throughput drain slowcalls"   (ENGINE= skips the engine table)
+#   ENGINE_TASKS=2000 (throughput, drain)  SLOWCALLS=5000 (tasks and AGENTZ_WORKER_CONCURRENCY)
+#   ENGINE_CLIENTS=16   SLOWCALLS_ARGS="--chunk-delay-ms 10000" (extra bench_engine arguments)
 #   BUILD_DIR=build   SKIP_BUILD=1 (use the existing binaries)   KEEP_BENCH_DIR=1
-# With the defaults the run takes about 3 minutes. Exit status: 0 when every run passed and the
-# server stopped cleanly, 1 otherwise.
+# With the defaults the run takes about 5 minutes. Exit status: 0 when every run passed and the
+# servers stopped cleanly, 1 otherwise.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,14 +25,20 @@ WARMUP=${WARMUP:-1s}
 TIMEOUT_MS=${TIMEOUT_MS:-10000}
 TRANSPORT=${TRANSPORT:-private}
 BUILD_DIR=${BUILD_DIR:-build}
+ENGINE=${ENGINE-"throughput drain slowcalls"}
+ENGINE_TASKS=${ENGINE_TASKS:-2000}
+SLOWCALLS=${SLOWCALLS:-5000}
+ENGINE_CLIENTS=${ENGINE_CLIENTS:-16}
+SLOWCALLS_ARGS=${SLOWCALLS_ARGS:-}
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
     cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$BUILD_DIR" -j2 --target agentzd bench_rpc >/dev/null
+    cmake --build "$BUILD_DIR" -j2 --target agentzd bench_rpc bench_engine >/dev/null
 fi
 AGENTZD=$BUILD_DIR/bin/agentzd
 BENCH=$BUILD_DIR/bin/bench_rpc
-for b in "$AGENTZD" "$BENCH"; do
+BENCH_ENGINE=$BUILD_DIR/bin/bench_engine
+for b in "$AGENTZD" "$BENCH" "$BENCH_ENGINE"; do
     [[ -x $b ]] || { echo "run.sh: $b is missing (build failed?)" >&2; exit 1; }
 done
 
@@ -45,6 +56,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2"; }
+# field rounded to $3 decimals (default 0); empty when missing.
+num() { local v; v=$(field "$1" "$2"); [[ -n $v ]] && printf "%.${3:-0}f" "$v"; }
+status=0
+rc=0
+
+if [[ -n $OPS ]]; then
 "$AGENTZD" --data-dir "$DIR/data" --listen 127.0.0.1:0 >"$DIR/stdout" 2>"$DIR/agentzd.log" &
 PID=$!
 TARGET=
@@ -64,9 +82,6 @@ case $TARGET in
 *) echo "run.sh: refusing non-loopback target $TARGET" >&2; exit 1 ;;
 esac
 
-field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2"; }
-
-status=0
 rows=()
 for op in $OPS; do
     for c in $CONCURRENCY; do
@@ -102,4 +117,45 @@ echo "| op | concurrency | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
 echo "agentzd stopped with exit status $rc" >&2
+fi
+
+# The execution engine: bench_engine starts agentzd (API + worker) and the fake LLM itself.
+erows=()
+for sc in $ENGINE; do
+    case $sc in
+    throughput | drain) args=(--tasks "$ENGINE_TASKS") ;;
+    slowcalls) args=(--tasks "$SLOWCALLS" --worker-concurrency "$SLOWCALLS")
+        # shellcheck disable=SC2206
+        args+=($SLOWCALLS_ARGS) ;;
+    *) echo "run.sh: unknown ENGINE scenario $sc (throughput, drain, slowcalls)" >&2; status=1; continue ;;
+    esac
+    echo "run.sh: engine scenario $sc" >&2
+    if ! out=$("$BENCH_ENGINE" --scenario "$sc" --agentzd "$AGENTZD" --data-dir "$DIR/engine-$sc" \
+        --clients "$ENGINE_CLIENTS" --json "${args[@]}"); then
+        status=1
+        echo "run.sh: engine scenario $sc failed; log in $DIR/engine-$sc/agentzd.log" >&2
+        [[ -n ${KEEP_BENCH_DIR:-} ]] || tail -20 "$DIR/engine-$sc/agentzd.log" >&2 || true
+    fi
+    case $sc in
+    throughput)
+        erows+=("$(printf '| throughput | %s tasks created by %s clients, instant LLM | %s tasks/s end to end (CreateTask %s/s) | queue-to-start p50 %s ms, p99 %s ms; idle p50 %s ms, p99 %s ms |' \
+            "$(num tasks "$out")" "$(num clients "$out")" "$(num tasks_per_s "$out")" \
+            "$(num create_per_s "$out")" "$(num q2s_p50_ms "$out" 1)" "$(num q2s_p99_ms "$out" 1)" \
+            "$(num idle_q2s_p50_ms "$out" 1)" "$(num idle_q2s_p99_ms "$out" 1)")") ;;
+    drain)
+        erows+=("$(printf '| drain | %s queued tasks, one worker process started, instant LLM | %s tasks/s from worker start (%s tasks/s first start to last end) | |' \
+            "$(num tasks "$out")" "$(num tasks_per_s "$out")" "$(num exec_tasks_per_s "$out")")") ;;
+    slowcalls)
+        erows+=("$(printf '| slowcalls | %s LLM calls in flight in one worker | VmRSS %s MB idle, %s MB at peak = %s kB per call; threads %s -> %s | every call aborted %s s after the first CancelTask |' \
+            "$(num in_flight "$out")" "$(num rss_idle_kb "$out" | awk '{printf "%.1f", $1/1024}')" \
+            "$(num rss_peak_kb "$out" | awk '{printf "%.1f", $1/1024}')" "$(num kb_per_call "$out" 1)" \
+            "$(num threads_idle "$out")" "$(num threads_peak "$out")" "$(num all_aborted_s "$out" 1)")") ;;
+    esac
+done
+if [[ ${#erows[@]} -gt 0 ]]; then
+    echo
+    echo "| scenario | load | result | latency / cancellation |"
+    echo "|---|---|---|---|"
+    printf '%s\n' "${erows[@]}"
+fi
 exit $status
