@@ -1,6 +1,11 @@
 /* max_rpm: one GCRA bucket per agent in Redis, checked and advanced by one Lua script so every
  * worker shares it. Time comes from Redis' TIME, so the workers' clocks do not matter; a key
- * expires once its bucket is full again, so idle agents cost nothing. */
+ * expires once its bucket is full again, so idle agents cost nothing.
+ *
+ * The bucket has no burst: calls are spaced at least 60 s / max_rpm apart. Any burst B > 1 would
+ * refill during the minute and let max_rpm + B - 1 calls into some 60-second window, and
+ * providers count per minute (and often enforce an RPM limit per second: 60 RPM as 1 per
+ * second), so even spacing is what keeps an agent under its provider's limit. */
 #include "rpm.h"
 
 #include <openssl/sha.h>
@@ -12,11 +17,10 @@
 #define ID_MAX 64
 
 /* KEYS[1] is the agent's bucket: its theoretical arrival time (TAT, µs). ARGV[1] is the emission
- * interval T = 60 s / max_rpm and ARGV[2] the burst tolerance T * max_rpm, both in µs: an idle
- * agent may make max_rpm calls at once, then one every T. A call is allowed when the new TAT
- * (max(TAT, now) + T) is at most now + tolerance. Returns 0 when allowed (and counted), else
- * the µs to wait (nothing counted). TATs are written with %.0f: Lua's default number format
- * would round them to 14 digits. */
+ * interval T = 60 s / max_rpm and ARGV[2] the tolerance, both in µs (T: one call at a time). A
+ * call is allowed when the new TAT (max(TAT, now) + T) is at most now + tolerance. Returns 0
+ * when allowed (and counted), else the µs to wait (nothing counted). TATs are written with
+ * %.0f: Lua's default number format would round them to 14 digits. */
 static const char SCRIPT[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
@@ -63,7 +67,7 @@ az_err az_rpm_acquire(az_redis *r, const char *workspace_id, const char *agent_i
     char key[sizeof KEY_PREFIX + 2 * ID_MAX + 2], a1[24], a2[24];
     snprintf(key, sizeof key, KEY_PREFIX "%s:%s", workspace_id, agent_id);
     snprintf(a1, sizeof a1, "%lld", interval);
-    snprintf(a2, sizeof a2, "%lld", interval * max_rpm);
+    snprintf(a2, sizeof a2, "%lld", interval);
     const char *argv[6] = {"EVALSHA", sha, "1", key, a1, a2};
     redisReply *rep = NULL;
     az_err err = az_redis_command(r, 6, argv, NULL, &rep, msg);
