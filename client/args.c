@@ -369,3 +369,20 @@ az_err az_args_mask_paths(const az_flag_set *set, const char ***paths, size_t *n
     *npaths = n;
     return AZ_OK;
 }
+
+az_err az_args_days_duration(const char *flag, const char *s, int64_t *out, char *msg)
+{
+    size_t n = strlen(s);
+    if (n > 1 && s[n - 1] == 'd' && strspn(s, "0123456789") == n - 1) {
+        int64_t days;
+        char num[24];
+        if (n - 1 >= sizeof num) return az_fail(msg, AZ_ERR_INVALID, "%s: \"%s\" is too large", flag, s);
+        snprintf(num, sizeof num, "%.*s", (int)(n - 1), s);
+        az_err err = az_args_int64(flag, num, 0, 365000, &days, msg);
+        if (err) return err;
+        *out = days * 86400;
+        return AZ_OK;
+    }
+    int32_t ns;
+    return az_args_duration(flag, s, out, &ns, msg);
+}

@@ -69,6 +69,10 @@ int az_args_bool(const az_flag_value *v);
 az_err az_args_duration(const char *flag, const char *s, int64_t *seconds, int32_t *nanos,
                         char *msg);
 
+/* A window length: a duration as az_args_duration takes it ("90m", "24h", "1.5s") or whole days
+ * ("7d", at most 365000) into *seconds. AZ_ERR_INVALID naming flag otherwise. */
+az_err az_args_days_duration(const char *flag, const char *s, int64_t *seconds, char *msg);
+
 /* Base-10 integer in [min, max]; msg names flag. */
 az_err az_args_int32(const char *flag, const char *s, int32_t min, int32_t max, int32_t *out,
                      char *msg);

@@ -79,8 +79,11 @@ static void print_noun_help(FILE *f, const az_cli_noun *n)
 {
     fprintf(f, "%s\n\nUsage:\n  agentz %s COMMAND [ARGS] [flags]\n\nCommands:\n", n->summary,
             n->name);
+    int w = 8; /* the column fits the longest verb ("clear-memory") plus two spaces */
     for (size_t i = 0; i < n->nverbs; i++)
-        fprintf(f, "  %-10s%s\n", n->verbs[i].name, n->verbs[i].summary);
+        if ((int)strlen(n->verbs[i].name) > w) w = (int)strlen(n->verbs[i].name);
+    for (size_t i = 0; i < n->nverbs; i++)
+        fprintf(f, "  %-*s  %s\n", w, n->verbs[i].name, n->verbs[i].summary);
     fprintf(f, "\nRun 'agentz %s COMMAND --help' for its flags.\n", n->name);
 }
 

@@ -700,23 +700,6 @@ static const az_flag metrics_flags[X__COUNT] = {
     [X_SINCE] = {"since", 0, AZ_FLAG_VALUE, "DURATION", "window ending now, e.g. 1h, 24h or 7d (default 24h)", NULL},
 };
 
-/* Go durations plus whole days ("7d"), which windows are usually given in; as tasks stats. */
-static az_err since_seconds(const char *flag, const char *s, int64_t *out, char *msg)
-{
-    size_t n = strlen(s);
-    if (n > 1 && s[n - 1] == 'd' && strspn(s, "0123456789") == n - 1) {
-        int64_t days;
-        char num[24];
-        snprintf(num, sizeof num, "%.*s", (int)(n - 1), s);
-        az_err err = az_args_int64(flag, num, 0, 365000, &days, msg);
-        if (err) return err;
-        *out = days * 86400;
-        return AZ_OK;
-    }
-    int32_t ns;
-    return az_args_duration(flag, s, out, &ns, msg);
-}
-
 static int run_metrics(az_cli *cli, const az_flag_value *v, const char *const *args, size_t nargs)
 {
     char msg[AZ_MSG_MAX];
@@ -725,7 +708,7 @@ static int run_metrics(az_cli *cli, const az_flag_value *v, const char *const *a
     Google__Protobuf__Timestamp start = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     if (v[X_SINCE].count) {
         int64_t secs;
-        if (since_seconds("--since", v[X_SINCE].value, &secs, msg))
+        if (az_args_days_duration("--since", v[X_SINCE].value, &secs, msg))
             return az_cli_usage_error(cli, "%s", msg);
         if (secs <= 0) return az_cli_usage_error(cli, "--since: must be longer than 0s");
         start.seconds = (int64_t)time(NULL) - secs;

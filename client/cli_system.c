@@ -18,24 +18,6 @@
 
 /* ---- shared helpers ---- */
 
-/* Go durations plus whole days ("30d"), which key lifetimes and audit windows are given in. */
-static az_err days_or_duration(const char *flag, const char *s, int64_t *out, char *msg)
-{
-    size_t n = strlen(s);
-    if (n > 1 && s[n - 1] == 'd' && strspn(s, "0123456789") == n - 1) {
-        int64_t days;
-        char num[24];
-        if (n - 1 >= sizeof num) return az_fail(msg, AZ_ERR_INVALID, "%s: \"%s\" is too large", flag, s);
-        snprintf(num, sizeof num, "%.*s", (int)(n - 1), s);
-        az_err err = az_args_int64(flag, num, 0, 365000, &days, msg);
-        if (err) return err;
-        *out = days * 86400;
-        return AZ_OK;
-    }
-    int32_t ns;
-    return az_args_duration(flag, s, out, &ns, msg);
-}
-
 /* Prints the table (or "no X found") and the next-page hint; frees the table. */
 static int finish_table(az_cli *cli, az_table *tb, const char *what, const char *next_token)
 {
@@ -117,7 +99,7 @@ static int run_key_create(az_cli *cli, const az_flag_value *v, const char *const
     req.role = (Agentz__V1__Role)role;
     if (v[KC_EXPIRES].count) {
         int64_t secs;
-        if (days_or_duration("--expires", v[KC_EXPIRES].value, &secs, msg))
+        if (az_args_days_duration("--expires", v[KC_EXPIRES].value, &secs, msg))
             return az_cli_usage_error(cli, "%s", msg);
         if (secs <= 0) return az_cli_usage_error(cli, "--expires: must be more than 0");
         expire.seconds = (int64_t)time(NULL) + secs;
@@ -454,7 +436,7 @@ static int run_audit_list(az_cli *cli, const az_flag_value *v, const char *const
     if (code) return code;
     if (v[AL_SINCE].count) {
         int64_t secs;
-        if (days_or_duration("--since", v[AL_SINCE].value, &secs, msg))
+        if (az_args_days_duration("--since", v[AL_SINCE].value, &secs, msg))
             return az_cli_usage_error(cli, "%s", msg);
         start.seconds = (int64_t)time(NULL) - secs;
         req.start_time = &start;

@@ -500,23 +500,6 @@ static const az_flag stats_flags[S__COUNT] = {
     [S_AGENT] = {"agent", 0, AZ_FLAG_VALUE, "ID", "only tasks of this agent", NULL},
 };
 
-/* Go durations plus whole days ("7d"), which windows are usually given in. */
-static az_err since_seconds(const char *flag, const char *s, int64_t *out, char *msg)
-{
-    size_t n = strlen(s);
-    if (n > 1 && s[n - 1] == 'd' && strspn(s, "0123456789") == n - 1) {
-        int64_t days;
-        char num[24];
-        snprintf(num, sizeof num, "%.*s", (int)(n - 1), s);
-        az_err err = az_args_int64(flag, num, 0, 365000, &days, msg);
-        if (err) return err;
-        *out = days * 86400;
-        return AZ_OK;
-    }
-    int32_t ns;
-    return az_args_duration(flag, s, out, &ns, msg);
-}
-
 /* RFC 3339 with a Z or ±hh:mm offset and an optional fraction (ignored below a second). */
 static az_err rfc3339(const char *flag, const char *s, int64_t *out, char *msg)
 {
@@ -563,7 +546,7 @@ static int run_stats(az_cli *cli, const az_flag_value *v, const char *const *arg
     int code = AZ_CLI_EXIT_OK;
     int64_t secs;
     if (v[S_SINCE].count) {
-        if (since_seconds("--since", v[S_SINCE].value, &secs, msg)) {
+        if (az_args_days_duration("--since", v[S_SINCE].value, &secs, msg)) {
             code = az_cli_usage_error(cli, "%s", msg);
             goto done;
         }

@@ -339,23 +339,6 @@ static const az_flag analytics_flags[A__COUNT] = {
     [A_SINCE] = {"since", 0, AZ_FLAG_VALUE, "DURATION", "window ending now, e.g. 24h or 7d (default 7d)", NULL},
 };
 
-/* Go durations plus whole days ("7d"), which windows are usually given in. */
-static az_err since_seconds(const char *flag, const char *s, int64_t *out, char *msg)
-{
-    size_t n = strlen(s);
-    if (n > 1 && s[n - 1] == 'd' && strspn(s, "0123456789") == n - 1) {
-        int64_t days;
-        char num[24];
-        snprintf(num, sizeof num, "%.*s", (int)(n - 1), s);
-        az_err err = az_args_int64(flag, num, 0, 365000, &days, msg);
-        if (err) return err;
-        *out = days * 86400;
-        return AZ_OK;
-    }
-    int32_t ns;
-    return az_args_duration(flag, s, out, &ns, msg);
-}
-
 static int run_analytics(az_cli *cli, const az_flag_value *v, const char *const *args, size_t nargs)
 {
     char msg[AZ_MSG_MAX];
@@ -364,7 +347,7 @@ static int run_analytics(az_cli *cli, const az_flag_value *v, const char *const 
     Google__Protobuf__Timestamp start = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     if (v[A_SINCE].count) {
         int64_t secs;
-        if (since_seconds("--since", v[A_SINCE].value, &secs, msg))
+        if (az_args_days_duration("--since", v[A_SINCE].value, &secs, msg))
             return az_cli_usage_error(cli, "%s", msg);
         start.seconds = (int64_t)time(NULL) - secs;
         req.start_time = &start;
