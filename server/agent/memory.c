@@ -116,29 +116,6 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
     return k;
 }
 
-typedef struct guard_state {
-    const az_netguard *guard;
-    char refused[64];
-    const char *range;
-} guard_state;
-
-/* Every connection is checked on the address curl is about to connect to, as the LLM client
- * and http_fetch do: the URL's host name proves nothing, and DNS answers change. */
-static curl_socket_t on_open(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    guard_state *g = arg;
-    int inet = (a->family == AF_INET && a->addrlen >= sizeof(struct sockaddr_in)) ||
-               (a->family == AF_INET6 && a->addrlen >= sizeof(struct sockaddr_in6));
-    if (purpose != CURLSOCKTYPE_IPCXN || !inet || !az_netguard_allowed(g->guard, &a->addr)) {
-        if (!g->refused[0]) {
-            az_netguard_addr_text(&a->addr, g->refused, sizeof g->refused);
-            g->range = inet ? az_netguard_range_name(&a->addr) : "unsupported address family";
-        }
-        return CURL_SOCKET_BAD;
-    }
-    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-}
-
 static int embeddings_on(const az_memory_config *cfg)
 {
     return cfg && cfg->embeddings_url && *cfg->embeddings_url;
@@ -220,7 +197,7 @@ static az_err embed(const az_memory_config *cfg, const az_ctx *ctx, const char *
     int64_t left = az_ctx_remaining_ms(ctx);
     if (left >= 0 && left < timeout) timeout = left > 0 ? (long)left : 1;
     body b = {0};
-    guard_state g = {.guard = cfg->guard};
+    az_netguard_curl g = {.guard = cfg->guard};
     char errbuf[CURL_ERROR_SIZE] = "";
     CURLcode cc = CURLE_OK;
 #define SET(opt, val) \
@@ -238,8 +215,7 @@ static az_err embed(const az_memory_config *cfg, const az_ctx *ctx, const char *
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_TIMEOUT_MS, timeout);
     SET(CURLOPT_ERRORBUFFER, errbuf);
-    SET(CURLOPT_OPENSOCKETFUNCTION, on_open);
-    SET(CURLOPT_OPENSOCKETDATA, &g);
+    if (!cc) cc = az_netguard_curl_use(h, &g);
 #undef SET
     if (cc) {
         err = az_fail(msg, AZ_ERR_INTERNAL, "cannot configure curl: %s", curl_easy_strerror(cc));
@@ -248,11 +224,11 @@ static az_err embed(const az_memory_config *cfg, const az_ctx *ctx, const char *
     cc = curl_easy_perform(h);
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    if (g.refused[0]) {
+    if (g.refused) {
         err = az_fail(msg, AZ_ERR_PERMISSION,
                       "embeddings endpoint address %s (%s) is refused by the network policy "
                       "(AGENTZ_ALLOW_PRIVATE_NETWORKS)",
-                      g.refused, g.range ? g.range : "public");
+                      g.refused_addr, g.refused_range);
     } else if (b.over) {
         err = az_fail(msg, AZ_ERR_EXHAUSTED, "embeddings response is larger than %u bytes",
                       EMBED_RESPONSE_MAX);

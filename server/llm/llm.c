@@ -38,10 +38,7 @@ struct az_llm_call {
     size_t received, max_response;
     int too_large;
     int cancelled; /* az_llm_complete saw *cancel */
-    const az_netguard *guard; /* NULL = connect anywhere */
-    int opened, refused;      /* sockets opened / refused by the guard */
-    char refused_addr[64];    /* the first refused address and its range, for the message */
-    const char *refused_range;
+    az_netguard_curl ng;      /* the outbound policy's record; ng.guard NULL = connect anywhere */
     az_err parse_err;
     char parse_msg[AZ_MSG_MAX];
     char errbuf[CURL_ERROR_SIZE];
@@ -309,26 +306,6 @@ static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
     return 0;
 }
 
-/* Every connection the call makes (each happy-eyeballs attempt too) is opened here, on the
- * address curl resolved and is about to connect to: the base URL's host name proves nothing,
- * and a DNS answer may change between any earlier check and the connect. */
-static curl_socket_t open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    az_llm_call *c = arg;
-    int inet = (a->family == AF_INET && a->addrlen >= sizeof(struct sockaddr_in)) ||
-               (a->family == AF_INET6 && a->addrlen >= sizeof(struct sockaddr_in6));
-    if (purpose != CURLSOCKTYPE_IPCXN || !inet || !az_netguard_allowed(c->guard, &a->addr)) {
-        if (!c->refused++) {
-            az_netguard_addr_text(&a->addr, c->refused_addr, sizeof c->refused_addr);
-            c->refused_range = inet ? az_netguard_range_name(&a->addr) : NULL;
-        }
-        return CURL_SOCKET_BAD;
-    }
-    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    if (fd != CURL_SOCKET_BAD) c->opened++;
-    return fd;
-}
-
 /* ---- call ---- */
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -400,10 +377,10 @@ az_err az_llm_call_new(const az_llm_request *req, const az_llm_callbacks *cb, vo
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_ERRORBUFFER, c->errbuf);
     SET(CURLOPT_PRIVATE, c);
+    /* Checked on the address curl is about to connect to (az_netguard_curl_use says why). */
     if (req->guard) {
-        c->guard = req->guard;
-        SET(CURLOPT_OPENSOCKETFUNCTION, open_cb);
-        SET(CURLOPT_OPENSOCKETDATA, c);
+        c->ng.guard = req->guard;
+        if (!cc) cc = az_netguard_curl_use(h, &c->ng);
     }
     if (az_log_enabled(AZ_LOG_DEBUG)) {
         SET(CURLOPT_DEBUGFUNCTION, debug_cb);
@@ -548,16 +525,16 @@ static void http_error(az_llm_call *c, az_llm_error *err)
 /* The guard refused every address the host resolved to. */
 static void refused_error(az_llm_call *c, az_llm_error *err)
 {
-    if (c->refused_range)
+    if (c->ng.refused_range)
         az_llm_error_set(err, "llm_address_refused",
                          "%s: %s: connection to %s refused: %s addresses are not allowed by the "
                          "outbound network policy (allow them with AGENTZ_ALLOW_PRIVATE_NETWORKS)",
-                         c->prov->name, c->url, c->refused_addr, c->refused_range);
+                         c->prov->name, c->url, c->ng.refused_addr, c->ng.refused_range);
     else
         az_llm_error_set(err, "llm_address_refused",
                          "%s: %s: connection to %s refused by the outbound network policy "
                          "(AGENTZ_ALLOW_PRIVATE_NETWORKS)",
-                         c->prov->name, c->url, c->refused_addr);
+                         c->prov->name, c->url, c->ng.refused_addr);
 }
 
 static void curl_error(az_llm_call *c, CURLcode code, az_llm_error *err)
@@ -586,7 +563,7 @@ static void classify(az_llm_call *c, CURLcode code, az_llm_error *err)
     } else if (c->parse_err)
         az_llm_error_set(err, c->parse_err == AZ_ERR_EXHAUSTED ? "llm_response_too_large" : "llm_bad_response",
                          "%s: bad event stream: %s", c->prov->name, c->parse_msg);
-    else if (c->refused && !c->opened && code == CURLE_COULDNT_CONNECT)
+    else if (c->ng.refused && !c->ng.opened && code == CURLE_COULDNT_CONNECT)
         refused_error(c, err);
     else if (code != CURLE_OK)
         curl_error(c, code, err);

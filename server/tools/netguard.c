@@ -243,3 +243,28 @@ char *az_netguard_addr_text(const struct sockaddr *sa, char *buf, size_t len)
     if (!src || !inet_ntop(sa->sa_family, src, buf, (socklen_t)len)) snprintf(buf, len, "?");
     return buf;
 }
+
+static curl_socket_t curl_open(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    az_netguard_curl *st = arg;
+    int inet = (a->family == AF_INET && a->addrlen >= sizeof(struct sockaddr_in)) ||
+               (a->family == AF_INET6 && a->addrlen >= sizeof(struct sockaddr_in6));
+    if (purpose != CURLSOCKTYPE_IPCXN || !inet || !az_netguard_allowed(st->guard, &a->addr)) {
+        if (!st->refused++) {
+            az_netguard_addr_text(&a->addr, st->refused_addr, sizeof st->refused_addr);
+            st->refused_range = inet ? az_netguard_range_name(&a->addr) : "unsupported address family";
+            if (!st->refused_range) st->refused_range = "public";
+        }
+        return CURL_SOCKET_BAD;
+    }
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd != CURL_SOCKET_BAD) st->opened++;
+    return fd;
+}
+
+CURLcode az_netguard_curl_use(CURL *h, az_netguard_curl *st)
+{
+    CURLcode cc = curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, curl_open);
+    if (cc == CURLE_OK) cc = curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, st);
+    return cc;
+}

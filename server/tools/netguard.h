@@ -4,6 +4,7 @@
 #ifndef AZ_NETGUARD_H
 #define AZ_NETGUARD_H
 
+#include <curl/curl.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -45,5 +46,23 @@ const char *az_netguard_range_name(const struct sockaddr *sa);
 
 /* Writes sa's address (no port) into buf as text, "?" for unknown families. Returns buf. */
 char *az_netguard_addr_text(const struct sockaddr *sa, char *buf, size_t len);
+
+/* A libcurl transfer under the policy: what its connections did. */
+typedef struct az_netguard_curl {
+    const az_netguard *guard;  /* set by the caller; borrowed */
+    int opened;                /* sockets opened */
+    int refused;               /* connection attempts refused */
+    char refused_addr[64];     /* the first refused address as text; "" = none */
+    const char *refused_range; /* its range name (az_netguard_range_name), or "unsupported
+                                * address family"; NULL when none was refused */
+} az_netguard_curl;
+
+/* Makes every connection of easy handle h (first URL, redirects, happy-eyeballs attempts) check
+ * the address curl is about to connect to against st->guard: the URL's host name proves nothing
+ * and DNS answers change, so the check must sit right before connect. Sets
+ * CURLOPT_OPENSOCKETFUNCTION and CURLOPT_OPENSOCKETDATA; st (guard set, the rest zeroed) is
+ * written from curl's callbacks and must outlive the transfer. A refused connection fails the
+ * transfer with CURLE_COULDNT_CONNECT once no address is left. Returns curl_easy_setopt's code. */
+CURLcode az_netguard_curl_use(CURL *h, az_netguard_curl *st);
 
 #endif

@@ -897,30 +897,10 @@ typedef struct fetch {
     CURL *h;
     sbuf body;
     size_t max;
-    int typed, too_big, bad_type, refused, cancelled;
+    int typed, too_big, bad_type, cancelled;
     char mtype[96];
-    char refused_addr[64];
-    const char *refused_range;
+    az_netguard_curl ng; /* the outbound policy's record of this fetch's connections */
 } fetch;
-
-/* Every connection curl makes, for the first URL, each redirect and happy-eyeballs attempt,
- * is opened here: the resolved address is checked right before connect, so neither the URL's
- * host name nor a later DNS answer can point us at a refused range. */
-static curl_socket_t on_open(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    fetch *f = ud;
-    int inet = (a->family == AF_INET && a->addrlen >= sizeof(struct sockaddr_in)) ||
-               (a->family == AF_INET6 && a->addrlen >= sizeof(struct sockaddr_in6));
-    if (purpose != CURLSOCKTYPE_IPCXN || !inet || !az_netguard_allowed(f->cfg->guard, &a->addr)) {
-        if (!f->refused) {
-            f->refused = 1;
-            az_netguard_addr_text(&a->addr, f->refused_addr, sizeof f->refused_addr);
-            f->refused_range = inet ? az_netguard_range_name(&a->addr) : "unsupported address family";
-        }
-        return CURL_SOCKET_BAD;
-    }
-    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-}
 
 static size_t on_data(char *p, size_t size, size_t nmemb, void *ud)
 {
@@ -982,10 +962,10 @@ static az_err fetch_failed(fetch *f, CURLcode rc, const char *errbuf, az_tool_re
         return az_fail(msg, AZ_ERR_CANCELLED, "http_fetch cancelled");
     }
     if (f->body.oom) return az_fail(msg, AZ_ERR_NOMEM, "out of memory reading the response");
-    if (f->refused && rc == CURLE_COULDNT_CONNECT)
+    if (f->ng.refused && rc == CURLE_COULDNT_CONNECT)
         return az_tools_result_error(out, "connection to %s refused by the network policy (%s "
                                           "addresses are not allowed)",
-                                     f->refused_addr, f->refused_range ? f->refused_range : "these");
+                                     f->ng.refused_addr, f->ng.refused_range ? f->ng.refused_range : "these");
     if (f->bad_type)
         return az_tools_result_error(out, "unsupported content type %s",
                                      f->mtype[0] ? f->mtype : "(none)");
@@ -1043,8 +1023,8 @@ static void fetch_setopts(fetch *f, const char *url, char *errbuf)
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, ""); /* decoded size is what on_data caps */
     /* An empty proxy disables http_proxy/https_proxy/all_proxy from the environment. */
     curl_easy_setopt(h, CURLOPT_PROXY, c->proxy ? c->proxy : "");
-    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
-    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, f);
+    f->ng.guard = c->guard;
+    az_netguard_curl_use(h, &f->ng); /* every address checked right before connect */
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, f);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
