@@ -30,7 +30,11 @@ typedef enum az_event_scope {
  * payload is agent_status. webhook_urls (n may be 0) each get a webhook delivery when the event
  * is terminal (task or run reached succeeded/failed/cancelled). Nothing is visible to watchers
  * before commit; a rollback drops the event with the change. AZ_ERR_INVALID for an event with
- * no payload; database errors as az_pg_exec returns them. */
+ * no payload or no scope, or without a workspace in ctx; database errors as az_pg_exec returns
+ * them (the caller's transaction is then aborted). Append after the transaction's last row
+ * lock on other tables (the transitions collect their events and append them at the end): the
+ * scope counters are then the last locks taken, always run before task before agents, so
+ * appenders cannot deadlock on them. One round trip per event. */
 az_err az_outbox_append(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Event *ev,
                         const char *const *webhook_urls, size_t n_webhook_urls, char *msg);
 
@@ -44,5 +48,24 @@ az_err az_outbox_list(az_pg *pg, const az_ctx *ctx, az_event_scope scope, const 
 /* Deletes stored events older than older_than_ms whose run (or task) has finished; system work
  * for the janitor. *deleted (may be NULL) gets the count. */
 az_err az_outbox_prune(az_pg *pg, int64_t older_than_ms, int64_t *deleted, char *msg);
+
+/* A stored payload (packed agentz.v1.Event without sequence and time) as the event of one
+ * scope: unpacked with alloc (an arena's allocator, or NULL for malloc: then free it with
+ * agentz__v1__event__free_unpacked), sequence and time (microseconds since the epoch) set.
+ * AZ_ERR_INTERNAL when the bytes do not unpack, AZ_ERR_NOMEM. */
+az_err az_outbox_decode(const uint8_t *payload, size_t len, int64_t sequence, int64_t time_us,
+                        ProtobufCAllocator *alloc, Agentz__V1__Event **out, char *msg);
+
+/* Statements of the relay (server/event/relay.c), which runs them on its own connection as
+ * system work inside one transaction: az_outbox_sql_lock() takes the relay lock for the
+ * transaction (one row: true when taken; one relay at a time across all processes, so each
+ * scope is published in sequence order); az_outbox_sql_unpublished() ($1 limit) locks and
+ * returns the oldest events not yet published, in id order, columns: id, workspace_id, run_id,
+ * task_id ("" when none), run_seq, task_seq, agents_seq (0 when not in that scope), payload
+ * (bytea), create_time in microseconds; az_outbox_sql_published() ($1 bigint[] literal of
+ * ids) marks them published. Static text. */
+const char *az_outbox_sql_lock(void);
+const char *az_outbox_sql_unpublished(void);
+const char *az_outbox_sql_published(void);
 
 #endif
