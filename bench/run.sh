@@ -18,7 +18,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-OPS=${OPS:-"create get list health unimplemented"}
+OPS=${OPS-"create get list health unimplemented"}
 CONCURRENCY=${CONCURRENCY:-"1 8 32"}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-1s}
