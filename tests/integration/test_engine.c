@@ -1247,7 +1247,10 @@ static void test_max_rpm(void)
         fprintf(stderr, "\n  max_rpm %d: %zu model calls within %.1f s of the first\n", RPM, most,
                 now_s() - first);
     CU_ASSERT_TRUE(most <= RPM);
-    CU_ASSERT_TRUE(most >= 2);
+    /* And the documented spacing (server/agent/README.md: no burst, one call per 60 s / max_rpm):
+     * over the 5 s watched, about six calls, one a second. */
+    if (most < 3 || most > 7) fprintf(stderr, "\n  max_rpm %d: %zu calls in 5 s, want about 6\n", RPM, most);
+    CU_ASSERT_TRUE(most >= 3 && most <= 7);
     /* While tasks wait for the budget the agent is busy. */
     Agentz__V1__Agent *ag = get_agent(a);
     int waiting = 0;
