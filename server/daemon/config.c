@@ -203,6 +203,9 @@ static const opt opts[] = {
      "embeddings model name"},
     {"embeddings-api-key", "AGENTZ_EMBEDDINGS_API_KEY", OPT_STR, S(embeddings_api_key), NULL, 0,
      0, "bearer key for the embeddings endpoint"},
+    {"webhook-secret", "AGENTZ_WEBHOOK_SECRET", OPT_STR, S(webhook_secret), NULL, 0, 0,
+     "key signing webhook POSTs (X-Agentz-Signature, HMAC-SHA256); unset = DATA/webhook.secret, "
+     "generated at first start, when embedded, else deliveries fail"},
     {"help", NULL, OPT_FLAG, S(show_help), NULL, 0, 0, "print this help and exit"},
     {"version", NULL, OPT_FLAG, S(show_version), NULL, 0, 0, "print the version and exit"},
 };

@@ -35,6 +35,7 @@ typedef struct az_config {
     int task_lease_seconds;
     int worker_shutdown_grace_ms;
     char *embeddings_url, *embeddings_model, *embeddings_api_key; /* agent memory; NULL = none */
+    char *webhook_secret; /* AGENTZ_WEBHOOK_SECRET; NULL = DATA/webhook.secret when embedded */
     int show_help, show_version;
 } az_config;
 
