@@ -16,6 +16,7 @@
 #include "daemon/config.h"
 #include "descriptor_set.h"
 #include "embed/embedded.h"
+#include "event/webhook.h"
 #include "llm/price.h"
 #include "queue/reconciler.h"
 #include "rpc/health.h"
@@ -137,6 +138,8 @@ static int run(const az_config *cfg)
     az_tools *tools = NULL;
     az_llm_prices *prices = NULL; /* AGENTZ_LLM_PRICES_FILE / AGENTZ_LLM_PRICES over the defaults */
     az_worker *worker = NULL;
+    az_webhook *webhooks = NULL; /* api processes deliver webhooks */
+    char *webhook_secret = NULL;
     janitor jan = {.stop = 0};
     int janitor_started = 0;
     const int role_api = az_config_has_role(cfg, "api");
@@ -315,6 +318,19 @@ static int run(const az_config *cfg)
         az_error("cannot start serving: %s", msg);
         goto out;
     }
+    if (role_api) {
+        /* The embedded default keeps a generated secret in its data dir, like admin.key. */
+        if (az_webhook_load_secret(cfg->webhook_secret, embed ? az_embed_data_dir(embed) : NULL,
+                                   &webhook_secret, msg) != AZ_OK) {
+            az_error("cannot load the webhook signing secret: %s", msg);
+            goto out;
+        }
+        az_webhook_config whcfg = {.pg = pg, .guard = guard, .secret = webhook_secret};
+        if (!(webhooks = az_webhook_start(&whcfg, msg))) {
+            az_error("cannot start webhook deliveries: %s", msg);
+            goto out;
+        }
+    }
     az_memory_config memcfg = {.embeddings_url = cfg->embeddings_url,
                                .embeddings_model = cfg->embeddings_model,
                                .embeddings_api_key = cfg->embeddings_api_key,
@@ -380,6 +396,8 @@ out:
     az_tools_free(tools);
     az_llm_prices_free(prices);
     az_reconciler_free(reconciler); /* before the pool and redis it uses */
+    az_webhook_stop(webhooks);      /* before the pool and the netguard it uses */
+    free(webhook_secret);
     if (janitor_started) {
         pthread_mutex_lock(&jan.mu);
         jan.stop = 1;
