@@ -14,7 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "agentz/v1/agent.pb-c.h"
+#include "agentz/v1/task.pb-c.h"
+#include "agentz/v1/workflow.pb-c.h"
 #include "core/text.h"
 
 static const char *env_or(const char *k, const char *def)
@@ -249,4 +253,235 @@ int az_itest_run_cunit(void)
     int errors = CU_get_error();
     CU_cleanup_registry();
     return failures || errors ? 1 : 0;
+}
+
+/* ---------------------------------------------------------------- watch streams */
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int az_itest_watch_open(az_itest_watch *w, az_conn *c, const char *method,
+                        const ProtobufCMessage *req, int timeout_ms)
+{
+    az_itest_watch_cancel(w);
+    w->ended = 0;
+    w->status = 0;
+    w->msg[0] = '\0';
+    int st = 0;
+    if (az_conn_stream_open(c, method, req, &agentz__v1__event__descriptor, timeout_ms, NULL,
+                            &w->stream, &st, w->msg) != AZ_OK) {
+        w->stream = NULL;
+        w->ended = 1;
+        w->status = st ? st : 2 /* UNKNOWN */;
+        return w->status;
+    }
+    return 0;
+}
+
+int az_itest_watch_run(az_itest_watch *w, az_conn *c, const char *run_id, int64_t after,
+                       int include_tokens, int timeout_ms)
+{
+    Agentz__V1__WatchRunRequest req = AGENTZ__V1__WATCH_RUN_REQUEST__INIT;
+    req.run_id = (char *)run_id;
+    req.after_sequence = after;
+    req.include_tokens = include_tokens;
+    return az_itest_watch_open(w, c, "/agentz.v1.WorkflowService/WatchRun", &req.base, timeout_ms);
+}
+
+int az_itest_watch_task(az_itest_watch *w, az_conn *c, const char *task_id, int64_t after,
+                        int include_tokens, int timeout_ms)
+{
+    Agentz__V1__WatchTaskRequest req = AGENTZ__V1__WATCH_TASK_REQUEST__INIT;
+    req.task_id = (char *)task_id;
+    req.after_sequence = after;
+    req.include_tokens = include_tokens;
+    return az_itest_watch_open(w, c, "/agentz.v1.TaskService/WatchTask", &req.base, timeout_ms);
+}
+
+int az_itest_watch_agents(az_itest_watch *w, az_conn *c, const char *agent_id, int64_t after,
+                          int timeout_ms)
+{
+    Agentz__V1__WatchAgentsRequest req = AGENTZ__V1__WATCH_AGENTS_REQUEST__INIT;
+    char *ids[1] = {(char *)agent_id};
+    if (agent_id) {
+        req.agent_ids = ids;
+        req.n_agent_ids = 1;
+    }
+    req.after_sequence = after;
+    return az_itest_watch_open(w, c, "/agentz.v1.AgentService/WatchAgents", &req.base, timeout_ms);
+}
+
+int az_itest_watch_next(az_itest_watch *w)
+{
+    if (w->ended || !w->stream) return 0;
+    ProtobufCMessage *m = NULL;
+    int st = 0;
+    char msg[AZ_MSG_MAX] = "";
+    az_conn_stream_next(w->stream, &m, &st, msg);
+    if (!m) {
+        w->ended = 1;
+        w->status = st;
+        snprintf(w->msg, sizeof w->msg, "%s", msg);
+        az_conn_stream_close(w->stream);
+        w->stream = NULL;
+        return 0;
+    }
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        Agentz__V1__Event **ev = realloc(w->ev, cap * sizeof *ev);
+        double *at = ev ? realloc(w->at, cap * sizeof *at) : NULL;
+        if (!ev || !at) {
+            fprintf(stderr, "watch: out of memory\n");
+            abort();
+        }
+        w->ev = ev;
+        w->at = at;
+        w->cap = cap;
+    }
+    Agentz__V1__Event *e = (Agentz__V1__Event *)m;
+    w->at[w->n] = mono_s();
+    w->ev[w->n++] = e;
+    if (e->sequence > 0) {
+        w->durable++;
+        w->last_seq = e->sequence;
+    }
+    return 1;
+}
+
+int az_itest_watch_read(az_itest_watch *w, size_t until_durable)
+{
+    while (!w->ended && (!until_durable || w->durable < until_durable))
+        if (!az_itest_watch_next(w)) break;
+    return w->ended;
+}
+
+void az_itest_watch_cancel(az_itest_watch *w)
+{
+    if (!w->stream) return;
+    az_conn_stream_close(w->stream);
+    w->stream = NULL;
+}
+
+void az_itest_watch_free(az_itest_watch *w)
+{
+    az_itest_watch_cancel(w);
+    for (size_t i = 0; i < w->n; i++) protobuf_c_message_free_unpacked(&w->ev[i]->base, NULL);
+    free(w->ev);
+    free(w->at);
+    memset(w, 0, sizeof *w);
+}
+
+/* ---------------------------------------------------------------- the embedded Redis */
+
+/* The Redis socket of s, as az_itest_redis finds it. */
+static void redis_sock_path(const az_itest_server *s, char *out, size_t len)
+{
+    char path[700], dir[600] = "";
+    snprintf(path, sizeof path, "%s/run/socket_dir", s->data_dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(dir, sizeof dir, f)) dir[0] = '\0';
+        fclose(f);
+        dir[strcspn(dir, "\n")] = '\0';
+    }
+    if (*dir) snprintf(out, len, "%s/redis.sock", dir);
+    else snprintf(out, len, "%s/run/redis.sock", s->data_dir);
+}
+
+static int config_get(redisContext *c, const char *key, char *out, size_t len)
+{
+    redisReply *r = redisCommand(c, "CONFIG GET %s", key);
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[1]->type == REDIS_REPLY_STRING;
+    if (ok) snprintf(out, len, "%s", r->element[1]->str);
+    else fprintf(stderr, "redis: CONFIG GET %s failed\n", key);
+    freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+int az_itest_redis_stop(const az_itest_server *s, az_itest_redis_conf *conf)
+{
+    memset(conf, 0, sizeof *conf);
+    char sock[700];
+    redis_sock_path(s, sock, sizeof sock);
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectUnixWithTimeout(sock, tv);
+    if (!c || c->err) {
+        fprintf(stderr, "redis: cannot connect to %s: %s\n", sock, c ? c->errstr : "out of memory");
+        redisFree(c);
+        return -1;
+    }
+    redisSetTimeout(c, tv);
+    if (config_get(c, "unixsocket", conf->sock, sizeof conf->sock) ||
+        config_get(c, "dir", conf->dir, sizeof conf->dir) ||
+        config_get(c, "logfile", conf->logfile, sizeof conf->logfile) ||
+        config_get(c, "pidfile", conf->pidfile, sizeof conf->pidfile) ||
+        config_get(c, "appendonly", conf->appendonly, sizeof conf->appendonly) ||
+        config_get(c, "save", conf->save, sizeof conf->save)) {
+        redisFree(c);
+        return -1;
+    }
+    /* On success Redis closes the connection without a reply. */
+    redisReply *r = redisCommand(c, "SHUTDOWN SAVE");
+    int ok = !r && c->err == REDIS_ERR_EOF;
+    if (!ok) fprintf(stderr, "redis: SHUTDOWN SAVE was not accepted: %s\n",
+                     r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+    freeReplyObject(r);
+    redisFree(c);
+    if (!ok) return -1;
+    for (int i = 0; i < 100; i++) {
+        redisContext *p = redisConnectUnixWithTimeout(conf->sock, tv);
+        int refused = !p || p->err;
+        redisFree(p);
+        if (refused) return 0;
+        usleep(50 * 1000);
+    }
+    fprintf(stderr, "redis: %s still accepts connections 5 s after SHUTDOWN\n", conf->sock);
+    return -1;
+}
+
+int az_itest_redis_start(const az_itest_redis_conf *conf)
+{
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            dup2(devnull, 1);
+        }
+        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", conf->sock,
+               "--unixsocketperm", "700", "--dir", conf->dir, "--appendonly", conf->appendonly,
+               "--save", conf->save, "--daemonize", "yes", "--logfile", conf->logfile,
+               "--pidfile", conf->pidfile, (char *)NULL);
+        fprintf(stderr, "cannot exec redis-server: %s\n", strerror(errno));
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "redis-server --daemonize yes exited with status %d\n", st);
+        return -1;
+    }
+    struct timeval tv = {2, 0};
+    for (int i = 0; i < 200; i++) {
+        redisContext *c = redisConnectUnixWithTimeout(conf->sock, tv);
+        if (c && !c->err) {
+            redisSetTimeout(c, tv);
+            redisReply *r = redisCommand(c, "PING");
+            int up = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
+            freeReplyObject(r);
+            redisFree(c);
+            if (up) return 0;
+        } else {
+            redisFree(c);
+        }
+        usleep(50 * 1000);
+    }
+    fprintf(stderr, "redis on %s did not answer PING within 10 s of its restart\n", conf->sock);
+    return -1;
 }
