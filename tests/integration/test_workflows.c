@@ -1186,7 +1186,10 @@ static void test_watch_unimplemented(void)
 
 static int suite_init(void)
 {
-    if (az_itest_start(&srv, "workflows", NULL) != 0) return -1;
+    /* api only: these suites drive the task state machine themselves (claim, complete), so no
+     * worker may pick their tasks up; the engine has its own suites (test_engine*). */
+    static const char *const api_only[] = {"--roles", "api", NULL};
+    if (az_itest_start(&srv, "workflows", api_only) != 0) return -1;
     conn = az_itest_connect(&srv);
     if (make_agent("Researcher", 0, agent_a) || make_agent("Writer", 0, agent_b) ||
         make_agent("Dormant", 1, agent_off) || make_agent("Manager", 0, agent_mgr))
