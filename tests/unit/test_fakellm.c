@@ -202,6 +202,12 @@ static void test_curl_errors_and_routes(void)
     CU_ASSERT_EQUAL(res.status, 404);
     resp_free(&res);
     CU_ASSERT_EQUAL(fakellm_count(F, NULL), 3u);
+    /* Expect: 100-continue gets its interim response before the body is sent. */
+    CU_ASSERT_EQUAL(post(e, "/v1/chat/completions", CHAT "}", "Expect: 100-continue", &res), CURLE_OK);
+    CU_ASSERT_EQUAL(res.status, 200);
+    CU_ASSERT_PTR_NOT_NULL(res.headers.p && strstr(res.headers.p, "HTTP/1.1 100 Continue"));
+    resp_free(&res);
+    CU_ASSERT_EQUAL(fakellm_count(F, NULL), 4u);
     /* Scripted errors: status, body and Retry-After, on both APIs. */
     fakellm_reply r = {.kind = FAKELLM_HTTP_ERROR, .status = 429, .retry_after_s = 7};
     fakellm_on(F, NULL, NULL, &r, 1);
