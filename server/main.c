@@ -27,6 +27,7 @@
 #include "store/pgpool.h"
 #include "store/redis.h"
 #include "secret/secret.h"
+#include "system/metrics.h"
 #include "system/system_api.h"
 #include "task/task_api.h"
 #include "tools/netguard.h"
@@ -43,6 +44,19 @@
 static az_err check_pg(void *arg, char *msg) { return az_pg_ping(arg, msg); }
 static az_err check_redis(void *arg, char *msg) { return az_redis_ping(arg, msg); }
 static void health_down(void *arg) { az_health_shutdown(arg); }
+
+/* The server has one observer slot: audit and metrics both see every call through it. */
+typedef struct observers {
+    az_audit *audit;
+    az_metrics *metrics;
+} observers;
+
+static void observe_all(void *arg, az_call *c, const char *method, int status, int64_t duration_us)
+{
+    observers *o = arg;
+    az_audit_observe(o->audit, c, method, status, duration_us);
+    az_metrics_observe(o->metrics, c, method, status, duration_us);
+}
 
 /* How the start-up log describes well-known policies; anything else is logged as given. */
 static const struct {
@@ -131,6 +145,8 @@ static int run(const az_config *cfg)
     az_secret_keyring *keys = NULL;
     az_audit *audit = NULL;
     az_system_api *sys = NULL;
+    az_metrics *metrics = NULL;
+    observers obs = {NULL, NULL};
     az_auth *auth = NULL;
     az_redis *rl_redis = NULL;
     az_ratelimit *limiter = NULL;
@@ -304,6 +320,12 @@ static int run(const az_config *cfg)
         .stream_queue_limit = cfg->stream_queue_limit,
         .shutdown_grace_ms = cfg->shutdown_grace_ms,
     };
+    az_metrics_sources msrc = {.pg = pg, .redis = redis, .worker_group = AZ_WORKER_GROUP};
+    if (az_metrics_new(tables, counts, role_api ? 6 : 2, &msrc, &metrics, msg) != AZ_OK) {
+        az_error("cannot set up metrics: %s", msg);
+        goto out;
+    }
+    az_system_api_set_metrics(sys, metrics);
     /* A worker-only process serves health and reflection (probes, readiness), no API. */
     srv = az_server_new(&scfg, tables, counts, role_api ? 6 : 2, msg);
     if (!srv) {
@@ -312,8 +334,11 @@ static int run(const az_config *cfg)
     }
     az_server_on_shutdown(srv, health_down, health);
     az_server_set_authorizer(srv, az_auth_authorize, auth);
-    az_server_set_observer(srv, az_audit_observe, audit);
-    if (az_health_start(health, msg) != AZ_OK || az_server_start(srv, msg) != AZ_OK ||
+    az_server_on_shutdown(srv, az_metrics_shutdown, metrics);
+    obs = (observers){audit, metrics};
+    az_server_set_observer(srv, observe_all, &obs);
+    if (az_health_start(health, msg) != AZ_OK || az_metrics_start(metrics, msg) != AZ_OK ||
+        az_server_start(srv, msg) != AZ_OK ||
         az_reconciler_start(reconciler, msg) != AZ_OK) {
         az_error("cannot start serving: %s", msg);
         goto out;
@@ -409,6 +434,7 @@ out:
     }
     az_server_free(srv);
     az_audit_free(audit); /* after the server that observes into it; writes what is queued */
+    az_metrics_free(metrics); /* after the server too: its streams and observer point at it */
     az_system_api_free(sys);
     az_auth_free(auth);
     az_ratelimit_free(limiter);

@@ -1,5 +1,6 @@
 /* SystemService handlers: request validation naming the field, the role ceiling for new API keys,
- * audit targets for mutating calls, and secret values wiped from the request once encrypted. */
+ * audit targets for mutating calls, secret values wiped from the request once encrypted, and
+ * StreamMetrics streams handed to the metrics module. */
 #include "system_api.h"
 
 #include <openssl/crypto.h>
@@ -11,6 +12,7 @@
 #include "auth/apikey.h"
 #include "auth/auth.h"
 #include "core/text.h"
+#include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 
 #define PAGE_DEFAULT 50
@@ -18,11 +20,12 @@
 #define NAME_MAX_CHARS 128
 #define REQUEST_ID_MAX 128
 #define FILTER_MAX 256
-#define NMETHODS 8
+#define NMETHODS 9
 
 struct az_system_api {
     az_pg *pg;
     az_secret_keyring *keys;
+    az_metrics *metrics;
     az_method methods[NMETHODS];
 };
 
@@ -239,6 +242,30 @@ static az_err list_audit_log(az_call *c, const ProtobufCMessage *in, ProtobufCMe
     return err;
 }
 
+/* ---------------------------------------------------------------- metrics */
+
+static az_err stream_metrics(az_call *c, const ProtobufCMessage *in, char *msg)
+{
+    az_system_api *api = az_call_data(c);
+    const Agentz__V1__StreamMetricsRequest *req = (const void *)in;
+    int64_t ms = AZ_METRICS_INTERVAL_DEFAULT_MS;
+    if (req->interval) {
+        const Google__Protobuf__Duration *d = req->interval;
+        if (d->nanos < -999999999 || d->nanos > 999999999 || (d->seconds > 0 && d->nanos < 0) ||
+            (d->seconds < 0 && d->nanos > 0))
+            return az_fail(msg, AZ_ERR_INVALID, "interval: not a valid duration");
+        /* Clamped first so the product cannot overflow; the bounds check below still fails. */
+        int64_t sec = d->seconds > 1000000 ? 1000000 : d->seconds < -1000000 ? -1000000 : d->seconds;
+        ms = sec * 1000 + d->nanos / 1000000;
+        if (ms < AZ_METRICS_INTERVAL_MIN_MS || ms > AZ_METRICS_INTERVAL_MAX_MS)
+            return az_fail(msg, AZ_ERR_INVALID, "interval: must be between %ds and %ds, got %.3gs",
+                           AZ_METRICS_INTERVAL_MIN_MS / 1000, AZ_METRICS_INTERVAL_MAX_MS / 1000,
+                           (double)d->seconds + d->nanos / 1e9);
+    }
+    if (!api->metrics) return az_fail(msg, AZ_ERR_UNAVAILABLE, "metrics are not collected by this server");
+    return az_metrics_stream(api->metrics, c, ms, msg);
+}
+
 /* ---------------------------------------------------------------- table */
 
 #define SVC "/agentz.v1.SystemService/"
@@ -251,6 +278,8 @@ az_system_api *az_system_api_new(az_pg *pg, az_secret_keyring *keys)
     api->pg = pg;
     api->keys = keys;
     const az_method m[NMETHODS] = {
+        {SVC "StreamMetrics", AZ_RPC_SERVER_STREAM, D(stream_metrics_request), D(event),
+         .stream = stream_metrics, .data = api},
         {SVC "ListAuditLog", AZ_RPC_UNARY, D(list_audit_log_request), D(list_audit_log_response),
          .unary = list_audit_log, .data = api},
         {SVC "CreateApiKey", AZ_RPC_UNARY, D(create_api_key_request), D(create_api_key_response),
@@ -273,6 +302,8 @@ az_system_api *az_system_api_new(az_pg *pg, az_secret_keyring *keys)
 }
 
 void az_system_api_free(az_system_api *api) { free(api); }
+
+void az_system_api_set_metrics(az_system_api *api, az_metrics *m) { api->metrics = m; }
 
 const az_method *az_system_api_methods(az_system_api *api, size_t *n)
 {

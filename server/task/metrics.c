@@ -1,5 +1,5 @@
-/* Per-agent task metrics over a time window: one statement over the agent's tasks (index
- * tasks_by_agent) and the attempts that ended in the window. */
+/* Task metrics: per agent over a time window (one statement over the agent's tasks, index
+ * tasks_by_agent, and the attempts that ended in the window), and a workspace's load now. */
 #include "metrics.h"
 
 #include <stdio.h>
@@ -104,5 +104,36 @@ az_err az_task_agent_metrics(az_pg *pg, const az_ctx *ctx, const char *agent_id,
     PQclear(r);
     if (oom) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     *out = m;
+    return AZ_OK;
+}
+
+/* Queued and running come from tasks_by_status (workspace_id, status). Finished tasks are
+ * found through tasks_stats (workspace_id, create_time INCLUDE status, end_time): an index-only
+ * scan of the workspace, as no index leads with end_time. Without a workspace ($1 NULL, system
+ * work) row-level security lets every row through and the same statement counts them all. */
+static const char LOAD_SQL[] =
+    "SELECT (SELECT count(*) FROM tasks WHERE ($1::uuid IS NULL OR workspace_id = $1::uuid) AND status = 2),"
+    " (SELECT count(*) FROM tasks WHERE ($1::uuid IS NULL OR workspace_id = $1::uuid) AND status = 3),"
+    " (SELECT count(*) FROM tasks WHERE ($1::uuid IS NULL OR workspace_id = $1::uuid)"
+    "  AND status IN (5, 6, 7) AND end_time >= clock_timestamp() - interval '1 minute')";
+
+az_err az_task_load_get(az_pg *pg, const az_ctx *ctx, az_task_load *out, char *msg)
+{
+    *out = (az_task_load){0};
+    const char *ws = ctx && ctx->workspace_id && *ctx->workspace_id ? ctx->workspace_id : NULL;
+    const char *p[1] = {ws};
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r;
+    err = az_pg_exec(c, ctx, LOAD_SQL, 1, p, &r, msg);
+    az_pg_release(c);
+    if (err != AZ_OK) return err;
+    if (PQntuples(r) == 1) {
+        out->queued = num(r, 0);
+        out->running = num(r, 1);
+        out->last_minute = num(r, 2);
+    }
+    PQclear(r);
     return AZ_OK;
 }

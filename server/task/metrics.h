@@ -1,5 +1,6 @@
-/* Per-agent task metrics (GetAgentMetrics, WatchAgents): counters, usage and durations of one
- * agent's tasks over a time window, read from the task service's tables. */
+/* Task metrics read from the task service's tables: per agent (GetAgentMetrics, WatchAgents),
+ * counters, usage and durations of one agent's tasks over a time window; and a workspace's load
+ * now (SystemService.StreamMetrics): queued, running, finished in the last minute. */
 #ifndef AZ_METRICS_H
 #define AZ_METRICS_H
 
@@ -23,5 +24,18 @@
 az_err az_task_agent_metrics(az_pg *pg, const az_ctx *ctx, const char *agent_id, int64_t start_us,
                              int64_t end_us, az_arena *arena, Agentz__V1__AgentMetrics **out,
                              char *msg);
+
+/* A workspace's task load at one moment. */
+typedef struct az_task_load {
+    int64_t queued;      /* tasks in TASK_STATUS_QUEUED */
+    int64_t running;     /* tasks in TASK_STATUS_RUNNING */
+    int64_t last_minute; /* tasks that reached a terminal status in the last 60 s */
+} az_task_load;
+
+/* Counts ctx's workspace's queued and running tasks and those that finished in the last minute,
+ * in one statement (ctx->workspace_id NULL or empty: every workspace, as system work). Fills
+ * *out (zeros on error). Database errors as az_pg_exec maps them (AZ_ERR_UNAVAILABLE when
+ * PostgreSQL is down, AZ_ERR_DEADLINE past ctx's deadline), with msg. */
+az_err az_task_load_get(az_pg *pg, const az_ctx *ctx, az_task_load *out, char *msg);
 
 #endif

@@ -1,7 +1,8 @@
 /* SystemService against the real agentzd with authentication on: WhoAmI, the API key lifecycle
  * (a new key works, is refused after revocation, cannot exceed its creator's role), secrets that
  * are never returned nor found in the log, the database or its files, the audit log of mutating
- * and refused calls, and `agentzd admin` (create-key, verify-audit) beside a running server. */
+ * and refused calls, `agentzd admin` (create-key, verify-audit) beside a running server, and
+ * StreamMetrics (snapshots every interval with the calls made, health and workers). */
 #include <CUnit/Basic.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -15,8 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agentz/v1/event.pb-c.h"
 #include "agentz/v1/system.pb-c.h"
 #include "daemon/admin.h"
+#include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "harness.h"
@@ -541,6 +544,135 @@ static void test_admin_commands(void)
     CU_ASSERT_NOT_EQUAL(db_run("DELETE FROM audit_log WHERE id = 1"), 0);
 }
 
+/* ---------------------------------------------------------------- metrics */
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static az_conn_stream *open_metrics(int64_t seconds, int32_t nanos, int timeout_ms, int *status)
+{
+    Agentz__V1__StreamMetricsRequest req = AGENTZ__V1__STREAM_METRICS_REQUEST__INIT;
+    Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT;
+    d.seconds = seconds;
+    d.nanos = nanos;
+    req.interval = &d;
+    az_conn_stream *st = NULL;
+    last_msg[0] = '\0';
+    *status = -1;
+    az_conn_stream_open(conn, SVC "StreamMetrics", &req.base, &agentz__v1__event__descriptor, timeout_ms,
+                        NULL, &st, status, last_msg);
+    return st;
+}
+
+static const Agentz__V1__MethodStats *method_stats(const Agentz__V1__MetricsSnapshot *m, const char *method)
+{
+    for (size_t i = 0; i < m->n_methods; i++)
+        if (strcmp(m->methods[i]->method, method) == 0) return m->methods[i];
+    return NULL;
+}
+
+static void test_stream_metrics(void)
+{
+    int status;
+    az_conn_stream *st = open_metrics(1, 0, 20000, &status);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    /* The first snapshot proves the stream is registered (opening returns once the request is
+     * sent); calls made after it show up in the next ones. */
+    ProtobufCMessage *first = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_conn_stream_next(st, &first, &status, last_msg), AZ_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(first);
+    protobuf_c_message_free_unpacked(first, NULL);
+    double prev_at = mono_s(), gap_min = 1e9, gap_max = 0;
+    Agentz__V1__WhoAmIRequest who = AGENTZ__V1__WHO_AM_IREQUEST__INIT;
+    for (int i = 0; i < 20; i++)
+        CU_ASSERT_EQUAL(call(SVC "WhoAmI", &who, &agentz__v1__who_am_iresponse__descriptor, NULL), 0);
+    Agentz__V1__ListSecretsRequest ls = AGENTZ__V1__LIST_SECRETS_REQUEST__INIT;
+    ls.page_size = -1; /* INVALID_ARGUMENT: counted as an error */
+    CU_ASSERT_EQUAL(call(SVC "ListSecrets", &ls, &agentz__v1__list_secrets_response__descriptor, NULL), 3);
+
+    int seen_who = 0, seen_err = 0, snapshots = 0;
+    for (int i = 0; i < 6; i++) {
+        ProtobufCMessage *m = NULL;
+        az_err err = az_conn_stream_next(st, &m, &status, last_msg);
+        CU_ASSERT_EQUAL_FATAL(err, AZ_OK);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+        double at = mono_s();
+        if (at - prev_at < gap_min) gap_min = at - prev_at;
+        if (at - prev_at > gap_max) gap_max = at - prev_at;
+        prev_at = at;
+        const Agentz__V1__Event *ev = (const void *)m;
+        CU_ASSERT_EQUAL(ev->payload_case, AGENTZ__V1__EVENT__PAYLOAD_METRICS);
+        CU_ASSERT_EQUAL(ev->sequence, 0);
+        CU_ASSERT_PTR_NOT_NULL(ev->time);
+        const Agentz__V1__MetricsSnapshot *ms = ev->metrics;
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ms);
+        snapshots++;
+        CU_ASSERT(ms->postgres_ok);
+        CU_ASSERT(ms->redis_ok);
+        CU_ASSERT(ms->workers >= 1); /* this agentzd plays the worker role too */
+        CU_ASSERT(ms->queue_depth >= 0 && ms->tasks_running >= 0 && ms->tasks_per_minute >= 0);
+        for (size_t k = 1; k < ms->n_methods; k++)
+            CU_ASSERT(strcmp(ms->methods[k - 1]->method, ms->methods[k]->method) < 0);
+        const Agentz__V1__MethodStats *w = method_stats(ms, SVC "WhoAmI");
+        if (w) {
+            seen_who += (int)w->count;
+            CU_ASSERT(ms->requests_per_second > 0);
+            CU_ASSERT_EQUAL(w->errors, 0);
+            CU_ASSERT(w->p50_ms > 0 && w->p99_ms >= w->p50_ms);
+        }
+        const Agentz__V1__MethodStats *e = method_stats(ms, SVC "ListSecrets");
+        if (e) {
+            seen_err += (int)e->errors;
+            CU_ASSERT_EQUAL(e->errors, e->count);
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (seen_who >= 20 && seen_err >= 1 && snapshots >= 3) break;
+    }
+    /* Every call counted once, across however many snapshots they fell into. */
+    if (seen_who != 20) fprintf(stderr, "\n  WhoAmI calls seen in snapshots: %d\n", seen_who);
+    CU_ASSERT_EQUAL(seen_who, 20);
+    CU_ASSERT_EQUAL(seen_err, 1);
+    /* One snapshot a second. */
+    CU_ASSERT(snapshots >= 3);
+    CU_ASSERT(gap_min > 0.6);
+    CU_ASSERT(gap_max < 1.8);
+    az_conn_stream_close(st);
+}
+
+static void test_stream_metrics_interval(void)
+{
+    static const struct {
+        int64_t s;
+        int32_t ns;
+    } bad[] = {{0, 500000000}, {61, 0}, {-1, 0}, {0, -5}, {100000000000LL, 0}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int status;
+        az_conn_stream *st = open_metrics(bad[i].s, bad[i].ns, 10000, &status);
+        if (st) {
+            ProtobufCMessage *m = NULL;
+            az_conn_stream_next(st, &m, &status, last_msg);
+            CU_ASSERT_PTR_NULL(m);
+            if (m) protobuf_c_message_free_unpacked(m, NULL);
+            az_conn_stream_close(st);
+        }
+        CU_ASSERT_EQUAL(status, 3); /* INVALID_ARGUMENT */
+        CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "interval"));
+    }
+    /* The bounds themselves are fine: 60s sends nothing yet, so the deadline ends the call. */
+    int status;
+    az_conn_stream *st = open_metrics(60, 0, 1500, &status);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    ProtobufCMessage *m = NULL;
+    az_conn_stream_next(st, &m, &status, last_msg);
+    CU_ASSERT_PTR_NULL(m);
+    CU_ASSERT_EQUAL(status, 4); /* DEADLINE_EXCEEDED */
+    az_conn_stream_close(st);
+}
+
 /* ---------------------------------------------------------------- suite */
 
 static int suite_init(void)
@@ -579,5 +711,7 @@ int main(void)
     CU_add_test(s, "secret value is nowhere", test_secret_value_nowhere);
     CU_add_test(s, "audit entries", test_audit_entries);
     CU_add_test(s, "agentzd admin", test_admin_commands);
+    CU_add_test(s, "stream metrics", test_stream_metrics);
+    CU_add_test(s, "stream metrics interval", test_stream_metrics_interval);
     return az_itest_run_cunit();
 }
