@@ -2,7 +2,12 @@
  * 127.0.0.1 speaking the OpenAI chat-completions API (POST /v1/chat/completions, streamed as
  * server-sent events when the request says "stream": true, else one JSON body) and the
  * Anthropic Messages API (POST /v1/messages, streamed events). One thread, epoll, keep-alive,
- * thousands of concurrent connections; replies are chosen per request by rules. */
+ * thousands of concurrent connections; replies are chosen per request by rules.
+ * Requests may carry Content-Length or chunked bodies (Expect: 100-continue is answered). A body
+ * that is not a JSON object, or lacks "model" or a non-empty "messages" array (or "max_tokens"
+ * on /v1/messages), is answered 400 as the real APIs do: it is recorded and counted but uses up
+ * no reply. OpenAI streams end with a usage chunk (choices []) unless the request sets
+ * stream_options.include_usage to false, then "data: [DONE]". */
 #ifndef FAKELLM_H
 #define FAKELLM_H
 
