@@ -16,7 +16,7 @@
 static const az_cli_noun *const nouns[] = {
     &az_cli_agents, &az_cli_tasks,  &az_cli_workflows, &az_cli_runs,
     &az_cli_templates, &az_cli_import, &az_cli_export, &az_cli_system,
-    &az_cli_keys,   &az_cli_secrets, &az_cli_audit,
+    &az_cli_keys,   &az_cli_secrets, &az_cli_audit,  &az_cli_watch,
 };
 #define NNOUNS (sizeof nouns / sizeof nouns[0])
 
