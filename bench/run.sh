@@ -12,6 +12,8 @@
 #   ENGINE="throughput drain slowcalls"   (ENGINE= skips the engine table)
 #   ENGINE_TASKS=2000 (throughput, drain)  SLOWCALLS=5000 (tasks and AGENTZ_WORKER_CONCURRENCY)
 #   ENGINE_CLIENTS=16   SLOWCALLS_ARGS="--chunk-delay-ms 10000" (extra bench_engine arguments)
+#   EVENTS="latency fanout"   (EVENTS= skips the real-time table; bench_events starts its own agentzd)
+#   EVENTS_RUNS=1000   EVENTS_WATCHERS=10 (fanout: streams = runs x watchers)
 #   BUILD_DIR=build   SKIP_BUILD=1 (use the existing binaries)   KEEP_BENCH_DIR=1
 # With the defaults the run takes about 5 minutes. Exit status: 0 when every run passed and the
 # servers stopped cleanly, 1 otherwise.
@@ -30,15 +32,19 @@ ENGINE_TASKS=${ENGINE_TASKS:-2000}
 SLOWCALLS=${SLOWCALLS:-5000}
 ENGINE_CLIENTS=${ENGINE_CLIENTS:-16}
 SLOWCALLS_ARGS=${SLOWCALLS_ARGS:-}
+EVENTS=${EVENTS-"latency fanout"}
+EVENTS_RUNS=${EVENTS_RUNS:-1000}
+EVENTS_WATCHERS=${EVENTS_WATCHERS:-10}
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
     cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$BUILD_DIR" -j2 --target agentzd bench_rpc bench_engine >/dev/null
+    cmake --build "$BUILD_DIR" -j2 --target agentzd bench_rpc bench_engine bench_events >/dev/null
 fi
 AGENTZD=$BUILD_DIR/bin/agentzd
 BENCH=$BUILD_DIR/bin/bench_rpc
 BENCH_ENGINE=$BUILD_DIR/bin/bench_engine
-for b in "$AGENTZD" "$BENCH" "$BENCH_ENGINE"; do
+BENCH_EVENTS=$BUILD_DIR/bin/bench_events
+for b in "$AGENTZD" "$BENCH" "$BENCH_ENGINE" "$BENCH_EVENTS"; do
     [[ -x $b ]] || { echo "run.sh: $b is missing (build failed?)" >&2; exit 1; }
 done
 
@@ -157,5 +163,33 @@ if [[ ${#erows[@]} -gt 0 ]]; then
     echo "| scenario | load | result | latency / cancellation |"
     echo "|---|---|---|---|"
     printf '%s\n' "${erows[@]}"
+fi
+
+# Real time: bench_events starts an api-only agentzd per scenario and watches runs it cancels.
+vrows=()
+for sc in $EVENTS; do
+    case $sc in
+    latency) args=(--runs "$EVENTS_RUNS" --watchers 1) ;;
+    fanout) args=(--runs "$EVENTS_RUNS" --watchers "$EVENTS_WATCHERS") ;;
+    *) echo "run.sh: unknown EVENTS scenario $sc (latency, fanout)" >&2; status=1; continue ;;
+    esac
+    echo "run.sh: events scenario $sc" >&2
+    if ! out=$("$BENCH_EVENTS" --scenario "$sc" --agentzd "$AGENTZD" --data-dir "$DIR/events-$sc" \
+        --json "${args[@]}"); then
+        status=1
+        echo "run.sh: events scenario $sc failed; log in $DIR/events-$sc/agentzd.log" >&2
+        [[ -n ${KEEP_BENCH_DIR:-} ]] || tail -20 "$DIR/events-$sc/agentzd.log" >&2 || true
+    fi
+    vrows+=("$(printf '| %s | %s streams (%s runs x %s) on %s connections | VmRSS +%s kB per stream; %s of %s streams ended OK with the whole history | Event.time to watcher p50 %s ms, p99 %s ms (%s events); CancelRun return to watcher p50 %s ms, p99 %s ms |' \
+        "$sc" "$(num streams "$out")" "$(num runs "$out")" "$(num watchers_per_run "$out")" \
+        "$(num connections "$out")" "$(num kb_per_stream "$out" 2)" "$(num ended_ok "$out")" \
+        "$(num streams "$out")" "$(num event_lat_p50_ms "$out" 2)" "$(num event_lat_p99_ms "$out" 2)" \
+        "$(num event_lat_samples "$out")" "$(num cancel_lat_p50_ms "$out" 2)" "$(num cancel_lat_p99_ms "$out" 2)")")
+done
+if [[ ${#vrows[@]} -gt 0 ]]; then
+    echo
+    echo "| scenario | streams | memory, completeness | delivery latency |"
+    echo "|---|---|---|---|"
+    printf '%s\n' "${vrows[@]}"
 fi
 exit $status
