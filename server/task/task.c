@@ -12,6 +12,7 @@
 
 #include "core/pbjson.h"
 #include "core/text.h"
+#include "event/outbox.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
@@ -327,6 +328,92 @@ static void set_run_id(char *run_id, const char *v)
     snprintf(run_id, 37, "%s", v ? v : "");
 }
 
+/* ---------------------------------------------------------------- events
+ *
+ * Every status change appends its TaskStatusChanged to the outbox in the transaction of the
+ * change. The transitions collect what they changed and append at the end, after their last
+ * row lock: the outbox's counters are then the last locks a transaction takes (see outbox.h). */
+
+/* What a changed task's event needs, RETURNING from the transitions that move many tasks. */
+#define EVCOLS                                                                                    \
+    "t.id::text, COALESCE(t.run_id::text, ''), t.step_id, COALESCE(t.agent_id::text, ''),"       \
+    " t.attempt, array_to_json(t.webhook_urls)::text, t.error_type, t.error_message,"            \
+    " COALESCE(t.error_retryable, false)"
+enum { E_ID, E_RUN, E_STEP, E_AGENT, E_ATTEMPT, E_HOOKS, E_ERR_TYPE, E_ERR_MSG, E_ERR_RETRY, E_N };
+
+static int terminal(long s) { return s == S_SUCCEEDED || s == S_FAILED || s == S_CANCELLED; }
+
+/* Appends TaskStatusChanged from -> to of one task; hooks (the task's webhook URLs) get their
+ * deliveries when to is terminal. */
+static az_err emit(az_pgconn *c, const az_ctx *ctx, const char *id, const char *run_id,
+                   const char *step_id, const char *agent_id, int attempt, long from, long to,
+                   const Agentz__V1__TaskError *error, char *const *hooks, size_t n_hooks,
+                   char *msg)
+{
+    Agentz__V1__TaskStatusChanged ch = AGENTZ__V1__TASK_STATUS_CHANGED__INIT;
+    ch.from = (Agentz__V1__TaskStatus)from;
+    ch.to = (Agentz__V1__TaskStatus)to;
+    ch.attempt = attempt;
+    if (to == S_BACKOFF || to == S_FAILED || to == S_CANCELLED)
+        ch.error = (Agentz__V1__TaskError *)error;
+    Agentz__V1__Event ev = AGENTZ__V1__EVENT__INIT;
+    ev.task_id = (char *)id;
+    ev.run_id = (char *)(run_id ? run_id : "");
+    ev.step_id = (char *)(step_id ? step_id : "");
+    ev.agent_id = (char *)(agent_id ? agent_id : "");
+    ev.payload_case = AGENTZ__V1__EVENT__PAYLOAD_TASK_STATUS;
+    ev.task_status = &ch;
+    int hooked = terminal(to) && n_hooks > 0;
+    return az_outbox_append(c, ctx, &ev, hooked ? (const char *const *)hooks : NULL,
+                            hooked ? n_hooks : 0, msg);
+}
+
+/* The event of task t (as it is after the change) coming from status from. */
+static az_err emit_task(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Task *t, long from,
+                        const Agentz__V1__TaskError *error, char *msg)
+{
+    return emit(c, ctx, t->id, t->run_id, t->step_id, t->agent_id, t->attempt, from, t->status,
+                error ? error : t->error, t->webhook_urls, t->n_webhook_urls, msg);
+}
+
+/* The event of row i of r (EVCOLS from column col0) coming from status from. */
+static az_err emit_row(az_pgconn *c, const az_ctx *ctx, const PGresult *r, int i, int col0,
+                       long from, long to, char *msg)
+{
+    Agentz__V1__TaskError e = AGENTZ__V1__TASK_ERROR__INIT;
+    int has_error = !null(r, i, col0 + E_ERR_TYPE);
+    if (has_error) {
+        e.type = PQgetvalue(r, i, col0 + E_ERR_TYPE);
+        e.message = PQgetvalue(r, i, col0 + E_ERR_MSG);
+        e.retryable = PQgetvalue(r, i, col0 + E_ERR_RETRY)[0] == 't';
+    }
+    az_arena *a = NULL;
+    char **hooks = NULL;
+    size_t n_hooks = 0;
+    if (terminal(to) && strcmp(PQgetvalue(r, i, col0 + E_HOOKS), "[]") != 0) {
+        if (!(a = az_arena_new(0)) || !json_strings(a, PQgetvalue(r, i, col0 + E_HOOKS), &n_hooks, &hooks)) {
+            az_arena_free(a);
+            return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        }
+    }
+    az_err err = emit(c, ctx, PQgetvalue(r, i, col0 + E_ID), PQgetvalue(r, i, col0 + E_RUN),
+                      PQgetvalue(r, i, col0 + E_STEP), PQgetvalue(r, i, col0 + E_AGENT),
+                      (int)num(r, i, col0 + E_ATTEMPT), from, to, has_error ? &e : NULL, hooks,
+                      n_hooks, msg);
+    az_arena_free(a);
+    return err;
+}
+
+/* emit_row for every row of r; the source status is column from_col when >= 0, else from. */
+static az_err emit_rows(az_pgconn *c, const az_ctx *ctx, const PGresult *r, int col0,
+                        int from_col, long from, long to, char *msg)
+{
+    az_err err = AZ_OK;
+    for (int i = 0; r && i < PQntuples(r) && err == AZ_OK; i++)
+        err = emit_row(c, ctx, r, i, col0, from_col >= 0 ? num(r, i, from_col) : from, to, msg);
+    return err;
+}
+
 static az_err not_found(const char *id, char *msg)
 {
     return az_fail(msg, AZ_ERR_NOT_FOUND, "task %.64s not found", id);
@@ -365,10 +452,12 @@ static az_err fetch_one(az_pgconn *c, const az_ctx *ctx, const char *id, int loc
     return err;
 }
 
-/* Every pending task downstream of root (transitively) -> cancelled, blaming root. */
+/* Every pending task downstream of root (transitively) -> cancelled, blaming root. *rows gets
+ * their EVCOLS (for the caller's events, after its last lock); the caller PQclears it. */
 static az_err cancel_downstream(az_pgconn *c, const az_ctx *ctx, const char *root, const char *type,
-                                const char *why, int *changed, char *msg)
+                                const char *why, int *changed, PGresult **rows, char *msg)
 {
+    *rows = NULL;
     char *text = NULL;
     if (asprintf(&text, "dependency %s %s", root, why) < 0)
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
@@ -385,45 +474,63 @@ static az_err cancel_downstream(az_pgconn *c, const az_ctx *ctx, const char *roo
         " UPDATE tasks t SET status = 7, error_type = $3, error_message = $4,"
         " error_retryable = false, cause_id = $2::uuid, end_time = clock_timestamp(),"
         " revision = revision + 1"
-        " FROM down WHERE t.workspace_id = $1 AND t.id = down.id AND t.status = 1",
+        " FROM down WHERE t.workspace_id = $1 AND t.id = down.id AND t.status = 1"
+        " RETURNING " EVCOLS,
         4, p, &r, msg);
     free(text);
     if (err != AZ_OK) return err;
     if (changed) *changed += atoi(PQcmdTuples(r));
-    PQclear(r);
+    *rows = r;
     return AZ_OK;
 }
 
 /* Tasks cancelled because root failed or was cancelled -> pending again, nearest first, as
  * long as none of their own dependencies is failed or cancelled (another root may still
- * block them; those stay cancelled). */
+ * block them; those stay cancelled). Their events (cancelled -> pending) are appended at the
+ * end, after the last of these row locks, preceded by the event of first (the root, now in its
+ * new status, coming from first_from). */
 static az_err restore_downstream(az_pgconn *c, const az_ctx *ctx, const char *root, int *changed,
-                                 char *msg)
+                                 const Agentz__V1__Task *first, long first_from, char *msg)
 {
     const char *p[2] = {ctx->workspace_id, root};
-    for (;;) {
+    PGresult *rounds[RUN_TASKS_MAX];
+    size_t n_rounds = 0;
+    az_err err = AZ_OK;
+    while (n_rounds < RUN_TASKS_MAX) {
         PGresult *r;
-        az_err err = az_pg_exec(
+        err = az_pg_exec(
             c, ctx,
             "UPDATE tasks t SET status = 1, error_type = NULL, error_message = NULL,"
             " error_retryable = NULL, cause_id = NULL, end_time = NULL, revision = revision + 1"
             " WHERE t.workspace_id = $1 AND t.cause_id = $2::uuid AND t.status = 7"
             " AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.workspace_id = $1"
-            "  AND d.id = ANY (t.depends_on) AND d.status IN (6, 7))",
+            "  AND d.id = ANY (t.depends_on) AND d.status IN (6, 7))"
+            " RETURNING " EVCOLS,
             2, p, &r, msg);
-        if (err != AZ_OK) return err;
-        int n = atoi(PQcmdTuples(r));
-        PQclear(r);
-        if (n == 0) return AZ_OK;
+        if (err != AZ_OK) break;
+        int n = PQntuples(r);
+        if (n == 0) {
+            PQclear(r);
+            break;
+        }
+        rounds[n_rounds++] = r;
         if (changed) *changed += n;
     }
+    if (err == AZ_OK) err = emit_task(c, ctx, first, first_from, NULL, msg);
+    for (size_t i = 0; i < n_rounds; i++) {
+        if (err == AZ_OK) err = emit_rows(c, ctx, rounds[i], 0, -1, S_CANCELLED, S_PENDING, msg);
+        PQclear(rounds[i]);
+    }
+    return err;
 }
 
 /* Pending dependents of id whose dependencies have all succeeded -> queued. The dependents
- * are locked first: two dependencies finishing at once each see the other's commit. */
+ * are locked first: two dependencies finishing at once each see the other's commit. *rows gets
+ * their EVCOLS for the caller's events (NULL when none); the caller PQclears it. */
 static az_err queue_dependents(az_pgconn *c, const az_ctx *ctx, const char *id, az_arena *a,
-                               az_task_ready *ready, char *msg)
+                               az_task_ready *ready, PGresult **rows, char *msg)
 {
+    *rows = NULL;
     const char *p[2] = {ctx->workspace_id, id};
     PGresult *r;
     az_err err = az_pg_exec(c, ctx,
@@ -441,11 +548,12 @@ static az_err queue_dependents(az_pgconn *c, const az_ctx *ctx, const char *id, 
                      " AND NOT EXISTS (SELECT 1 FROM unnest(t.depends_on) AS dep(id)"
                      "  LEFT JOIN tasks d ON d.workspace_id = $1 AND d.id = dep.id"
                      "  WHERE d.status IS DISTINCT FROM 5)"
-                     " RETURNING t.id::text",
+                     " RETURNING " EVCOLS,
                      2, p, &r, msg);
     if (err != AZ_OK) return err;
     err = ready_add_rows(ready, a, r, msg);
-    PQclear(r);
+    if (err == AZ_OK) *rows = r;
+    else PQclear(r);
     return err;
 }
 
@@ -630,6 +738,8 @@ az_err az_task_insert(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Task *t
     if (err != AZ_OK) return err;
     err = from_row(r, 0, a, out, msg);
     PQclear(r);
+    if (err == AZ_OK) err = emit_task(c, ctx, *out, AGENTZ__V1__TASK_STATUS__TASK_STATUS_UNSPECIFIED,
+                                      NULL, msg);
     if (err == AZ_OK && start == S_QUEUED) err = ready_add(ready, a, id, msg);
     if (err != AZ_OK) *out = NULL;
     return err;
@@ -819,13 +929,16 @@ az_err az_task_list_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, az_
 
 /* ---------------------------------------------------------------- cancel and retry */
 
-/* The cancel UPDATE shared by CancelTask: cancels id itself when unfinished. */
+/* The cancel UPDATE of CancelTask: cancels id itself when unfinished. The locking subquery
+ * gives the status it had (RETURNING sees only the new row), in the same round trip. */
 static const char cancel_sql[] =
     "UPDATE tasks t SET status = 7, error_type = 'cancelled', error_message = $3,"
     " error_retryable = false, cause_id = NULL, end_time = clock_timestamp(),"
     " next_attempt_time = NULL, revision = revision + 1"
-    " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status IN (1, 2, 3, 4)"
-    " RETURNING " COLS;
+    " FROM (SELECT id, status FROM tasks WHERE workspace_id = $1 AND id = $2 FOR UPDATE) o"
+    " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status IN (1, 2, 3, 4)"
+    " RETURNING " COLS ", o.status";
+#define C_OLD_STATUS (C_SERIES + 1)
 
 az_err az_task_cancel(az_pg *pg, const az_ctx *ctx, const char *id, const char *reason,
                       az_arena *a, Agentz__V1__Task **out, char *run_id, char *msg)
@@ -838,7 +951,7 @@ az_err az_task_cancel(az_pg *pg, const az_ctx *ctx, const char *id, const char *
     az_pgconn *c;
     az_err err = az_pg_acquire(pg, ctx, &c, msg);
     if (err != AZ_OK) return err;
-    PGresult *r = NULL;
+    PGresult *r = NULL, *down = NULL;
     if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
     if ((err = az_pg_exec(c, ctx, cancel_sql, 3, p, &r, msg)) != AZ_OK) goto out;
     if (PQntuples(r) == 0) {
@@ -858,12 +971,15 @@ az_err az_task_cancel(az_pg *pg, const az_ctx *ctx, const char *id, const char *
     }
     if ((err = from_row(r, 0, a, out, msg)) != AZ_OK) goto out;
     if ((err = close_attempt(c, ctx, id, 0, S_CANCELLED, (*out)->error, NULL, msg)) != AZ_OK ||
-        (err = cancel_downstream(c, ctx, id, "cancelled", "was cancelled", NULL, msg)) != AZ_OK)
+        (err = cancel_downstream(c, ctx, id, "cancelled", "was cancelled", NULL, &down, msg)) != AZ_OK ||
+        (err = emit_task(c, ctx, *out, num(r, 0, C_OLD_STATUS), NULL, msg)) != AZ_OK ||
+        (err = emit_rows(c, ctx, down, 0, -1, S_PENDING, S_CANCELLED, msg)) != AZ_OK)
         goto out;
     set_run_id(run_id, (*out)->run_id);
     err = az_pg_commit(c, ctx, msg);
 out:
     PQclear(r);
+    PQclear(down);
     if (err != AZ_OK) {
         *out = NULL;
         set_run_id(run_id, "");
@@ -919,8 +1035,9 @@ az_err az_task_retry(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *a,
         err = explain_miss(c, ctx, id, "retry", msg);
         goto out;
     }
+    /* restore_downstream appends its events after its last lock; this task's comes first. */
     if ((err = from_row(r, 0, a, out, msg)) != AZ_OK ||
-        (err = restore_downstream(c, ctx, id, NULL, msg)) != AZ_OK)
+        (err = restore_downstream(c, ctx, id, NULL, *out, cur->status, msg)) != AZ_OK)
         goto out;
     if (start == S_QUEUED && (err = ready_add(ready, a, id, msg)) != AZ_OK) goto out;
     set_run_id(run_id, (*out)->run_id);
@@ -943,22 +1060,28 @@ az_err az_task_cancel_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, c
     if (!az_text_is_uuid(run_id)) return AZ_OK;
     const char *p[3] = {ctx->workspace_id, run_id, reason && *reason ? reason : "run cancelled"};
     PGresult *r;
+    /* The locking subquery gives each task's status before the change, for its event. */
     az_err err = az_pg_exec(c, ctx,
-                            "UPDATE tasks SET status = 7, error_type = 'cancelled',"
+                            "UPDATE tasks t SET status = 7, error_type = 'cancelled',"
                             " error_message = $3, error_retryable = false, cause_id = NULL,"
                             " end_time = clock_timestamp(), next_attempt_time = NULL,"
                             " revision = revision + 1"
-                            " WHERE workspace_id = $1 AND run_id = $2 AND status IN (1, 2, 3, 4)",
+                            " FROM (SELECT id, status FROM tasks WHERE workspace_id = $1"
+                            "  AND run_id = $2 AND status IN (1, 2, 3, 4) ORDER BY id FOR UPDATE) o"
+                            " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status IN (1, 2, 3, 4)"
+                            " RETURNING " EVCOLS ", o.status",
                             3, p, &r, msg);
     if (err != AZ_OK) return err;
-    if (changed) *changed = atoi(PQcmdTuples(r));
+    if (changed) *changed = PQntuples(r);
+    err = az_pg_exec(c, ctx,
+                     "UPDATE task_attempts a SET status = 7, end_time = clock_timestamp(),"
+                     " error_type = 'cancelled', error_message = $3, error_retryable = false"
+                     " FROM tasks t WHERE a.workspace_id = $1 AND a.end_time IS NULL"
+                     " AND t.workspace_id = $1 AND t.run_id = $2 AND t.id = a.task_id",
+                     3, p, NULL, msg);
+    if (err == AZ_OK) err = emit_rows(c, ctx, r, 0, E_N, 0, S_CANCELLED, msg);
     PQclear(r);
-    return az_pg_exec(c, ctx,
-                      "UPDATE task_attempts a SET status = 7, end_time = clock_timestamp(),"
-                      " error_type = 'cancelled', error_message = $3, error_retryable = false"
-                      " FROM tasks t WHERE a.workspace_id = $1 AND a.end_time IS NULL"
-                      " AND t.workspace_id = $1 AND t.run_id = $2 AND t.id = a.task_id",
-                      3, p, NULL, msg);
+    return err;
 }
 
 az_err az_task_resume_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, int *changed,
@@ -967,17 +1090,19 @@ az_err az_task_resume_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, i
     if (changed) *changed = 0;
     if (!az_text_is_uuid(run_id)) return AZ_OK;
     const char *p[2] = {ctx->workspace_id, run_id};
-    PGresult *r;
+    PGresult *r, *back;
     az_err err = az_pg_exec(c, ctx,
-                            "UPDATE tasks SET status = 1, error_type = NULL, error_message = NULL,"
+                            "UPDATE tasks t SET status = 1, error_type = NULL, error_message = NULL,"
                             " error_retryable = NULL, cause_id = NULL, output_raw = NULL,"
                             " output_json = NULL, end_time = NULL, next_attempt_time = NULL,"
                             " progress = 0, retry_base = attempt, revision = revision + 1"
-                            " WHERE workspace_id = $1 AND run_id = $2 AND status IN (6, 7)",
-                            2, p, &r, msg);
+                            " FROM (SELECT id, status FROM tasks WHERE workspace_id = $1"
+                            "  AND run_id = $2 AND status IN (6, 7) ORDER BY id FOR UPDATE) o"
+                            " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status IN (6, 7)"
+                            " RETURNING " EVCOLS ", o.status",
+                            2, p, &back, msg);
     if (err != AZ_OK) return err;
-    if (changed) *changed = atoi(PQcmdTuples(r));
-    PQclear(r);
+    if (changed) *changed = PQntuples(back);
     err = az_pg_exec(c, ctx,
                      "UPDATE tasks t SET status = 2, queued_at = clock_timestamp(),"
                      " published_at = clock_timestamp(), revision = revision + 1"
@@ -985,10 +1110,28 @@ az_err az_task_resume_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, i
                      " AND NOT EXISTS (SELECT 1 FROM unnest(t.depends_on) AS dep(id)"
                      "  LEFT JOIN tasks d ON d.workspace_id = $1 AND d.id = dep.id"
                      "  WHERE d.status IS DISTINCT FROM 5)"
-                     " RETURNING t.id::text",
+                     " RETURNING " EVCOLS,
                      2, p, &r, msg);
-    if (err != AZ_OK) return err;
+    if (err != AZ_OK) {
+        PQclear(back);
+        return err;
+    }
     err = ready_add_rows(ready, NULL, r, msg);
+    /* One event per task: failed|cancelled -> pending for those left waiting, and -> queued
+     * (from what they were) for those ready now. */
+    for (int i = 0; i < PQntuples(back) && err == AZ_OK; i++) {
+        int queued = 0;
+        for (int k = 0; k < PQntuples(r) && !queued; k++)
+            queued = strcmp(PQgetvalue(r, k, E_ID), PQgetvalue(back, i, E_ID)) == 0;
+        if (!queued) err = emit_row(c, ctx, back, i, 0, num(back, i, E_N), S_PENDING, msg);
+    }
+    for (int k = 0; k < PQntuples(r) && err == AZ_OK; k++) {
+        long from = S_PENDING;
+        for (int i = 0; i < PQntuples(back); i++)
+            if (strcmp(PQgetvalue(r, k, E_ID), PQgetvalue(back, i, E_ID)) == 0) from = num(back, i, E_N);
+        err = emit_row(c, ctx, r, k, 0, from, S_QUEUED, msg);
+    }
+    PQclear(back);
     PQclear(r);
     return err;
 }
@@ -1176,7 +1319,8 @@ az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *w
     if ((err = az_pg_exec(c, ctx,
                           "INSERT INTO task_attempts (workspace_id, task_id, attempt, status, worker)"
                           " VALUES ($1, $2, $3, 3, $4)",
-                          4, q, NULL, msg)) != AZ_OK)
+                          4, q, NULL, msg)) != AZ_OK ||
+        (err = emit_task(c, ctx, *out, S_QUEUED, NULL, msg)) != AZ_OK)
         goto out;
     err = az_pg_commit(c, ctx, msg);
 out:
@@ -1221,7 +1365,7 @@ az_err az_task_complete(az_pg *pg, const az_ctx *ctx, const char *id, int attemp
         az_arena_free(tmp);
         return err;
     }
-    PGresult *r = NULL;
+    PGresult *r = NULL, *next = NULL;
     if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
     if ((err = az_pg_exec(c, ctx,
                           "UPDATE tasks t SET status = 5, output_raw = $4, output_json = $5::jsonb,"
@@ -1230,7 +1374,7 @@ az_err az_task_complete(az_pg *pg, const az_ctx *ctx, const char *id, int attemp
                           " total_tokens = total_tokens + $8, cost_usd = cost_usd + $9,"
                           " progress = 1, end_time = clock_timestamp(), revision = revision + 1"
                           " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
-                          " AND t.attempt = $3::integer RETURNING COALESCE(t.run_id::text, '')",
+                          " AND t.attempt = $3::integer RETURNING " EVCOLS,
                           9, p, &r, msg)) != AZ_OK)
         goto out;
     if (PQntuples(r) == 0) {
@@ -1239,13 +1383,16 @@ az_err az_task_complete(az_pg *pg, const az_ctx *ctx, const char *id, int attemp
         err = explain_miss(c, ctx, id, verb, msg);
         goto out;
     }
-    set_run_id(run_id, PQgetvalue(r, 0, 0));
+    set_run_id(run_id, PQgetvalue(r, 0, E_RUN));
     if ((err = close_attempt(c, ctx, id, attempt, S_SUCCEEDED, NULL, usage, msg)) != AZ_OK ||
-        (err = queue_dependents(c, ctx, id, NULL, ready, msg)) != AZ_OK)
+        (err = queue_dependents(c, ctx, id, NULL, ready, &next, msg)) != AZ_OK ||
+        (err = emit_row(c, ctx, r, 0, 0, S_RUNNING, S_SUCCEEDED, msg)) != AZ_OK ||
+        (err = emit_rows(c, ctx, next, 0, -1, S_PENDING, S_QUEUED, msg)) != AZ_OK)
         goto out;
     err = az_pg_commit(c, ctx, msg);
 out:
     PQclear(r);
+    PQclear(next);
     if (err != AZ_OK) {
         set_run_id(run_id, "");
         if (ready) ready->n = ready_n;
@@ -1287,7 +1434,7 @@ static az_err fail_attempt(az_pg *pg, const az_ctx *ctx, const char *id, int att
         az_arena_free(tmp);
         return err;
     }
-    PGresult *r = NULL, *sr = NULL;
+    PGresult *r = NULL, *sr = NULL, *down = NULL;
     Agentz__V1__Task *cur;
     if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
     /* Read-then-write: lock the row, decide, then move it conditionally. */
@@ -1353,18 +1500,21 @@ static az_err fail_attempt(az_pg *pg, const az_ctx *ctx, const char *id, int att
                           " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
                           " AND t.attempt = $3::integer"
                           " AND (NOT $13::boolean OR t.lease_expires_at < clock_timestamp())"
-                          " RETURNING COALESCE(t.run_id::text, '')",
+                          " RETURNING " EVCOLS,
                           13, q, &r, msg)) != AZ_OK)
         goto out;
     if (PQntuples(r) == 0) {
         err = explain_miss(c, ctx, id, "fail the attempt", msg);
         goto out;
     }
-    set_run_id(run_id, PQgetvalue(r, 0, 0));
+    set_run_id(run_id, PQgetvalue(r, 0, E_RUN));
     Agentz__V1__TaskError closed = *e;
     closed.message = (char *)text;
     if ((err = close_attempt(c, ctx, id, attempt, S_FAILED, &closed, usage, msg)) != AZ_OK) goto out;
-    if (!retry && (err = cancel_downstream(c, ctx, id, "dependency_failed", "failed", NULL, msg)) != AZ_OK)
+    if (!retry && (err = cancel_downstream(c, ctx, id, "dependency_failed", "failed", NULL, &down, msg)) != AZ_OK)
+        goto out;
+    if ((err = emit_row(c, ctx, r, 0, 0, S_RUNNING, atol(to), msg)) != AZ_OK ||
+        (err = emit_rows(c, ctx, down, 0, -1, S_PENDING, S_CANCELLED, msg)) != AZ_OK)
         goto out;
     if (to[0] == '2' && (err = ready_add(ready, NULL, id, msg)) != AZ_OK) goto out;
     if ((err = az_pg_commit(c, ctx, msg)) == AZ_OK) {
@@ -1374,6 +1524,7 @@ static az_err fail_attempt(az_pg *pg, const az_ctx *ctx, const char *id, int att
 out:
     PQclear(r);
     PQclear(sr);
+    PQclear(down);
     if (err != AZ_OK) {
         set_run_id(run_id, "");
         if (ready) ready->n = ready_n;
@@ -1526,7 +1677,7 @@ az_err az_task_release(az_pg *pg, const az_ctx *ctx, const char *id, int attempt
                           " queued_at = clock_timestamp(), published_at = clock_timestamp(),"
                           " lease_owner = NULL, lease_expires_at = NULL, revision = revision + 1"
                           " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
-                          " AND t.attempt = $3::integer RETURNING t.id::text",
+                          " AND t.attempt = $3::integer RETURNING " EVCOLS,
                           3, p, &r, msg)) != AZ_OK)
         goto out;
     if (PQntuples(r) == 0) {
@@ -1538,7 +1689,8 @@ az_err az_task_release(az_pg *pg, const az_ctx *ctx, const char *id, int attempt
     static const Agentz__V1__TaskError shutdown = {
         PROTOBUF_C_MESSAGE_INIT(&agentz__v1__task_error__descriptor), "worker_shutdown",
         "the worker shut down and handed the task back to the queue", 1};
-    if ((err = close_attempt(c, ctx, id, attempt, S_CANCELLED, &shutdown, NULL, msg)) != AZ_OK)
+    if ((err = close_attempt(c, ctx, id, attempt, S_CANCELLED, &shutdown, NULL, msg)) != AZ_OK ||
+        (err = emit_row(c, ctx, r, 0, 0, S_RUNNING, S_QUEUED, msg)) != AZ_OK)
         goto out;
     if ((err = ready_add(ready, NULL, id, msg)) != AZ_OK) goto out;
     err = az_pg_commit(c, ctx, msg);
@@ -1587,23 +1739,28 @@ az_err az_task_wake(az_pg *pg, const az_ctx *ctx, int limit, az_arena *a, az_tas
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 1000);
     const char *p[2] = {ctx->workspace_id, lim};
+    size_t ready_n = ready ? ready->n : 0;
     az_pgconn *c;
     az_err err = az_pg_acquire(pg, ctx, &c, msg);
     if (err != AZ_OK) return err;
-    PGresult *r;
-    err = az_pg_exec(c, ctx,
-                     "UPDATE tasks t SET status = 2, next_attempt_time = NULL,"
-                     " queued_at = clock_timestamp(), published_at = clock_timestamp(),"
-                     " revision = revision + 1"
-                     " WHERE t.workspace_id = $1 AND t.id IN (SELECT id FROM tasks"
-                     "  WHERE workspace_id = $1 AND status = 4 AND next_attempt_time <= clock_timestamp()"
-                     "  ORDER BY next_attempt_time LIMIT $2::integer FOR UPDATE SKIP LOCKED)"
-                     " AND t.status = 4 RETURNING t.id::text",
-                     2, p, &r, msg);
-    az_pg_release(c);
-    if (err != AZ_OK) return err;
-    err = ready_add_rows(ready, a, r, msg);
+    PGresult *r = NULL;
+    /* A transaction: the events commit with the change. */
+    if ((err = az_pg_begin(c, ctx, msg)) == AZ_OK &&
+        (err = az_pg_exec(c, ctx,
+                          "UPDATE tasks t SET status = 2, next_attempt_time = NULL,"
+                          " queued_at = clock_timestamp(), published_at = clock_timestamp(),"
+                          " revision = revision + 1"
+                          " WHERE t.workspace_id = $1 AND t.id IN (SELECT id FROM tasks"
+                          "  WHERE workspace_id = $1 AND status = 4 AND next_attempt_time <= clock_timestamp()"
+                          "  ORDER BY next_attempt_time LIMIT $2::integer FOR UPDATE SKIP LOCKED)"
+                          " AND t.status = 4 RETURNING " EVCOLS,
+                          2, p, &r, msg)) == AZ_OK &&
+        (err = ready_add_rows(ready, a, r, msg)) == AZ_OK &&
+        (err = emit_rows(c, ctx, r, 0, -1, S_BACKOFF, S_QUEUED, msg)) == AZ_OK)
+        err = az_pg_commit(c, ctx, msg);
     PQclear(r);
+    if (err != AZ_OK && ready) ready->n = ready_n;
+    az_pg_release(c);
     return err;
 }
 
