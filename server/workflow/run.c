@@ -16,7 +16,9 @@
 #include "google/protobuf/timestamp.pb-c.h"
 #include "pagetoken.h"
 #include "core/placeholder.h"
+#include "event/outbox.h"
 #include "store/idem.h"
+#include "workflow.h"
 
 enum {
     RS_PENDING = AGENTZ__V1__RUN_STATUS__RUN_STATUS_PENDING,
@@ -379,6 +381,42 @@ static az_err judge(az_arena *a, int policy, char **step_ids, Agentz__V1__Task *
     return AZ_OK;
 }
 
+/* Appends RunStatusChanged from -> to of run id (workflow wf_id at version) to the outbox, in
+ * the transaction of the change and after its last row lock. A terminal status also queues a
+ * delivery to each webhook URL of the run's workflow version (none if the workflow is gone). */
+static az_err emit_run(az_pgconn *c, const az_ctx *ctx, const char *id, const char *wf_id,
+                       int version, int from, int to, const char *error_type,
+                       const char *error_message, az_arena *a, char *msg)
+{
+    Agentz__V1__RunStatusChanged ch = AGENTZ__V1__RUN_STATUS_CHANGED__INIT;
+    Agentz__V1__TaskError e = AGENTZ__V1__TASK_ERROR__INIT;
+    ch.from = (Agentz__V1__RunStatus)from;
+    ch.to = (Agentz__V1__RunStatus)to;
+    if ((to == RS_FAILED || to == RS_CANCELLED) && error_type && *error_type) {
+        e.type = (char *)error_type;
+        e.message = (char *)(error_message ? error_message : "");
+        ch.error = &e;
+    }
+    Agentz__V1__Event ev = AGENTZ__V1__EVENT__INIT;
+    ev.run_id = (char *)id;
+    ev.payload_case = AGENTZ__V1__EVENT__PAYLOAD_RUN_STATUS;
+    ev.run_status = &ch;
+    char **hooks = NULL;
+    size_t n_hooks = 0;
+    if (to == RS_SUCCEEDED || to == RS_FAILED || to == RS_CANCELLED) {
+        Agentz__V1__Workflow *wf = NULL;
+        char m[AZ_MSG_MAX];
+        az_err err = az_workflow_get_in(c, ctx, wf_id, version, 0, a, &wf, m);
+        if (err == AZ_OK) {
+            hooks = wf->webhook_urls;
+            n_hooks = wf->n_webhook_urls;
+        } else if (err != AZ_ERR_NOT_FOUND) {
+            return az_fail(msg, err, "%s", m);
+        }
+    }
+    return az_outbox_append(c, ctx, &ev, (const char *const *)hooks, n_hooks, msg);
+}
+
 /* The body of az_run_sync inside c (which must hold the run row FOR UPDATE, in run). With
  * cancel_reason the run ends cancelled with that message whatever its tasks say. */
 static az_err sync_in(az_pgconn *c, const az_ctx *ctx, const PGresult *run, const char *cancel_reason,
@@ -435,7 +473,7 @@ static az_err sync_in(az_pgconn *c, const az_ctx *ctx, const PGresult *run, cons
     snprintf(cost, sizeof cost, "%.17g", v.usage.cost_usd);
     const char *p[12] = {ctx->workspace_id, id, st, v.output_raw, v.error_type, v.error_message,
                          prompt, completion, total, cost, start, terminal ? end : NULL};
-    return az_pg_exec(
+    err = az_pg_exec(
         c, ctx,
         "UPDATE workflow_runs SET status = $3::smallint, output_raw = $4,"
         " error_type = coalesce($5, error_type), error_message = coalesce($6, error_message),"
@@ -449,6 +487,9 @@ static az_err sync_in(az_pgconn *c, const az_ctx *ctx, const PGresult *run, cons
         " update_time = clock_timestamp()"
         " WHERE workspace_id = $1 AND id = $2",
         12, p, NULL, msg);
+    if (err != AZ_OK || v.status == stored) return err;
+    return emit_run(c, ctx, id, PQgetvalue(run, 0, C_WORKFLOW), (int)num(run, 0, C_VERSION), stored,
+                    v.status, v.error_type, v.error_message, a, msg);
 }
 
 az_err az_run_sync(az_pg *pg, const az_ctx *ctx, const char *run_id, char *msg)
@@ -757,6 +798,10 @@ az_err az_run_start(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Workflow *wf
                      " VALUES ($1, $2, $3, $4::integer, $5::smallint, $6::smallint, $7::text[],"
                      " $8::text[], $9::jsonb, 1)",
                      9, p, NULL, msg);
+    /* The run's first event, before its tasks'; sync_in below adds pending -> running. */
+    if (err == AZ_OK)
+        err = emit_run(c, ctx, run_id, wf->id, wf->version, AGENTZ__V1__RUN_STATUS__RUN_STATUS_UNSPECIFIED,
+                       RS_PENDING, NULL, NULL, a, msg);
     for (size_t k = 0; err == AZ_OK && k < n; k++) {
         Agentz__V1__Task t;
         Agentz__V1__Task *created;
@@ -913,7 +958,9 @@ az_err az_run_resume(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *a,
                           "UPDATE workflow_runs SET status = 2, error_type = '', error_message = '',"
                           " output_raw = NULL, end_time = NULL, update_time = clock_timestamp()"
                           " WHERE workspace_id = $1 AND id = $2",
-                          2, p, NULL, msg)) != AZ_OK)
+                          2, p, NULL, msg)) != AZ_OK ||
+        (err = emit_run(c, ctx, id, PQgetvalue(r, 0, C_WORKFLOW), (int)num(r, 0, C_VERSION), status,
+                        RS_RUNNING, NULL, NULL, a, msg)) != AZ_OK)
         goto out;
     PQclear(r);
     r = NULL;
