@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/text.h"
+#include "event/outbox.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
@@ -539,45 +540,78 @@ int64_t az_agent_etag_revision(const char *etag)
  * update_time alone, so a client's read-modify-write is not refused because a task started.
  * A disabled agent stays DISABLED while its last tasks finish. */
 
-az_err az_agent_task_started(az_pg *pg, const az_ctx *ctx, const char *agent_id, char *msg)
+/* The live-status update of az_agent_task_started/ended: SET is the assignment (running_tasks
+ * and status), TARGET the status it sets (an expression over the row before the update), $3 a
+ * boolean parameter of both. A status change appends AgentStatusChanged in the same
+ * transaction. The common case, an agent whose status stays (a busy agent starting another
+ * task), takes one statement without a transaction: it updates only when the status already
+ * equals its target. Otherwise the transaction reads the old status in the same statement
+ * (a locking subquery; RETURNING sees only the new row). */
+static az_err change_status(az_pg *pg, const az_ctx *ctx, const char *agent_id, const char *set,
+                            const char *target, int flag, const char *reason, char *msg)
 {
     if (!az_text_is_uuid(agent_id)) return az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
-    const char *p[2] = {ctx->workspace_id, agent_id};
+    const char *p[3] = {ctx->workspace_id, agent_id, flag ? "t" : "f"};
+    char same[640], moved[800];
+    snprintf(same, sizeof same,
+             "UPDATE agents SET %s WHERE workspace_id = $1 AND id = $2 AND status = (%s)"
+             " AND $3::boolean IS NOT NULL",
+             set, target);
+    snprintf(moved, sizeof moved,
+             "UPDATE agents a SET %s FROM (SELECT id, status FROM agents WHERE workspace_id = $1"
+             " AND id = $2 FOR UPDATE) o WHERE a.workspace_id = $1 AND a.id = o.id"
+             " AND $3::boolean IS NOT NULL RETURNING o.status, a.status",
+             set);
     az_pgconn *c;
     az_err err = az_pg_acquire(pg, ctx, &c, msg);
     if (err != AZ_OK) return err;
-    PGresult *r;
-    err = az_pg_exec(c, ctx,
-                     "UPDATE agents SET running_tasks = running_tasks + 1,"
-                     " status = CASE WHEN disabled THEN 3 ELSE 2 END"
-                     " WHERE workspace_id = $1 AND id = $2",
-                     2, p, &r, msg);
-    az_pg_release(c);
-    if (err != AZ_OK) return err;
+    PGresult *r = NULL;
+    if ((err = az_pg_exec(c, ctx, same, 3, p, &r, msg)) != AZ_OK) goto out;
     int n = atoi(PQcmdTuples(r));
     PQclear(r);
-    return n ? AZ_OK : az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
+    r = NULL;
+    if (n) goto out;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK || (err = az_pg_exec(c, ctx, moved, 3, p, &r, msg)) != AZ_OK)
+        goto out;
+    if (PQntuples(r) == 0) {
+        err = az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
+        goto out;
+    }
+    int from = atoi(PQgetvalue(r, 0, 0)), to = atoi(PQgetvalue(r, 0, 1));
+    if (from != to) {
+        Agentz__V1__AgentStatusChanged ch = AGENTZ__V1__AGENT_STATUS_CHANGED__INIT;
+        ch.from = (Agentz__V1__AgentStatus)from;
+        ch.to = (Agentz__V1__AgentStatus)to;
+        ch.reason = (char *)(to == AGENTZ__V1__AGENT_STATUS__AGENT_STATUS_ERROR ? reason : "");
+        Agentz__V1__Event ev = AGENTZ__V1__EVENT__INIT;
+        ev.agent_id = (char *)agent_id;
+        ev.payload_case = AGENTZ__V1__EVENT__PAYLOAD_AGENT_STATUS;
+        ev.agent_status = &ch;
+        if ((err = az_outbox_append(c, ctx, &ev, NULL, 0, msg)) != AZ_OK) goto out;
+    }
+    err = az_pg_commit(c, ctx, msg);
+out:
+    PQclear(r);
+    az_pg_release(c);
+    return err;
+}
+
+az_err az_agent_task_started(az_pg *pg, const az_ctx *ctx, const char *agent_id, char *msg)
+{
+    return change_status(pg, ctx, agent_id,
+                         "running_tasks = running_tasks + 1, status = CASE WHEN disabled THEN 3 ELSE 2 END",
+                         "CASE WHEN disabled THEN 3 ELSE 2 END", 0, "", msg);
 }
 
 az_err az_agent_task_ended(az_pg *pg, const az_ctx *ctx, const char *agent_id, int failed,
                            char *msg)
 {
-    if (!az_text_is_uuid(agent_id)) return az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
-    const char *p[3] = {ctx->workspace_id, agent_id, failed ? "t" : "f"};
-    az_pgconn *c;
-    az_err err = az_pg_acquire(pg, ctx, &c, msg);
-    if (err != AZ_OK) return err;
-    PGresult *r;
     /* On the right-hand side running_tasks is the count before this update. */
-    err = az_pg_exec(c, ctx,
-                     "UPDATE agents SET running_tasks = GREATEST(running_tasks - 1, 0),"
-                     " status = CASE WHEN disabled THEN 3 WHEN running_tasks > 1 THEN 2"
-                     "  WHEN $3::boolean THEN 4 ELSE 1 END"
-                     " WHERE workspace_id = $1 AND id = $2",
-                     3, p, &r, msg);
-    az_pg_release(c);
-    if (err != AZ_OK) return err;
-    int n = atoi(PQcmdTuples(r));
-    PQclear(r);
-    return n ? AZ_OK : az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
+    return change_status(pg, ctx, agent_id,
+                         "running_tasks = GREATEST(running_tasks - 1, 0),"
+                         " status = CASE WHEN disabled THEN 3 WHEN running_tasks > 1 THEN 2"
+                         "  WHEN $3::boolean THEN 4 ELSE 1 END",
+                         "CASE WHEN disabled THEN 3 WHEN running_tasks > 1 THEN 2"
+                         " WHEN $3::boolean THEN 4 ELSE 1 END",
+                         failed, "its last task failed", msg);
 }
