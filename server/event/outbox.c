@@ -143,7 +143,9 @@ az_err az_outbox_decode(const uint8_t *payload, size_t len, int64_t sequence, in
     *out = NULL;
     Agentz__V1__Event *ev = agentz__v1__event__unpack(alloc, len, payload);
     if (!ev) return az_fail(msg, AZ_ERR_INTERNAL, "stored event does not unpack");
-    Google__Protobuf__Timestamp *t = alloc->alloc(alloc->allocator_data, sizeof *t);
+    /* NULL alloc: protobuf-c's default allocator is malloc/free, so free_unpacked frees this. */
+    Google__Protobuf__Timestamp *t = alloc ? alloc->alloc(alloc->allocator_data, sizeof *t)
+                                           : malloc(sizeof *t);
     if (!t) {
         agentz__v1__event__free_unpacked(ev, alloc);
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
