@@ -16,6 +16,8 @@
 #include "daemon/config.h"
 #include "descriptor_set.h"
 #include "embed/embedded.h"
+#include "event/hub.h"
+#include "event/watch.h"
 #include "event/webhook.h"
 #include "llm/price.h"
 #include "queue/reconciler.h"
@@ -44,6 +46,13 @@
 static az_err check_pg(void *arg, char *msg) { return az_pg_ping(arg, msg); }
 static az_err check_redis(void *arg, char *msg) { return az_redis_ping(arg, msg); }
 static void health_down(void *arg) { az_health_shutdown(arg); }
+static void watch_down(void *arg) { az_watch_shutdown(arg); }
+static double hub_lag(void *arg)
+{
+    az_hub_stats st;
+    az_hub_get_stats(arg, &st);
+    return st.lag_ms;
+}
 
 /* The server has one observer slot: audit and metrics both see every call through it. */
 typedef struct observers {
@@ -156,6 +165,8 @@ static int run(const az_config *cfg)
     az_worker *worker = NULL;
     az_webhook *webhooks = NULL; /* api processes deliver webhooks */
     char *webhook_secret = NULL;
+    az_hub *hub = NULL; /* role api: live events for the watch streams */
+    az_watch *watch = NULL;
     janitor jan = {.stop = 0};
     int janitor_started = 0;
     const int role_api = az_config_has_role(cfg, "api");
@@ -299,6 +310,22 @@ static int run(const az_config *cfg)
         }
     }
 
+    /* Watch streams (role api): one hub, with its own Redis subscription connection. */
+    if (role_api) {
+        hub = az_hub_new(redis_url, msg);
+        az_watch_config wcfg = {.pg = pg,
+                                .hub = hub,
+                                .heartbeat_ms = cfg->stream_heartbeat_ms,
+                                .queue_limit = cfg->stream_queue_limit};
+        if (!hub || az_watch_new(&wcfg, &watch, msg) != AZ_OK) {
+            az_error("cannot set up watch streams: %s", msg);
+            goto out;
+        }
+        az_agent_api_set_watch(agents, watch);
+        az_task_api_set_watch(tasks, watch);
+        az_workflow_api_set_watch(workflows, watch);
+    }
+
     /* CancelTask/RetryTask on a run's task, and reaping, refresh the run's status. */
     az_task_api_set_run_hook(tasks, az_run_sync_hook, pg);
     az_reconciler_set_run_hook(reconciler, az_run_sync_hook, pg);
@@ -320,7 +347,8 @@ static int run(const az_config *cfg)
         .stream_queue_limit = cfg->stream_queue_limit,
         .shutdown_grace_ms = cfg->shutdown_grace_ms,
     };
-    az_metrics_sources msrc = {.pg = pg, .redis = redis, .worker_group = AZ_WORKER_GROUP};
+    az_metrics_sources msrc = {.pg = pg, .redis = redis, .worker_group = AZ_WORKER_GROUP,
+                               .fanout_lag_ms = hub ? hub_lag : NULL, .fanout_arg = hub};
     if (az_metrics_new(tables, counts, role_api ? 6 : 2, &msrc, &metrics, msg) != AZ_OK) {
         az_error("cannot set up metrics: %s", msg);
         goto out;
@@ -333,6 +361,7 @@ static int run(const az_config *cfg)
         goto out;
     }
     az_server_on_shutdown(srv, health_down, health);
+    if (watch) az_server_on_shutdown(srv, watch_down, watch);
     az_server_set_authorizer(srv, az_auth_authorize, auth);
     az_server_on_shutdown(srv, az_metrics_shutdown, metrics);
     obs = (observers){audit, metrics};
@@ -433,8 +462,10 @@ out:
         pthread_cond_destroy(&jan.cv);
     }
     az_server_free(srv);
+    az_watch_free(watch); /* after the server: its streams are closed by then */
     az_audit_free(audit); /* after the server that observes into it; writes what is queued */
     az_metrics_free(metrics); /* after the server too: its streams and observer point at it */
+    az_hub_free(hub);         /* after the watch streams and the metrics that read its stats */
     az_system_api_free(sys);
     az_auth_free(auth);
     az_ratelimit_free(limiter);

@@ -14,6 +14,7 @@
 
 #include "agent/memory.h"
 #include "core/text.h"
+#include "event/watch.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "task/metrics.h"
@@ -35,7 +36,8 @@
 
 struct az_agent_api {
     az_pg *pg;
-    az_method methods[8];
+    az_watch *watch; /* NULL: WatchAgents answers UNAVAILABLE */
+    az_method methods[9];
 };
 
 static const char *const providers[] = {"", "openai", "anthropic"};
@@ -522,6 +524,33 @@ static az_err get_agent_metrics(az_call *c, const ProtobufCMessage *in, Protobuf
     return err;
 }
 
+/* WatchAgents: agent status events of the workspace (filtered), and AgentMetrics ticks. */
+static az_err watch_agents(az_call *c, const ProtobufCMessage *in, char *msg)
+{
+    az_agent_api *api = az_call_data(c);
+    const Agentz__V1__WatchAgentsRequest *req = (const void *)in;
+    if (req->n_agent_ids > AZ_WATCH_AGENT_IDS_MAX)
+        return az_fail(msg, AZ_ERR_INVALID, "agent_ids: at most %d", AZ_WATCH_AGENT_IDS_MAX);
+    for (size_t i = 0; i < req->n_agent_ids; i++)
+        if (!az_text_is_uuid(req->agent_ids[i]))
+            return az_fail(msg, AZ_ERR_INVALID, "agent_ids[%zu]: \"%.64s\" is not an agent id", i,
+                           req->agent_ids[i]);
+    if (req->after_sequence < 0)
+        return az_fail(msg, AZ_ERR_INVALID, "after_sequence: must not be negative");
+    char *labels;
+    az_err err = az_agent_parse_selector(req->label_selector, az_call_arena(c), &labels, msg);
+    if (err != AZ_OK) return err;
+    if (!api->watch)
+        return az_fail(msg, AZ_ERR_UNAVAILABLE, "WatchAgents is not served by this process (no event hub)");
+    az_watch_request w = {.kind = AZ_WATCH_AGENTS,
+                          .after_sequence = req->after_sequence,
+                          .agent_ids = (const char *const *)req->agent_ids,
+                          .n_agent_ids = req->n_agent_ids,
+                          .labels_json = labels,
+                          .include_metrics = req->include_metrics};
+    return az_watch_serve(api->watch, c, &w, msg);
+}
+
 az_agent_api *az_agent_api_new(az_pg *pg)
 {
     az_agent_api *api = calloc(1, sizeof *api);
@@ -551,12 +580,17 @@ az_agent_api *az_agent_api_new(az_pg *pg)
         {"/agentz.v1.AgentService/GetAgentMetrics", AZ_RPC_UNARY,
          &agentz__v1__get_agent_metrics_request__descriptor, &agentz__v1__agent_metrics__descriptor,
          .unary = get_agent_metrics, .data = api},
+        {"/agentz.v1.AgentService/WatchAgents", AZ_RPC_SERVER_STREAM,
+         &agentz__v1__watch_agents_request__descriptor, &agentz__v1__event__descriptor,
+         .stream = watch_agents, .data = api},
     };
     memcpy(api->methods, m, sizeof m);
     return api;
 }
 
 void az_agent_api_free(az_agent_api *api) { free(api); }
+
+void az_agent_api_set_watch(az_agent_api *api, az_watch *w) { api->watch = w; }
 
 const az_method *az_agent_api_methods(az_agent_api *api, size_t *n)
 {

@@ -12,9 +12,13 @@ typedef struct az_agent_api az_agent_api;
 az_agent_api *az_agent_api_new(az_pg *pg);
 void az_agent_api_free(az_agent_api *api); /* accepts NULL */
 
-/* The method table (owned by api). Methods of the contract that later work implements are
- * absent, so the runtime answers UNIMPLEMENTED for them. */
+/* The method table (owned by api), WatchAgents included. */
 const az_method *az_agent_api_methods(az_agent_api *api, size_t *n);
+
+/* Serves WatchAgents through w (borrowed; must outlive the server); without it WatchAgents
+ * answers UNAVAILABLE. Call before serving. */
+typedef struct az_watch az_watch;
+void az_agent_api_set_watch(az_agent_api *api, az_watch *w);
 
 /* Limits, also documented in docs/api.md. */
 #define AZ_AGENT_NAME_MAX 128

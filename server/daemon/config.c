@@ -173,6 +173,8 @@ static const opt opts[] = {
      1024, 64 << 20, "largest gRPC message accepted or sent"},
     {"stream-queue-limit", "AGENTZ_STREAM_QUEUE_LIMIT", OPT_INT, S(stream_queue_limit), "256", 1,
      100000, "messages queued per stream before a slow consumer is cut off"},
+    {"stream-heartbeat", "AGENTZ_STREAM_HEARTBEAT", OPT_MS, S(stream_heartbeat_ms), "15s", 100,
+     3600000, "a watch stream silent this long gets a Heartbeat event (keeps proxies from closing it)"},
     {"shutdown-grace", "AGENTZ_SHUTDOWN_GRACE", OPT_MS, S(shutdown_grace_ms), "10s", 0, 600000,
      "how long in-flight calls may finish after SIGTERM"},
     {"health-interval", "AGENTZ_HEALTH_INTERVAL", OPT_MS, S(health_interval_ms), "2s", 100,

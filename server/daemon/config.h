@@ -24,6 +24,7 @@ typedef struct az_config {
     int db_pool_size;
     int max_message_bytes;
     int stream_queue_limit;
+    int stream_heartbeat_ms; /* watch streams: Heartbeat after this much silence */
     int shutdown_grace_ms;
     int health_interval_ms;
     int reconcile_interval_ms;

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/pbjson.h"
 #include "core/text.h"
+#include "event/watch.h"
 #include "queue/queue.h"
 
 #define PAGE_DEFAULT 50
@@ -26,7 +27,8 @@ struct az_task_api {
     az_redis *redis;
     az_err (*run_hook)(void *arg, const az_ctx *ctx, const char *run_id, char *msg);
     void *run_hook_arg;
-    az_method methods[7];
+    az_watch *watch; /* NULL: WatchTask answers UNAVAILABLE */
+    az_method methods[8];
 };
 
 /* ---------------------------------------------------------------- validation */
@@ -362,6 +364,25 @@ static az_err task_stats(az_call *c, const ProtobufCMessage *in, ProtobufCMessag
     return err;
 }
 
+/* WatchTask: the watch engine replays the task's stored events, then streams live ones. */
+static az_err watch_task(az_call *c, const ProtobufCMessage *in, char *msg)
+{
+    az_task_api *api = az_call_data(c);
+    const Agentz__V1__WatchTaskRequest *req = (const void *)in;
+    if (!*req->task_id) return az_fail(msg, AZ_ERR_INVALID, "task_id is required");
+    if (!az_text_is_uuid(req->task_id))
+        return az_fail(msg, AZ_ERR_INVALID, "task_id: \"%.64s\" is not a task id", req->task_id);
+    if (req->after_sequence < 0)
+        return az_fail(msg, AZ_ERR_INVALID, "after_sequence: must not be negative");
+    if (!api->watch)
+        return az_fail(msg, AZ_ERR_UNAVAILABLE, "WatchTask is not served by this process (no event hub)");
+    az_watch_request w = {.kind = AZ_WATCH_TASK,
+                          .id = req->task_id,
+                          .after_sequence = req->after_sequence,
+                          .include_tokens = req->include_tokens};
+    return az_watch_serve(api->watch, c, &w, msg);
+}
+
 az_task_api *az_task_api_new(az_pg *pg, az_redis *redis)
 {
     az_task_api *api = calloc(1, sizeof *api);
@@ -389,6 +410,9 @@ az_task_api *az_task_api_new(az_pg *pg, az_redis *redis)
         {"/agentz.v1.TaskService/GetTaskStats", AZ_RPC_UNARY,
          &agentz__v1__get_task_stats_request__descriptor, &agentz__v1__task_stats__descriptor,
          .unary = task_stats, .data = api},
+        {"/agentz.v1.TaskService/WatchTask", AZ_RPC_SERVER_STREAM,
+         &agentz__v1__watch_task_request__descriptor, &agentz__v1__event__descriptor,
+         .stream = watch_task, .data = api},
     };
     memcpy(api->methods, m, sizeof m);
     return api;
@@ -401,6 +425,8 @@ const az_method *az_task_api_methods(az_task_api *api, size_t *n)
     *n = sizeof api->methods / sizeof *api->methods;
     return api->methods;
 }
+
+void az_task_api_set_watch(az_task_api *api, az_watch *w) { api->watch = w; }
 
 void az_task_api_set_run_hook(az_task_api *api,
                               az_err (*fn)(void *arg, const az_ctx *ctx, const char *run_id, char *msg),

@@ -33,8 +33,13 @@ typedef struct az_task_api az_task_api;
 az_task_api *az_task_api_new(az_pg *pg, az_redis *redis);
 void az_task_api_free(az_task_api *api); /* accepts NULL */
 
-/* The method table (owned by api). WatchTask is absent: the runtime answers UNIMPLEMENTED. */
+/* The method table (owned by api), WatchTask included. */
 const az_method *az_task_api_methods(az_task_api *api, size_t *n);
+
+/* Serves WatchTask through w (borrowed; must outlive the server); without it WatchTask answers
+ * UNAVAILABLE. Call before serving. */
+typedef struct az_watch az_watch;
+void az_task_api_set_watch(az_task_api *api, az_watch *w);
 
 /* Registers fn(arg, ctx, run_id, msg), called after CancelTask/RetryTask changed a task that
  * belongs to a run, so the run's status follows (the workflow module registers az_run_sync).

@@ -17,6 +17,7 @@
 #include "core/text.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "core/placeholder.h"
+#include "event/watch.h"
 #include "queue/queue.h"
 #include "task/task_api.h"
 #include "template.h"
@@ -27,11 +28,12 @@
 #define LABEL_VALUE_MAX 256
 #define TEMPLATE_DESCRIPTION_MAX 4096
 #define ANALYTICS_DEFAULT_WINDOW_US (7LL * 86400 * 1000000)
-#define N_METHODS 15
+#define N_METHODS 16
 
 struct az_workflow_api {
     az_pg *pg;
     az_redis *redis;
+    az_watch *watch; /* NULL: WatchRun answers UNAVAILABLE */
     az_method methods[N_METHODS];
 };
 
@@ -978,6 +980,27 @@ static az_err get_workflow_analytics(az_call *c, const ProtobufCMessage *in, Pro
     return err;
 }
 
+/* WatchRun: the watch engine replays the run's stored events, then streams live ones, and ends
+ * after the run's terminal status. */
+static az_err watch_run(az_call *c, const ProtobufCMessage *in, char *msg)
+{
+    az_workflow_api *api = az_call_data(c);
+    const Agentz__V1__WatchRunRequest *req = (const void *)in;
+    az_err err = check_id("run_id", req->run_id, msg);
+    if (err != AZ_OK) return err;
+    if (!az_text_is_uuid(req->run_id))
+        return az_fail(msg, AZ_ERR_INVALID, "run_id: \"%.64s\" is not a run id", req->run_id);
+    if (req->after_sequence < 0)
+        return az_fail(msg, AZ_ERR_INVALID, "after_sequence: must not be negative");
+    if (!api->watch)
+        return az_fail(msg, AZ_ERR_UNAVAILABLE, "WatchRun is not served by this process (no event hub)");
+    az_watch_request w = {.kind = AZ_WATCH_RUN,
+                          .id = req->run_id,
+                          .after_sequence = req->after_sequence,
+                          .include_tokens = req->include_tokens};
+    return az_watch_serve(api->watch, c, &w, msg);
+}
+
 /* ---------------------------------------------------------------- the table */
 
 az_workflow_api *az_workflow_api_new(az_pg *pg, az_redis *redis)
@@ -1010,6 +1033,8 @@ az_workflow_api *az_workflow_api_new(az_pg *pg, az_redis *redis)
         M("ResumeRun", agentz__v1__resume_run_request, agentz__v1__workflow_run, resume_run),
         M("GetWorkflowAnalytics", agentz__v1__get_workflow_analytics_request,
           agentz__v1__workflow_analytics, get_workflow_analytics),
+        {SVC "WatchRun", AZ_RPC_SERVER_STREAM, &agentz__v1__watch_run_request__descriptor,
+         &agentz__v1__event__descriptor, .stream = watch_run, .data = api},
     };
 #undef M
 #undef SVC
@@ -1018,6 +1043,8 @@ az_workflow_api *az_workflow_api_new(az_pg *pg, az_redis *redis)
 }
 
 void az_workflow_api_free(az_workflow_api *api) { free(api); }
+
+void az_workflow_api_set_watch(az_workflow_api *api, az_watch *w) { api->watch = w; }
 
 const az_method *az_workflow_api_methods(az_workflow_api *api, size_t *n)
 {

@@ -19,9 +19,13 @@ typedef struct az_workflow_api az_workflow_api;
 az_workflow_api *az_workflow_api_new(az_pg *pg, az_redis *redis);
 void az_workflow_api_free(az_workflow_api *api); /* accepts NULL */
 
-/* The method table (owned by api): every WorkflowService method but WatchRun, which the runtime
- * answers UNIMPLEMENTED. */
+/* The method table (owned by api): every WorkflowService method, WatchRun included. */
 const az_method *az_workflow_api_methods(az_workflow_api *api, size_t *n);
+
+/* Serves WatchRun through w (borrowed; must outlive the server); without it WatchRun answers
+ * UNAVAILABLE. Call before serving. */
+typedef struct az_watch az_watch;
+void az_workflow_api_set_watch(az_workflow_api *api, az_watch *w);
 
 /* Limits, also documented in docs/orchestration.md. */
 #define AZ_WORKFLOW_NAME_MAX 128
