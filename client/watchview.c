@@ -174,10 +174,13 @@ static void item_line(az_watchview *v, const item *it, int64_t now)
         status_style st = style_of(AGENT_STYLE, NSTYLE(AGENT_STYLE), it->status);
         int so = snprintf(line, sizeof line, "  %-*.*s ", LABEL_W, LABEL_W, it->label);
         int n = snprintf(line + so, sizeof line - (size_t)so, "%-*s", STATUS_W, st.name);
+        size_t off = (size_t)(so + n);
         if (it->has_metrics)
-            snprintf(line + so + n, sizeof line - (size_t)(so + n),
-                     " running %lld  done %lld  failed %lld  tokens %lld", (long long)it->running,
-                     (long long)it->succeeded, (long long)it->failed, (long long)it->tokens);
+            off += (size_t)snprintf(line + off, sizeof line - off,
+                                    " running %lld  done %lld  failed %lld  tokens %lld",
+                                    (long long)it->running, (long long)it->succeeded,
+                                    (long long)it->failed, (long long)it->tokens);
+        if (it->error[0] && off < sizeof line) snprintf(line + off, sizeof line - off, "  %s", it->error);
         put_line(v, line, (size_t)so, strlen(st.name), st.color);
         return;
     }

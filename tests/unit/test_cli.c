@@ -312,6 +312,36 @@ static void test_unavailable(void)
            "error: UNAVAILABLE: ", NULL);
 }
 
+/* agentz watch: arguments are checked before anything is sent; an unreachable server is a
+ * failure of the watch (1), not a run outcome (3, 4). */
+static void test_watch(void)
+{
+    result r = run("watch", "--help", NULL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "Watch a workflow run live"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "Watch one task live"));
+    expect(r, 0, NULL, "Watch agents' statuses");
+    expect(run("watch", "task", "--help", NULL), 0, NULL, "Exit codes: 0 the run/task succeeded");
+    expect(run("watch", "run", "--help", NULL), 0, NULL, "--tokens");
+    expect(run("watch", "agents", "--help", NULL), 0, NULL, "--metrics");
+    expect(run("watch", NULL), 2, "run", NULL);
+    expect(run("watch", "runs", "r", NULL), 2, "unknown command \"runs\" for watch", NULL);
+    expect(run(UNREACHABLE, "watch", "run", NULL), 2, "missing ID", NULL);
+    expect(run(UNREACHABLE, "watch", "task", NULL), 2, "missing ID", NULL);
+    expect(run(UNREACHABLE, "watch", "run", "a", "b", NULL), 2, "unexpected argument \"b\"", NULL);
+    expect(run(UNREACHABLE, "watch", "run", "", NULL), 2, "empty run id", NULL);
+    expect(run(UNREACHABLE, "watch", "task", "", NULL), 2, "empty task id", NULL);
+    expect(run(UNREACHABLE, "watch", "run", "r", "--bogus", NULL), 2, "--bogus", NULL);
+    expect(run(UNREACHABLE, "watch", "run", "r", "--after-sequence", "-1", NULL), 2, "--after-sequence", NULL);
+    expect(run(UNREACHABLE, "watch", "task", "t", "--after-sequence", "x", NULL), 2, "--after-sequence", NULL);
+    expect(run(UNREACHABLE, "watch", "agents", "--selector", "=v", NULL), 2, "--selector", NULL);
+    expect(run(UNREACHABLE, "watch", "agents", "--tokens", NULL), 2, "--tokens", NULL);
+    expect(run(UNREACHABLE, "watch", "agents", "a", "", NULL), 2, "empty agent id", NULL);
+    expect(run(UNREACHABLE, "watch", "run", "r", "--tokens", NULL), 1, "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "watch", "task", "t", "--after-sequence", "7", NULL), 1, "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "watch", "agents", "--metrics", NULL), 1, "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "-o", "json", "watch", "run", "r", NULL), 1, "error: UNAVAILABLE: ", NULL);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
@@ -325,6 +355,7 @@ int main(void)
         {"import crewai --dry-run", test_dry_run},
         {"-f files", test_files},
         {"unreachable server", test_unavailable},
+        {"watch run|task|agents arguments", test_watch},
     };
     for (size_t i = 0; s && i < sizeof tests / sizeof tests[0]; i++)
         if (!CU_add_test(s, tests[i].name, tests[i].fn)) s = NULL;
