@@ -24,7 +24,10 @@
  * the event numbered from them, queue it for the relay, and notify it at commit (PostgreSQL
  * folds identical notifications of one transaction into one). The counter rows stay locked
  * until commit: a second transaction appending to the same scope waits, so within a scope
- * sequence order, id order and commit order agree. */
+ * sequence order, id order and commit order agree. For the id that needs the id drawn after the
+ * counters are locked: the aggregate over s consumes every upsert (and waits for its lock)
+ * before the row, and with it the id's nextval, is formed. A VALUES row with scalar subqueries
+ * on s may draw the id first, and two waiting appenders then get ids in the wrong order. */
 static const char append_sql[] =
     "WITH s AS ("
     " INSERT INTO event_seqs AS q (workspace_id, scope, scope_id, last_seq)"
@@ -36,9 +39,9 @@ static const char append_sql[] =
     " e AS ("
     " INSERT INTO events (workspace_id, run_id, task_id, agent_id, run_seq, task_seq, agents_seq,"
     "  terminal, payload)"
-    " VALUES ($1::uuid, $2::uuid, $3::uuid, $4::uuid, (SELECT last_seq FROM s WHERE scope = 1),"
-    "  (SELECT last_seq FROM s WHERE scope = 2), (SELECT last_seq FROM s WHERE scope = 3),"
-    "  $6::boolean, $7::bytea) RETURNING id),"
+    " SELECT $1::uuid, $2::uuid, $3::uuid, $4::uuid, max(s.last_seq) FILTER (WHERE s.scope = 1),"
+    "  max(s.last_seq) FILTER (WHERE s.scope = 2), max(s.last_seq) FILTER (WHERE s.scope = 3),"
+    "  $6::boolean, $7::bytea FROM s RETURNING id),"
     " qd AS (INSERT INTO event_queue (id) SELECT id FROM e)"
     " SELECT id, pg_notify('" AZ_OUTBOX_NOTIFY "', '') FROM e";
 

@@ -373,6 +373,8 @@ static void test_agent_status_events(void)
     CU_ASSERT_STRING_EQUAL(v[before + 1]->agent_status->reason, "its last task failed");
 }
 
+static long long count(const char *sql, const char *param);
+
 /* ---------------------------------------------------------------- concurrency */
 
 #define THREADS 6
@@ -430,6 +432,10 @@ static void test_concurrent_appenders_gap_free(void)
         CU_ASSERT(j % 5 != 4);
         last[k] = j;
     }
+    /* Within the scope id order is sequence order (the relay publishes in id order). */
+    CU_ASSERT_EQUAL(count("SELECT count(*) FROM events a JOIN events b ON b.run_id = a.run_id"
+                          " AND b.run_seq > a.run_seq AND b.id < a.id WHERE a.run_id = $1",
+                          race_run), 0);
 }
 
 /* ---------------------------------------------------------------- retention */
