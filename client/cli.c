@@ -17,6 +17,7 @@ static const az_cli_noun *const nouns[] = {
     &az_cli_agents, &az_cli_tasks,  &az_cli_workflows, &az_cli_runs,
     &az_cli_templates, &az_cli_import, &az_cli_export, &az_cli_system,
     &az_cli_keys,   &az_cli_secrets, &az_cli_audit,  &az_cli_watch,
+    &az_cli_top,
 };
 #define NNOUNS (sizeof nouns / sizeof nouns[0])
 
@@ -89,8 +90,8 @@ static void print_noun_help(FILE *f, const az_cli_noun *n)
 
 static void print_usage_line(FILE *f, const az_cli_noun *n, const az_cli_verb *v)
 {
-    fprintf(f, "Usage: agentz %s %s%s%s [flags]\n", n->name, v->name, *v->synopsis ? " " : "",
-            v->synopsis);
+    fprintf(f, "Usage: agentz %s%s%s%s%s [flags]\n", n->name, *v->name ? " " : "", v->name,
+            *v->synopsis ? " " : "", v->synopsis);
 }
 
 static void print_verb_help(FILE *f, const az_cli_noun *n, const az_cli_verb *v)
@@ -118,8 +119,8 @@ int az_cli_usage_error(az_cli *cli, const char *fmt, ...)
     va_end(ap);
     if (cli->verb) {
         print_usage_line(cli->err, cli->noun, cli->verb);
-        fprintf(cli->err, "Run 'agentz %s %s --help' for more information.\n", cli->noun->name,
-                cli->verb->name);
+        fprintf(cli->err, "Run 'agentz %s%s%s --help' for more information.\n", cli->noun->name,
+                *cli->verb->name ? " " : "", cli->verb->name);
     } else if (cli->noun) {
         fprintf(cli->err, "Usage: agentz %s COMMAND [ARGS] [flags]\n"
                           "Run 'agentz %s --help' for its commands.\n",
@@ -457,6 +458,12 @@ int az_cli_main(int argc, char **argv, FILE *out, FILE *err)
         goto done;
     }
     idx++;
+    /* A noun whose only verb has no name is a command of its own: agentz top [flags]. */
+    if (cli.noun->nverbs == 1 && !*cli.noun->verbs[0].name) {
+        cli.verb = &cli.noun->verbs[0];
+        code = run_verb(&cli, g, argc, argv, idx);
+        goto done;
+    }
     if (az_args_parse(&globals, 1, argc, argv, &idx, AZ_ARGS_STOP_AT_POSITIONAL, pos, 1, &npos,
                       msg)) {
         code = az_cli_usage_error(&cli, "%s", msg);

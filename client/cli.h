@@ -61,7 +61,7 @@ typedef struct az_cli_noun {
 /* The nouns, one per client/cli_<noun>.c. */
 extern const az_cli_noun az_cli_agents, az_cli_tasks, az_cli_workflows, az_cli_runs,
     az_cli_templates, az_cli_import, az_cli_export, az_cli_system, az_cli_keys, az_cli_secrets,
-    az_cli_audit, az_cli_watch;
+    az_cli_audit, az_cli_watch, az_cli_top;
 
 /* Runs the agentz command line (argv[0] is the program) writing to out and err; returns
  * the exit code. Owns nothing after it returns. */
