@@ -17,6 +17,8 @@
 #include "descriptor_set.h"
 #include "embed/embedded.h"
 #include "event/hub.h"
+#include "event/outbox.h"
+#include "event/relay.h"
 #include "event/watch.h"
 #include "event/webhook.h"
 #include "llm/price.h"
@@ -93,9 +95,11 @@ static void log_policy(const char *policy, int is_default)
     az_info("outbound network policy: public addresses and %.*s%s", (int)n, v, why);
 }
 
-/* Hourly housekeeping: expired idempotency keys. Wakes at once on shutdown. */
+/* Hourly housekeeping: expired idempotency keys, stored events past their retention. Wakes at
+ * once on shutdown. */
 typedef struct janitor {
     az_pg *pg;
+    int64_t event_retention_ms; /* 0 = keep events forever */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -117,6 +121,10 @@ static void *janitor_main(void *arg)
         int n = 0;
         if (az_idem_gc(j->pg, &n, msg) != AZ_OK) az_warn("cannot expire idempotency keys: %s", msg);
         else if (n) az_info("expired %d idempotency keys", n);
+        int64_t pruned = 0;
+        if (j->event_retention_ms > 0 && az_outbox_prune(j->pg, j->event_retention_ms, &pruned, msg) != AZ_OK)
+            az_warn("cannot prune stored events: %s", msg);
+        else if (pruned) az_info("pruned %lld stored events past their retention", (long long)pruned);
         pthread_mutex_lock(&j->mu);
     }
     pthread_mutex_unlock(&j->mu);
@@ -167,6 +175,7 @@ static int run(const az_config *cfg)
     char *webhook_secret = NULL;
     az_hub *hub = NULL; /* role api: live events for the watch streams */
     az_watch *watch = NULL;
+    az_relay *relay = NULL; /* every process: outbox -> Redis */
     janitor jan = {.stop = 0};
     int janitor_started = 0;
     const int role_api = az_config_has_role(cfg, "api");
@@ -417,7 +426,13 @@ static int run(const az_config *cfg)
             goto out;
         }
     }
+    /* Every process runs a relay (one publishes at a time): events go out while any runs. */
+    if (az_relay_new(db_url, cfg->db_role, redis_url, &relay, msg) != AZ_OK) {
+        az_error("cannot start the event relay: %s", msg);
+        goto out;
+    }
     jan.pg = pg;
+    jan.event_retention_ms = (int64_t)cfg->event_retention_s * 1000;
     pthread_mutex_init(&jan.mu, NULL);
     pthread_cond_init(&jan.cv, NULL);
     janitor_started = pthread_create(&jan.thread, NULL, janitor_main, &jan) == 0;
@@ -450,6 +465,7 @@ out:
     az_tools_free(tools);
     az_llm_prices_free(prices);
     az_reconciler_free(reconciler); /* before the pool and redis it uses */
+    az_relay_free(relay);           /* own connections; after the server, so late events go out */
     az_webhook_stop(webhooks);      /* before the pool and the netguard it uses */
     free(webhook_secret);
     if (janitor_started) {

@@ -13,7 +13,8 @@
 #include "core/log.h"
 #include "tools/netguard.h"
 
-typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_FLAG } opt_kind;
+/* OPT_SECONDS: a duration like OPT_MS, stored in whole seconds (for periods of days). */
+typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_SECONDS, OPT_FLAG } opt_kind;
 
 /* Checks a string option's value; origin ("--listen", "AGENTZ_GRPC_LISTEN") names it. */
 typedef az_err (*check_fn)(const char *origin, const char *value, char *msg);
@@ -208,6 +209,9 @@ static const opt opts[] = {
     {"webhook-secret", "AGENTZ_WEBHOOK_SECRET", OPT_STR, S(webhook_secret), NULL, 0, 0,
      "key signing webhook POSTs (X-Agentz-Signature, HMAC-SHA256); unset = DATA/webhook.secret, "
      "generated at first start, when embedded, else deliveries fail"},
+    {"event-retention", "AGENTZ_EVENT_RETENTION", OPT_SECONDS, S(event_retention_s), "7d", 0,
+     INT_MAX, "stored events of a finished run (or task) are deleted this long after it finished, "
+     "agent events this long after they happened; 0 = keep forever"},
     {"help", NULL, OPT_FLAG, S(show_help), NULL, 0, 0, "print this help and exit"},
     {"version", NULL, OPT_FLAG, S(show_version), NULL, 0, 0, "print the version and exit"},
 };
@@ -225,6 +229,7 @@ static int parse_ms(const char *s, long *out)
     else if (strcmp(end, "s") == 0) mult = 1000;
     else if (strcmp(end, "m") == 0) mult = 60000;
     else if (strcmp(end, "h") == 0) mult = 3600000;
+    else if (strcmp(end, "d") == 0) mult = 86400000;
     else return -1;
     v *= mult;
     if (v > (double)LONG_MAX) return -1;
@@ -247,7 +252,8 @@ static az_err set(az_config *cfg, const opt *o, const char *value, const char *o
     }
     case OPT_FLAG: *(int *)field = 1; return AZ_OK;
     case OPT_INT:
-    case OPT_MS: {
+    case OPT_MS:
+    case OPT_SECONDS: {
         long v;
         char *end;
         if (o->kind == OPT_INT) {
@@ -256,13 +262,15 @@ static az_err set(az_config *cfg, const opt *o, const char *value, const char *o
             if (end == value || *end || errno) v = LONG_MIN;
         } else if (parse_ms(value, &v) != 0) {
             v = LONG_MIN;
+        } else if (o->kind == OPT_SECONDS) {
+            v /= 1000;
         }
         if (v == LONG_MIN)
             return az_fail(msg, AZ_ERR_INVALID, "%s: \"%s\" is not %s", origin, value,
-                           o->kind == OPT_INT ? "an integer" : "a duration like 500ms, 10s or 2m");
+                           o->kind == OPT_INT ? "an integer" : "a duration like 500ms, 10s, 2m or 7d");
         if (v < o->min || v > o->max)
             return az_fail(msg, AZ_ERR_INVALID, "%s: %s is out of range (%ld..%ld%s)", origin,
-                           value, o->min, o->max, o->kind == OPT_MS ? " ms" : "");
+                           value, o->min, o->max, o->kind == OPT_MS ? " ms" : o->kind == OPT_SECONDS ? " s" : "");
         *(int *)field = (int)v;
         return AZ_OK;
     }
@@ -363,7 +371,7 @@ void az_config_usage(FILE *out)
         const opt *o = &opts[i];
         char left[64];
         snprintf(left, sizeof left, "--%s%s", o->flag,
-                 o->kind == OPT_FLAG ? "" : o->kind == OPT_INT ? " N" : o->kind == OPT_MS ? " DUR" : " VALUE");
+                 o->kind == OPT_FLAG ? "" : o->kind == OPT_INT ? " N" : o->kind == OPT_MS || o->kind == OPT_SECONDS ? " DUR" : " VALUE");
         fprintf(out, "  %-28s %s\n", left, o->help);
         if (o->env) fprintf(out, "  %-28s env %s%s%s%s\n", "", o->env, o->def ? ", default " : "",
                             o->def ? o->def : "", "");

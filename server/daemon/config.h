@@ -37,6 +37,7 @@ typedef struct az_config {
     int worker_shutdown_grace_ms;
     char *embeddings_url, *embeddings_model, *embeddings_api_key; /* agent memory; NULL = none */
     char *webhook_secret; /* AGENTZ_WEBHOOK_SECRET; NULL = DATA/webhook.secret when embedded */
+    int event_retention_s; /* AGENTZ_EVENT_RETENTION: outbox retention (seconds), 0 = forever */
     int show_help, show_version;
 } az_config;
 
