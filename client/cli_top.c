@@ -203,7 +203,7 @@ static void show(const view *v, Agentz__V1__Event *ev)
     }
     if (ev->payload_case != AGENTZ__V1__EVENT__PAYLOAD_METRICS || !ev->metrics) return;
     Agentz__V1__MetricsSnapshot *s = ev->metrics;
-    qsort(s->methods, s->n_methods, sizeof *s->methods, by_count_desc);
+    if (s->n_methods > 1) qsort(s->methods, s->n_methods, sizeof *s->methods, by_count_desc);
     if (v->tty) draw_tty(v, ev, NULL);
     else draw_lines(v, ev);
 }
