@@ -673,6 +673,93 @@ static void test_stream_metrics_interval(void)
     az_conn_stream_close(st);
 }
 
+/* Runs `agentz --server S top ARGS` with stdout in a file; after sigint_after_s (> 0) sends it
+ * SIGINT. Returns the exit code (-1 when it had to be killed) and the output in out. */
+static int run_top(const char *const *args, double sigint_after_s, char *out, size_t cap)
+{
+    const char *cli = getenv("AGENTZ_CLI");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cli);
+    char path[700];
+    const char *dir = getenv("AGENTZ_TEST_DIR");
+    snprintf(path, sizeof path, "%s/top-%s.out", dir ? dir : "/tmp", uniq);
+    char *argv[16];
+    int n = 0;
+    argv[n++] = (char *)cli;
+    argv[n++] = "--server";
+    argv[n++] = srv.target;
+    argv[n++] = "top";
+    for (; *args && n < 15; args++) argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        char err_path[710];
+        snprintf(err_path, sizeof err_path, "%s.err", path);
+        int o = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (o < 0 || e < 0) _exit(126);
+        dup2(o, 1);
+        dup2(e, 2);
+        if (srv.admin_key[0]) setenv("AGENTZ_TOKEN", srv.admin_key, 1);
+        execv(cli, argv);
+        _exit(127);
+    }
+    double start = mono_s();
+    int status = 0, sent = 0, code = -1;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            break;
+        }
+        double t = mono_s() - start;
+        if (sigint_after_s > 0 && !sent && t >= sigint_after_s) {
+            kill(pid, SIGINT);
+            sent = 1;
+        }
+        if (t > 30) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t got = fread(out, 1, cap - 1, f);
+        out[got] = '\0';
+        fclose(f);
+    }
+    return code;
+}
+
+static void test_top(void)
+{
+    char out[16384];
+    /* Piped: one line per snapshot; --count ends it. */
+    static const char *const counted[] = {"--interval", "1s", "--count", "2", NULL};
+    CU_ASSERT_EQUAL(run_top(counted, 0, out, sizeof out), 0);
+    int lines = 0;
+    for (const char *p = out; (p = strstr(p, " req/s=")); p++) lines++;
+    CU_ASSERT_EQUAL(lines, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "postgres=ok redis=ok"));
+    CU_ASSERT_PTR_NULL(strstr(out, "workers=0 "));
+    /* -o json: one event per line. */
+    static const char *const json[] = {"--interval", "1s", "--count", "1", "-o", "json", NULL};
+    CU_ASSERT_EQUAL(run_top(json, 0, out, sizeof out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"metrics\":{"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"postgresOk\":true"));
+    /* Ctrl-C ends it cleanly, after what it had shown. */
+    static const char *const forever[] = {"--interval", "1s", NULL};
+    CU_ASSERT_EQUAL(run_top(forever, 2.6, out, sizeof out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, " req/s="));
+    /* The interval is checked before anything is sent. */
+    static const char *const bad[] = {"--interval", "90s", NULL};
+    CU_ASSERT_EQUAL(run_top(bad, 0, out, sizeof out), 2);
+}
+
 /* ---------------------------------------------------------------- suite */
 
 static int suite_init(void)
@@ -713,5 +800,6 @@ int main(void)
     CU_add_test(s, "agentzd admin", test_admin_commands);
     CU_add_test(s, "stream metrics", test_stream_metrics);
     CU_add_test(s, "stream metrics interval", test_stream_metrics_interval);
+    CU_add_test(s, "agentz top", test_top);
     return az_itest_run_cunit();
 }
