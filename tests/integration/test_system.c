@@ -16,7 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agentz/v1/agent.pb-c.h"
 #include "agentz/v1/event.pb-c.h"
+#include "agentz/v1/task.pb-c.h"
 #include "agentz/v1/system.pb-c.h"
 #include "daemon/admin.h"
 #include "google/protobuf/duration.pb-c.h"
@@ -575,6 +577,35 @@ static const Agentz__V1__MethodStats *method_stats(const Agentz__V1__MetricsSnap
     return NULL;
 }
 
+/* A task that ends at once (created, then cancelled): counted by tasks_per_minute. */
+static void finish_one_task(void)
+{
+    Agentz__V1__Agent a = AGENTZ__V1__AGENT__INIT;
+    a.role = "Metrics probe";
+    a.goal = "Be counted";
+    a.backstory = "Exists for one test.";
+    Agentz__V1__CreateAgentRequest ar = AGENTZ__V1__CREATE_AGENT_REQUEST__INIT;
+    ar.agent = &a;
+    Agentz__V1__Agent *agent = NULL;
+    CU_ASSERT_EQUAL_FATAL(call("/agentz.v1.AgentService/CreateAgent", &ar, &agentz__v1__agent__descriptor,
+                               (void **)&agent), 0);
+    Agentz__V1__Task t = AGENTZ__V1__TASK__INIT;
+    t.description = "Wait to be cancelled.";
+    t.expected_output = "Nothing";
+    t.agent_id = agent->id;
+    Agentz__V1__CreateTaskRequest tr = AGENTZ__V1__CREATE_TASK_REQUEST__INIT;
+    tr.task = &t;
+    Agentz__V1__Task *task = NULL;
+    CU_ASSERT_EQUAL_FATAL(call("/agentz.v1.TaskService/CreateTask", &tr, &agentz__v1__task__descriptor,
+                               (void **)&task), 0);
+    Agentz__V1__CancelTaskRequest cr = AGENTZ__V1__CANCEL_TASK_REQUEST__INIT;
+    cr.id = task->id;
+    cr.reason = "metrics test";
+    CU_ASSERT_EQUAL(call("/agentz.v1.TaskService/CancelTask", &cr, &agentz__v1__task__descriptor, NULL), 0);
+    free_msg(task);
+    free_msg(agent);
+}
+
 static void test_stream_metrics(void)
 {
     int status;
@@ -593,6 +624,8 @@ static void test_stream_metrics(void)
     Agentz__V1__ListSecretsRequest ls = AGENTZ__V1__LIST_SECRETS_REQUEST__INIT;
     ls.page_size = -1; /* INVALID_ARGUMENT: counted as an error */
     CU_ASSERT_EQUAL(call(SVC "ListSecrets", &ls, &agentz__v1__list_secrets_response__descriptor, NULL), 3);
+    finish_one_task();
+    int64_t max_per_minute = 0;
 
     int seen_who = 0, seen_err = 0, snapshots = 0;
     for (int i = 0; i < 6; i++) {
@@ -615,6 +648,7 @@ static void test_stream_metrics(void)
         CU_ASSERT(ms->redis_ok);
         CU_ASSERT(ms->workers >= 1); /* this agentzd plays the worker role too */
         CU_ASSERT(ms->queue_depth >= 0 && ms->tasks_running >= 0 && ms->tasks_per_minute >= 0);
+        if (ms->tasks_per_minute > max_per_minute) max_per_minute = (int64_t)ms->tasks_per_minute;
         for (size_t k = 1; k < ms->n_methods; k++)
             CU_ASSERT(strcmp(ms->methods[k - 1]->method, ms->methods[k]->method) < 0);
         const Agentz__V1__MethodStats *w = method_stats(ms, SVC "WhoAmI");
@@ -630,12 +664,13 @@ static void test_stream_metrics(void)
             CU_ASSERT_EQUAL(e->errors, e->count);
         }
         protobuf_c_message_free_unpacked(m, NULL);
-        if (seen_who >= 20 && seen_err >= 1 && snapshots >= 3) break;
+        if (seen_who >= 20 && seen_err >= 1 && snapshots >= 3 && max_per_minute >= 1) break;
     }
     /* Every call counted once, across however many snapshots they fell into. */
     if (seen_who != 20) fprintf(stderr, "\n  WhoAmI calls seen in snapshots: %d\n", seen_who);
     CU_ASSERT_EQUAL(seen_who, 20);
     CU_ASSERT_EQUAL(seen_err, 1);
+    CU_ASSERT(max_per_minute >= 1); /* the cancelled task, within the last minute */
     /* One snapshot a second. */
     CU_ASSERT(snapshots >= 3);
     CU_ASSERT(gap_min > 0.6);
