@@ -256,10 +256,12 @@ static load_entry *load_for(az_metrics *m, const char *workspace, int64_t now)
     return e;
 }
 
-static void refresh_load(az_metrics *m, load_entry *e, int64_t now)
+/* Reads e's load. Returns 0 when PostgreSQL is unreachable or too slow, so the caller marks the
+ * other workspaces down too instead of waiting a deadline for each. */
+static int refresh_load(az_metrics *m, load_entry *e, int64_t now)
 {
     e->at_ms = now;
-    if (!m->src.pg) return;
+    if (!m->src.pg) return 1;
     az_ctx ctx = {.workspace_id = e->workspace, .principal = "", .request_id = "metrics",
                   .deadline_ms = az_now_ms() + GAUGE_DEADLINE_MS};
     char msg[AZ_MSG_MAX];
@@ -269,6 +271,7 @@ static void refresh_load(az_metrics *m, load_entry *e, int64_t now)
     if (e->ok) e->load = load; /* on failure the last known load stays, flagged by postgres_ok */
     if (!e->ok && !m->pg_logged_fail) az_warn("metrics: cannot read the task load: %s", msg);
     m->pg_logged_fail = !e->ok;
+    return err != AZ_ERR_UNAVAILABLE && err != AZ_ERR_DEADLINE && err != AZ_ERR_CANCELLED;
 }
 
 static void refresh_workers(az_metrics *m, int64_t now)
@@ -447,9 +450,16 @@ static void tick(az_metrics *m)
         evict_loads(m, now);
         return;
     }
+    int pg_up = 1;
     for (size_t i = 0; i < nwant; i++) {
         load_entry *e = load_for(m, want[i], now);
-        if (e && now - e->at_ms >= GAUGE_TTL_MS) refresh_load(m, e, now);
+        if (!e || now - e->at_ms < GAUGE_TTL_MS) continue;
+        if (pg_up) {
+            pg_up = refresh_load(m, e, now);
+        } else {
+            e->ok = 0;
+            e->at_ms = now;
+        }
     }
     free(want);
     if (now - m->workers_at_ms >= GAUGE_TTL_MS) refresh_workers(m, now);
