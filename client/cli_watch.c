@@ -75,10 +75,12 @@ static void sleep_ms(int64_t ms)
 }
 
 /* Statuses after which the watch resumes instead of failing: the server or the network went
- * away, or the server cut a slow consumer off and asks it to resume from its last sequence. */
+ * away, the server cut a slow consumer off and asks it to resume from its last sequence, or a
+ * server shutting down cancelled the call (this client never cancels its own watch). */
 static int resumable(int status)
 {
-    return status == GRPC_STATUS_UNAVAILABLE || status == GRPC_STATUS_RESOURCE_EXHAUSTED;
+    return status == GRPC_STATUS_UNAVAILABLE || status == GRPC_STATUS_RESOURCE_EXHAUSTED ||
+           status == GRPC_STATUS_CANCELLED;
 }
 
 static int exit_code(const watch *w)
@@ -152,10 +154,12 @@ static int stream_loop(watch *w)
                     az_conn_status_name(status), msg, RECONNECT_TRIES);
             return AZ_CLI_EXIT_FAILED;
         }
-        if (!w->json)
+        /* One notice per outage and a reminder every 10 attempts, not one per attempt. */
+        int tell = tries % 10 == 1;
+        if (tell && !w->json)
             az_watchview_note(w->view, "connection lost (%s: %s): resuming after sequence %lld",
                               az_conn_status_name(status), msg, (long long)*w->after);
-        else
+        else if (tell)
             fprintf(cli->err, "warning: connection lost (%s: %s): resuming after sequence %lld\n",
                     az_conn_status_name(status), msg, (long long)*w->after);
         sleep_ms(backoff);

@@ -187,7 +187,9 @@ static void item_line(az_watchview *v, const item *it, int64_t now)
     status_style st = style_of(TASK_STYLE, NSTYLE(TASK_STYLE), it->status);
     double f = it->status == AGENTZ__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED ? 1.0 : it->fraction;
     const char *time = "";
-    if (it->start_ms) time = az_watchview_elapsed((it->end_ms ? it->end_ms : now) - it->start_ms, el, sizeof el);
+    /* Waiting steps have no elapsed time yet (a replayed "queued" line must not show one). */
+    if (it->start_ms && it->status >= AGENTZ__V1__TASK_STATUS__TASK_STATUS_RUNNING)
+        time = az_watchview_elapsed((it->end_ms ? it->end_ms : now) - it->start_ms, el, sizeof el);
     const char *detail = it->error[0] ? it->error : it->message;
     char att[24] = "";
     if (it->attempt > 1) snprintf(att, sizeof att, " (attempt %d)", it->attempt);
@@ -493,9 +495,8 @@ az_err az_watchview_apply(az_watchview *v, const Agentz__V1__Event *ev, int64_t 
         else v->end_ms = 0; /* resumed */
         error_text(v->error, sizeof v->error, r->error);
         if (!v->o.tty) {
-            erase_block(v);
             if (v->mid_line) fputc('\n', v->out), v->mid_line = 0;
-            header_line(v, now);
+            header_line(v, at);
         }
         break;
     }
@@ -587,7 +588,7 @@ az_err az_watchview_apply(az_watchview *v, const Agentz__V1__Event *ev, int64_t 
             fputc('\n', v->out);
             v->mid_line = 0;
         }
-        item_line(v, it, now);
+        item_line(v, it, at); /* elapsed as of the event: replayed history reads true */
         fflush(v->out);
     }
     return AZ_OK;
