@@ -1117,19 +1117,19 @@ az_err az_task_resume_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, i
         return err;
     }
     err = ready_add_rows(ready, NULL, r, msg);
-    /* One event per task: failed|cancelled -> pending for those left waiting, and -> queued
-     * (from what they were) for those ready now. */
-    for (int i = 0; i < PQntuples(back) && err == AZ_OK; i++) {
-        int queued = 0;
-        for (int k = 0; k < PQntuples(r) && !queued; k++)
-            queued = strcmp(PQgetvalue(r, k, E_ID), PQgetvalue(back, i, E_ID)) == 0;
-        if (!queued) err = emit_row(c, ctx, back, i, 0, num(back, i, E_N), S_PENDING, msg);
-    }
+    /* One event per task: -> queued (from what they were) for those ready now first, then
+     * failed|cancelled -> pending for those left waiting on them. */
     for (int k = 0; k < PQntuples(r) && err == AZ_OK; k++) {
         long from = S_PENDING;
         for (int i = 0; i < PQntuples(back); i++)
             if (strcmp(PQgetvalue(r, k, E_ID), PQgetvalue(back, i, E_ID)) == 0) from = num(back, i, E_N);
         err = emit_row(c, ctx, r, k, 0, from, S_QUEUED, msg);
+    }
+    for (int i = 0; i < PQntuples(back) && err == AZ_OK; i++) {
+        int queued = 0;
+        for (int k = 0; k < PQntuples(r) && !queued; k++)
+            queued = strcmp(PQgetvalue(r, k, E_ID), PQgetvalue(back, i, E_ID)) == 0;
+        if (!queued) err = emit_row(c, ctx, back, i, 0, num(back, i, E_N), S_PENDING, msg);
     }
     PQclear(back);
     PQclear(r);

@@ -19,6 +19,8 @@
 #include "store/migrate.h"
 #include "store/pgpool.h"
 #include "task/task.h"
+#include "workflow/run.h"
+#include "workflow/workflow.h"
 
 #define T_UNSPEC AGENTZ__V1__TASK_STATUS__TASK_STATUS_UNSPECIFIED
 #define T_PENDING AGENTZ__V1__TASK_STATUS__TASK_STATUS_PENDING
@@ -264,6 +266,80 @@ static void test_run_scope(void)
         int is_a = strcmp(v[i]->task_id, a->id) == 0;
         is_task_change(v[i], is_a ? a->id : b->id, T_CANCELLED, is_a ? T_QUEUED : T_PENDING, is_a);
     }
+}
+
+/* Asserts that ev is the run status change from -> to of run id. */
+static void is_run_change(const Agentz__V1__Event *ev, const char *id, int from, int to)
+{
+    CU_ASSERT_EQUAL_FATAL(ev->payload_case, AGENTZ__V1__EVENT__PAYLOAD_RUN_STATUS);
+    CU_ASSERT_STRING_EQUAL(ev->run_id, id);
+    CU_ASSERT_STRING_EQUAL(ev->task_id, "");
+    CU_ASSERT_EQUAL(ev->run_status->from, from);
+    CU_ASSERT_EQUAL(ev->run_status->to, to);
+}
+
+static void test_run_events(void)
+{
+    Agentz__V1__Step st[2] = {AGENTZ__V1__STEP__INIT, AGENTZ__V1__STEP__INIT}, *steps[2] = {&st[0], &st[1]};
+    st[0].id = "research";
+    st[1].id = "write";
+    for (int i = 0; i < 2; i++) {
+        st[i].agent_id = "0c0c0c0c-0000-4000-8000-000000000001";
+        st[i].description = "do it";
+        st[i].expected_output = "done";
+    }
+    Agentz__V1__Workflow w = AGENTZ__V1__WORKFLOW__INIT, *wf;
+    w.name = "outbox-flow";
+    w.steps = steps;
+    w.n_steps = 2;
+    w.process = AGENTZ__V1__PROCESS__PROCESS_SEQUENTIAL;
+    int replayed;
+    CU_ASSERT_EQUAL_FATAL(az_workflow_create(pg, &ctx, &w, "", "", arena, &wf, &replayed, msg), AZ_OK);
+    Agentz__V1__WorkflowRun *run;
+    az_task_ready ready = {.arena = arena};
+    CU_ASSERT_EQUAL_FATAL(az_run_start(pg, &ctx, wf, NULL, 0, "", "", arena, &run, &replayed, &ready, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(ready.n, 1);
+    size_t n;
+    Agentz__V1__Event **v = events(AZ_EVENT_SCOPE_RUN, run->id, &n);
+    /* The run is created, then its tasks, then it runs. */
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    is_run_change(v[0], run->id, 0, AGENTZ__V1__RUN_STATUS__RUN_STATUS_PENDING);
+    CU_ASSERT_EQUAL(v[1]->task_status->to, T_QUEUED);
+    CU_ASSERT_STRING_EQUAL(v[1]->step_id, "research");
+    CU_ASSERT_EQUAL(v[2]->task_status->to, T_PENDING);
+    CU_ASSERT_STRING_EQUAL(v[2]->step_id, "write");
+    is_run_change(v[3], run->id, AGENTZ__V1__RUN_STATUS__RUN_STATUS_PENDING,
+                  AGENTZ__V1__RUN_STATUS__RUN_STATUS_RUNNING);
+    const char *first = ready.ids[0];
+    char second[37];
+    snprintf(second, sizeof second, "%s", v[2]->task_id);
+    /* A sync that changes nothing writes nothing. */
+    CU_ASSERT_EQUAL(az_run_sync(pg, &ctx, run->id, msg), AZ_OK);
+    events(AZ_EVENT_SCOPE_RUN, run->id, &n);
+    CU_ASSERT_EQUAL(n, 4);
+    /* First step fails for good: the run fails (fail fast), the second step is cancelled. */
+    claim(first);
+    Agentz__V1__TaskError e = AGENTZ__V1__TASK_ERROR__INIT;
+    e.type = "bad_output";
+    e.message = "nope";
+    CU_ASSERT_EQUAL_FATAL(az_task_fail(pg, &ctx, first, 1, &e, NULL, NULL, NULL, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_run_sync(pg, &ctx, run->id, msg), AZ_OK);
+    v = events(AZ_EVENT_SCOPE_RUN, run->id, &n);
+    CU_ASSERT_EQUAL_FATAL(n, 8);
+    is_task_change(v[4], first, T_QUEUED, T_RUNNING, 1);
+    is_task_change(v[5], first, T_RUNNING, T_FAILED, 1);
+    is_task_change(v[6], second, T_PENDING, T_CANCELLED, 0);
+    is_run_change(v[7], run->id, AGENTZ__V1__RUN_STATUS__RUN_STATUS_RUNNING,
+                  AGENTZ__V1__RUN_STATUS__RUN_STATUS_FAILED);
+    CU_ASSERT_PTR_NOT_NULL(v[7]->run_status->error);
+    /* ResumeRun: failed -> running, and the tasks come back. */
+    CU_ASSERT_EQUAL_FATAL(az_run_resume(pg, &ctx, run->id, arena, &run, &ready, msg), AZ_OK);
+    v = events(AZ_EVENT_SCOPE_RUN, run->id, &n);
+    CU_ASSERT_EQUAL_FATAL(n, 11);
+    is_task_change(v[8], first, T_FAILED, T_QUEUED, 1);
+    is_task_change(v[9], second, T_CANCELLED, T_PENDING, 0);
+    is_run_change(v[10], run->id, AGENTZ__V1__RUN_STATUS__RUN_STATUS_FAILED,
+                  AGENTZ__V1__RUN_STATUS__RUN_STATUS_RUNNING);
 }
 
 static void test_rollback_writes_nothing(void)
@@ -551,6 +627,7 @@ int main(void)
     CU_add_test(s, "failure cascade, retry, backoff, cancel", test_failure_cascade_and_retry);
     CU_add_test(s, "hand-back and wake", test_release_and_wake);
     CU_add_test(s, "run scope: cancel_run and resume_run", test_run_scope);
+    CU_add_test(s, "run events: start, fail fast, resume", test_run_events);
     CU_add_test(s, "rollback writes nothing, no gap", test_rollback_writes_nothing);
     CU_add_test(s, "validation and isolation", test_validation);
     CU_add_test(s, "agent status changes only", test_agent_status_events);
