@@ -39,6 +39,8 @@ static char msg[AZ_MSG_MAX];
 static const az_ctx ctx = {.workspace_id = AZ_DEFAULT_WORKSPACE, .principal = "", .request_id = "o",
                            .deadline_ms = -1};
 
+static long long count(const char *sql, const char *param);
+
 /* Every stored event of a scope, checked to be numbered 1..n without a gap. */
 static Agentz__V1__Event **events(az_event_scope scope, const char *id, size_t *n)
 {
@@ -124,6 +126,27 @@ static void test_task_lifecycle(void)
     CU_ASSERT_EQUAL(v[0]->sequence, 3);
     CU_ASSERT_EQUAL(az_outbox_list(pg, &ctx, AZ_EVENT_SCOPE_TASK, a->id, 3, 10, arena, &v, &n, msg), AZ_OK);
     CU_ASSERT_EQUAL(n, 0);
+}
+
+static void test_webhooks_queued_on_terminal_events(void)
+{
+    Agentz__V1__Task t = AGENTZ__V1__TASK__INIT, *out;
+    char *hooks[2] = {"http://127.0.0.1:9/hook", "https://example.com/agentz"};
+    t.description = "hooked";
+    t.webhook_urls = hooks;
+    t.n_webhook_urls = 2;
+    az_task_ready ready = {.arena = arena};
+    int replayed;
+    CU_ASSERT_EQUAL_FATAL(az_task_create(pg, &ctx, &t, "", "", arena, &out, &replayed, &ready, msg), AZ_OK);
+    static const char q[] = "SELECT count(*) FROM webhook_deliveries WHERE task_id = $1";
+    CU_ASSERT_EQUAL(count(q, out->id), 0); /* not terminal yet */
+    claim(out->id);
+    CU_ASSERT_EQUAL(count(q, out->id), 0);
+    CU_ASSERT_EQUAL_FATAL(az_task_complete(pg, &ctx, out->id, 1, NULL, NULL, NULL, &ready, msg), AZ_OK);
+    CU_ASSERT_EQUAL(count(q, out->id), 2);
+    CU_ASSERT_EQUAL(count("SELECT count(*) FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"
+                          " WHERE d.task_id = $1 AND d.event_type = 'task.succeeded' AND e.terminal",
+                          out->id), 2);
 }
 
 static void test_failure_cascade_and_retry(void)
@@ -449,8 +472,6 @@ static void test_agent_status_events(void)
     CU_ASSERT_STRING_EQUAL(v[before + 1]->agent_status->reason, "its last task failed");
 }
 
-static long long count(const char *sql, const char *param);
-
 /* ---------------------------------------------------------------- concurrency */
 
 #define THREADS 6
@@ -625,6 +646,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("outbox", suite_init, suite_clean);
     CU_add_test(s, "task lifecycle events", test_task_lifecycle);
     CU_add_test(s, "failure cascade, retry, backoff, cancel", test_failure_cascade_and_retry);
+    CU_add_test(s, "webhooks queued with terminal events", test_webhooks_queued_on_terminal_events);
     CU_add_test(s, "hand-back and wake", test_release_and_wake);
     CU_add_test(s, "run scope: cancel_run and resume_run", test_run_scope);
     CU_add_test(s, "run events: start, fail fast, resume", test_run_events);
