@@ -202,7 +202,9 @@ static int finish(watch *w, int code, FILE *sink)
 
 /* ---- watch run ---- */
 
-static int refetch_run(watch *w)
+/* GetRun into the view: every step with its state, or (steps_only, before replaying the whole
+ * history) the steps alone. */
+static int get_run(watch *w, int steps_only)
 {
     Agentz__V1__GetRunRequest req = AGENTZ__V1__GET_RUN_REQUEST__INIT;
     req.id = (char *)w->id;
@@ -210,10 +212,12 @@ static int refetch_run(watch *w)
     int code = az_cli_call(w->cli, "/agentz.v1.WorkflowService/GetRun", &req.base,
                            &agentz__v1__workflow_run__descriptor, &m);
     if (code) return code;
-    az_err err = az_watchview_set_run(w->view, (const Agentz__V1__WorkflowRun *)m);
+    az_err err = az_watchview_set_run(w->view, (const Agentz__V1__WorkflowRun *)m, steps_only);
     protobuf_c_message_free_unpacked(m, NULL);
     return err ? az_cli_out_of_memory(w->cli) : AZ_CLI_EXIT_OK;
 }
+
+static int refetch_run(watch *w) { return get_run(w, 0); }
 
 static int parse_after(az_cli *cli, const az_flag_value *f, int64_t *after)
 {
@@ -239,7 +243,7 @@ static int run_run(az_cli *cli, const az_flag_value *v, const char *const *args,
     if (!(w.view = new_view(cli, AZ_WATCHVIEW_RUN, req.include_tokens, &sink)))
         return az_cli_out_of_memory(cli);
     /* GetRun first: the steps to show before any event, and NOT_FOUND before streaming. */
-    if ((code = refetch_run(&w)) != AZ_CLI_EXIT_OK) return finish(&w, code, sink);
+    if ((code = get_run(&w, req.after_sequence == 0)) != AZ_CLI_EXIT_OK) return finish(&w, code, sink);
     return finish(&w, stream_loop(&w), sink);
 }
 

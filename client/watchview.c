@@ -376,11 +376,21 @@ static void error_text(char *dst, size_t cap, const Agentz__V1__TaskError *e)
     set_text(dst, cap, buf);
 }
 
-az_err az_watchview_set_run(az_watchview *v, const Agentz__V1__WorkflowRun *run)
+az_err az_watchview_set_run(az_watchview *v, const Agentz__V1__WorkflowRun *run, int steps_only)
 {
     if (v->kind != AZ_WATCHVIEW_RUN) return AZ_ERR_INVALID;
     free(v->id);
     if (!(v->id = strdup(run->id))) return AZ_ERR_NOMEM;
+    if (steps_only) {
+        for (size_t i = 0; i < run->n_steps; i++)
+            if (!find(v, run->steps[i]->task_id)) {
+                item *it = add(v, run->steps[i]->task_id, run->steps[i]->step_id);
+                if (!it) return AZ_ERR_NOMEM;
+                it->status = AGENTZ__V1__TASK_STATUS__TASK_STATUS_PENDING;
+            }
+        v->total = (int)run->n_steps;
+        return AZ_OK;
+    }
     v->status = run->status;
     v->start_ms = ts_ms(run->start_time);
     v->end_ms = ts_ms(run->end_time);

@@ -48,9 +48,11 @@ az_watchview *az_watchview_new(az_watchview_kind kind, const az_watchview_opts *
 void az_watchview_free(az_watchview *v);
 
 /* Initial state from GetRun (RUN views), GetTask (TASK views) or ListAgents pages (AGENTS
- * views; call once per agent). The message is copied. AZ_ERR_NOMEM, or AZ_ERR_INVALID when it
- * does not fit the view's kind. */
-az_err az_watchview_set_run(az_watchview *v, const Agentz__V1__WorkflowRun *run);
+ * views; call once per agent). The message is copied. For a run, steps_only takes just the
+ * steps (ids and order) and leaves their statuses to the events: what a watch that replays the
+ * whole history wants, so replayed lines read as they happened. AZ_ERR_NOMEM, or
+ * AZ_ERR_INVALID when it does not fit the view's kind. */
+az_err az_watchview_set_run(az_watchview *v, const Agentz__V1__WorkflowRun *run, int steps_only);
 az_err az_watchview_set_task(az_watchview *v, const Agentz__V1__Task *task);
 az_err az_watchview_add_agent(az_watchview *v, const Agentz__V1__Agent *agent);
 

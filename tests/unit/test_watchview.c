@@ -115,7 +115,7 @@ static void set_two_steps(az_watchview *v)
     r.status = AGENTZ__V1__RUN_STATUS__RUN_STATUS_PENDING;
     r.n_steps = 2;
     r.steps = steps;
-    CU_ASSERT_EQUAL(az_watchview_set_run(v, &r), AZ_OK);
+    CU_ASSERT_EQUAL(az_watchview_set_run(v, &r, 0), AZ_OK);
 }
 
 /* Plays a whole successful run: research 8.1 s with progress, write with streamed text. */
@@ -233,7 +233,7 @@ static void test_task_failed(void)
     t.id = T_RESEARCH;
     t.status = AGENTZ__V1__TASK_STATUS__TASK_STATUS_QUEUED;
     CU_ASSERT_EQUAL(az_watchview_set_task(v, &t), AZ_OK);
-    CU_ASSERT_EQUAL(az_watchview_set_run(v, NULL), AZ_ERR_INVALID); /* wrong kind */
+    CU_ASSERT_EQUAL(az_watchview_set_run(v, NULL, 0), AZ_ERR_INVALID); /* wrong kind */
     task_status(v, T_RESEARCH, NULL, AGENTZ__V1__TASK_STATUS__TASK_STATUS_RUNNING, 1, NULL, T0);
     task_status(v, T_RESEARCH, NULL, AGENTZ__V1__TASK_STATUS__TASK_STATUS_BACKOFF, 1, "llm_timeout", T0 + 1000);
     CU_ASSERT_EQUAL(az_watchview_ended(v), AZ_WATCHVIEW_OPEN);
@@ -301,6 +301,34 @@ static void test_agents(void)
     free(out);
 }
 
+/* A watch replaying the whole history takes only the steps from GetRun. */
+static void test_steps_only(void)
+{
+    Agentz__V1__StepRun a = AGENTZ__V1__STEP_RUN__INIT;
+    a.step_id = "research";
+    a.task_id = T_RESEARCH;
+    a.status = AGENTZ__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED;
+    Agentz__V1__StepRun *steps[] = {&a};
+    Agentz__V1__WorkflowRun r = AGENTZ__V1__WORKFLOW_RUN__INIT;
+    r.id = RUN_ID;
+    r.status = AGENTZ__V1__RUN_STATUS__RUN_STATUS_SUCCEEDED;
+    r.n_steps = 1;
+    r.steps = steps;
+    for (int steps_only = 0; steps_only <= 1; steps_only++) {
+        FILE *f = tmpfile();
+        az_watchview_opts o = {.tty = 1, .width = 100};
+        az_watchview *v = az_watchview_new(AZ_WATCHVIEW_RUN, &o, f);
+        CU_ASSERT_EQUAL(az_watchview_set_run(v, &r, steps_only), AZ_OK);
+        CU_ASSERT_EQUAL(az_watchview_ended(v), steps_only ? AZ_WATCHVIEW_OPEN : AZ_WATCHVIEW_SUCCEEDED);
+        az_watchview_refresh(v, T0);
+        az_watchview_free(v);
+        char *out = slurp(f);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, steps_only ? "research         pending" : "research         succeeded"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, steps_only ? "0/1 steps" : "1/1 steps"));
+        free(out);
+    }
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
@@ -310,6 +338,7 @@ int main(void)
     CU_add_test(s, "a run on a terminal: redrawn, coloured, cut to width", test_run_tty);
     CU_add_test(s, "a task that fails after a retry", test_task_failed);
     CU_add_test(s, "agents: status, metrics, new agents", test_agents);
+    CU_add_test(s, "steps only, for a replay of the whole history", test_steps_only);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
