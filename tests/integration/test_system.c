@@ -708,6 +708,48 @@ static void test_stream_metrics_interval(void)
     az_conn_stream_close(st);
 }
 
+static void test_stream_metrics_many(void)
+{
+    /* 100 streams of one workspace share one task-load query a second: PostgreSQL sees about
+     * as many transactions as with one stream, not 100 times as many. */
+    enum { N = 100, SECONDS = 5 };
+    static az_conn_stream *st[N];
+    const char *xacts = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()";
+    int status;
+    for (int i = 0; i < N; i++) {
+        st[i] = open_metrics(1, 0, 30000, &status);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(st[i]);
+    }
+    /* Everyone's first snapshot: all registered. */
+    for (int i = 0; i < N; i++) {
+        ProtobufCMessage *m = NULL;
+        CU_ASSERT_EQUAL_FATAL(az_conn_stream_next(st[i], &m, &status, last_msg), AZ_OK);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    long before = db_long(xacts, NULL);
+    double t0 = mono_s();
+    int got = 0;
+    for (int round = 0; round < SECONDS; round++) {
+        for (int i = 0; i < N; i++) {
+            ProtobufCMessage *m = NULL;
+            if (az_conn_stream_next(st[i], &m, &status, last_msg) == AZ_OK && m) {
+                const Agentz__V1__Event *ev = (const void *)m;
+                if (ev->metrics && ev->metrics->postgres_ok) got++;
+                protobuf_c_message_free_unpacked(m, NULL);
+            }
+        }
+    }
+    double took = mono_s() - t0;
+    long after = db_long(xacts, NULL);
+    for (int i = 0; i < N; i++) az_conn_stream_close(st[i]);
+    CU_ASSERT_EQUAL(got, N * SECONDS);
+    CU_ASSERT(took < SECONDS + 2.0); /* every stream on time, none waiting on another */
+    /* Uncached, the streams alone would be N * SECONDS = 500 statements. */
+    fprintf(stderr, "\n  %d streams, %d s: %ld transactions in the database\n", N, SECONDS, after - before);
+    CU_ASSERT(before >= 0 && after - before < N * SECONDS / 2);
+}
+
 /* Runs `agentz --server S top ARGS` with stdout in a file; after sigint_after_s (> 0) sends it
  * SIGINT. Returns the exit code (-1 when it had to be killed) and the output in out. */
 static int run_top(const char *const *args, double sigint_after_s, char *out, size_t cap)
@@ -835,6 +877,7 @@ int main(void)
     CU_add_test(s, "agentzd admin", test_admin_commands);
     CU_add_test(s, "stream metrics", test_stream_metrics);
     CU_add_test(s, "stream metrics interval", test_stream_metrics_interval);
+    CU_add_test(s, "stream metrics: 100 streams, one query", test_stream_metrics_many);
     CU_add_test(s, "agentz top", test_top);
     return az_itest_run_cunit();
 }
