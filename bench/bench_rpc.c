@@ -114,6 +114,8 @@ typedef struct config {
     int timeout_ms;
     int json;
     int azconn; /* --transport azconn */
+    const char *token; /* --token: sent as "authorization: Bearer <token>" */
+    char auth[600];    /* "Bearer <token>" */
     char run_id[16];
 } config;
 
@@ -170,6 +172,13 @@ static az_err raw_unary(worker *w, const char *method, const ProtobufCMessage *r
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    grpc_metadata md;
+    if (cfg.token) {
+        md.key = grpc_slice_from_static_string("authorization");
+        md.value = grpc_slice_from_static_string(cfg.auth);
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = &md;
+    }
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -388,7 +397,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: bench_rpc --server HOST:PORT --op create|get|list|health|unimplemented\n"
             "                 [--concurrency N] [--duration 10s] [--warmup 2s]\n"
-            "                 [--timeout-ms MS] [--transport private|azconn] [--json]\n"
+            "                 [--timeout-ms MS] [--transport private|azconn] [--token T] [--json]\n"
+            "  --token T         bearer token (an API key, e.g. DATA/admin.key's content)\n"
             "  --concurrency N   client threads, each with its own connection (default 1)\n"
             "  --duration D      measured time (default 10s)\n"
             "  --warmup D        unmeasured time before it (default 2s)\n"
@@ -406,7 +416,7 @@ static int parse_args(int argc, char **argv)
         {"concurrency", required_argument, 0, 'c'}, {"duration", required_argument, 0, 'd'},
         {"warmup", required_argument, 0, 'w'},     {"timeout-ms", required_argument, 0, 't'},
         {"json", no_argument, 0, 'j'},             {"help", no_argument, 0, 'h'},
-        {"transport", required_argument, 0, 'T'},
+        {"transport", required_argument, 0, 'T'}, {"token", required_argument, 0, 'k'},
         {0, 0, 0, 0},
     };
     int have_op = 0, ch;
@@ -454,6 +464,14 @@ static int parse_args(int argc, char **argv)
             }
             break;
         case 'j': cfg.json = 1; break;
+        case 'k':
+            if (strlen(optarg) + 8 >= sizeof cfg.auth) {
+                fprintf(stderr, "bench_rpc: --token: too long\n");
+                return -1;
+            }
+            cfg.token = optarg;
+            snprintf(cfg.auth, sizeof cfg.auth, "Bearer %s", optarg);
+            break;
         case 'T':
             if (strcmp(optarg, "azconn") == 0) cfg.azconn = 1;
             else if (strcmp(optarg, "private") == 0) cfg.azconn = 0;
@@ -494,7 +512,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.concurrency; i++) {
         ws[i].index = i;
         if (cfg.azconn) {
-            az_conn_opts o = {.target = cfg.server};
+            az_conn_opts o = {.target = cfg.server, .token = cfg.token};
             if (az_conn_open(&o, &ws[i].conn, msg) != AZ_OK) {
                 fprintf(stderr, "bench_rpc: cannot connect to %s: %s\n", cfg.server, msg);
                 return 2;

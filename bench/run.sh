@@ -69,7 +69,10 @@ status=0
 rc=0
 
 if [[ -n $OPS ]]; then
-"$AGENTZD" --data-dir "$DIR/data" --listen 127.0.0.1:0 >"$DIR/stdout" 2>"$DIR/agentzd.log" &
+# API only (the table measures the API, not execution) and no rate limits (they would measure
+# the limiter); calls carry the local admin key the embedded default writes.
+AGENTZ_RATE_LIMIT=0 AGENTZ_RATE_LIMIT_WORKSPACE=0 AGENTZ_RATE_LIMIT_EXPENSIVE=0 \
+    "$AGENTZD" --data-dir "$DIR/data" --listen 127.0.0.1:0 --roles api >"$DIR/stdout" 2>"$DIR/agentzd.log" &
 PID=$!
 TARGET=
 for _ in $(seq 240); do
@@ -83,6 +86,12 @@ if [[ -z $TARGET ]]; then
     tail -20 "$DIR/agentzd.log" >&2
     exit 1
 fi
+TOKEN=
+for _ in $(seq 20); do
+    [[ -s $DIR/data/admin.key ]] && { TOKEN=$(tr -d '\n' <"$DIR/data/admin.key"); break; }
+    sleep 0.25
+done
+[[ -n $TOKEN ]] || { echo "run.sh: no admin key in $DIR/data/admin.key" >&2; exit 1; }
 case $TARGET in
 127.0.0.1:*) ;;
 *) echo "run.sh: refusing non-loopback target $TARGET" >&2; exit 1 ;;
@@ -93,7 +102,7 @@ for op in $OPS; do
     for c in $CONCURRENCY; do
         echo "run.sh: $op at concurrency $c for $DURATION" >&2
         if ! out=$("$BENCH" --server "$TARGET" --op "$op" --concurrency "$c" --duration "$DURATION" \
-            --warmup "$WARMUP" --timeout-ms "$TIMEOUT_MS" --transport "$TRANSPORT" --json); then
+            --warmup "$WARMUP" --timeout-ms "$TIMEOUT_MS" --transport "$TRANSPORT" --token "$TOKEN" --json); then
             status=1
             echo "run.sh: $op at concurrency $c failed" >&2
         fi
