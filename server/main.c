@@ -48,6 +48,13 @@
 static az_err check_pg(void *arg, char *msg) { return az_pg_ping(arg, msg); }
 static az_err check_redis(void *arg, char *msg) { return az_redis_ping(arg, msg); }
 static void health_down(void *arg) { az_health_shutdown(arg); }
+
+/* The reconciler reports the agent of every task it reaped: its dead worker never did. */
+static az_err agent_ended_hook(void *pg, const az_ctx *ctx, const char *agent_id, int failed,
+                               char *msg)
+{
+    return az_agent_task_ended(pg, ctx, agent_id, failed, msg);
+}
 static void watch_down(void *arg) { az_watch_shutdown(arg); }
 static double hub_lag(void *arg)
 {
@@ -338,6 +345,7 @@ static int run(const az_config *cfg)
     /* CancelTask/RetryTask on a run's task, and reaping, refresh the run's status. */
     az_task_api_set_run_hook(tasks, az_run_sync_hook, pg);
     az_reconciler_set_run_hook(reconciler, az_run_sync_hook, pg);
+    az_reconciler_set_agent_hook(reconciler, agent_ended_hook, pg);
     const az_method *tables[6];
     size_t counts[6];
     tables[0] = az_health_methods(health, &counts[0]);

@@ -25,6 +25,8 @@ struct az_reconciler {
     int started, stop;
     az_err (*run_hook)(void *arg, const az_ctx *ctx, const char *run_id, char *msg);
     void *run_hook_arg;
+    az_err (*agent_hook)(void *arg, const az_ctx *ctx, const char *agent_id, int failed, char *msg);
+    void *agent_hook_arg;
 };
 
 void az_reconciler_set_run_hook(az_reconciler *r,
@@ -36,17 +38,27 @@ void az_reconciler_set_run_hook(az_reconciler *r,
     r->run_hook_arg = arg;
 }
 
+void az_reconciler_set_agent_hook(az_reconciler *r,
+                                  az_err (*fn)(void *arg, const az_ctx *ctx, const char *agent_id,
+                                               int failed, char *msg),
+                                  void *arg)
+{
+    r->agent_hook = fn;
+    r->agent_hook_arg = arg;
+}
+
 /* Reaps expired leases, publishes the tasks that became ready (grouped by workspace: one
  * publish per workspace) and refreshes the runs of reaped tasks. */
 static az_err reap(az_reconciler *r, az_reconciler_counts *counts, char *msg)
 {
     az_arena *a = az_arena_new(0);
     if (!a) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-    az_task_ready ready = {.arena = a}, runs = {.arena = a};
-    char **ws = NULL, **runs_ws = NULL;
+    az_task_ready ready = {.arena = a};
+    char **ws = NULL;
+    az_task_reaped *list = NULL;
     int reaped = 0;
     char m[AZ_MSG_MAX];
-    az_err first = az_task_reap_expired(r->pg, BATCH_LIMIT, &reaped, &ready, &ws, &runs, &runs_ws, m);
+    az_err first = az_task_reap_expired(r->pg, BATCH_LIMIT, &reaped, &ready, &ws, a, &list, m);
     if (first != AZ_OK) az_fail(msg, first, "cannot reap expired task leases: %s", m);
     counts->reaped += reaped;
     if (reaped) az_info("reaped %d tasks whose worker stopped renewing its lease", reaped);
@@ -75,11 +87,15 @@ static az_err reap(az_reconciler *r, az_reconciler_counts *counts, char *msg)
         if (err != AZ_OK && first == AZ_OK)
             first = az_fail(msg, err, "cannot publish reaped tasks of workspace %s: %s", ws[i], m);
     }
-    for (size_t i = 0; r->run_hook && i < runs.n; i++) {
-        az_ctx ctx = {.workspace_id = runs_ws[i], .principal = "", .request_id = "reconciler",
+    for (int i = 0; list && i < reaped; i++) {
+        const az_task_reaped *e = &list[i];
+        az_ctx ctx = {.workspace_id = e->workspace_id, .principal = "", .request_id = "reconciler",
                       .deadline_ms = -1};
-        if (r->run_hook(r->run_hook_arg, &ctx, runs.ids[i], m) != AZ_OK)
-            az_warn("cannot refresh run %s after reaping: %s", runs.ids[i], m);
+        if (r->agent_hook && *e->agent_id &&
+            r->agent_hook(r->agent_hook_arg, &ctx, e->agent_id, e->failed, m) != AZ_OK)
+            az_warn("cannot update agent %s after reaping task %s: %s", e->agent_id, e->task_id, m);
+        if (r->run_hook && *e->run_id && r->run_hook(r->run_hook_arg, &ctx, e->run_id, m) != AZ_OK)
+            az_warn("cannot refresh run %s after reaping task %s: %s", e->run_id, e->task_id, m);
     }
     az_arena_free(a);
     return first;

@@ -1600,11 +1600,12 @@ static int strs_add(az_arena *a, char ***v, size_t n, const char *s)
 }
 
 az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *ready,
-                            char ***ready_ws, az_task_ready *runs, char ***runs_ws, char *msg)
+                            char ***ready_ws, az_arena *arena, az_task_reaped **list, char *msg)
 {
     if (reaped) *reaped = 0;
-    if ((ready && !ready->arena) || (runs && !runs->arena))
-        return az_fail(msg, AZ_ERR_INTERNAL, "az_task_reap_expired needs ready->arena and runs->arena");
+    if (list) *list = NULL;
+    if ((ready && !ready->arena) || (list && !arena))
+        return az_fail(msg, AZ_ERR_INTERNAL, "az_task_reap_expired needs ready->arena and an arena");
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 1000);
     const char *p[1] = {lim};
@@ -1613,8 +1614,8 @@ az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *re
     if (err != AZ_OK) return err;
     PGresult *r;
     err = az_pg_exec(c, &system_ctx,
-                     "SELECT t.workspace_id::text, t.id::text, t.attempt FROM tasks t"
-                     " WHERE t.status = 3 AND t.lease_expires_at < clock_timestamp()"
+                     "SELECT t.workspace_id::text, t.id::text, t.attempt, COALESCE(t.agent_id::text, '')"
+                     " FROM tasks t WHERE t.status = 3 AND t.lease_expires_at < clock_timestamp()"
                      " ORDER BY t.lease_expires_at LIMIT $1::integer",
                      1, p, &r, msg);
     az_pg_release(c);
@@ -1624,6 +1625,11 @@ az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *re
         "the worker running this attempt stopped renewing its lease (it died, hung or lost its "
         "database connection)", 1};
     az_err first = AZ_OK;
+    size_t nl = 0;
+    if (list && PQntuples(r) > 0 && !(*list = az_arena_alloc(arena, (size_t)PQntuples(r) * sizeof **list))) {
+        PQclear(r);
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    }
     for (int i = 0; i < PQntuples(r); i++) {
         const char *ws = PQgetvalue(r, i, 0), *id = PQgetvalue(r, i, 1);
         az_ctx ctx = {.workspace_id = ws, .principal = "", .request_id = "reaper", .deadline_ms = -1};
@@ -1646,9 +1652,14 @@ az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *re
                     return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
                 }
         }
-        if (runs && *run_id) {
-            if (ready_add(runs, NULL, run_id, m) != AZ_OK ||
-                (runs_ws && strs_add(runs->arena, runs_ws, runs->n - 1, ws) != 0)) {
+        if (list) {
+            az_task_reaped *e = &(*list)[nl++];
+            e->workspace_id = az_arena_strdup(arena, ws);
+            e->task_id = az_arena_strdup(arena, id);
+            e->run_id = az_arena_strdup(arena, run_id);
+            e->agent_id = az_arena_strdup(arena, PQgetvalue(r, i, 3));
+            e->failed = final;
+            if (!e->workspace_id || !e->task_id || !e->run_id || !e->agent_id) {
                 PQclear(r);
                 return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
             }

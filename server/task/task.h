@@ -128,18 +128,27 @@ az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *w
 az_err az_task_heartbeat(az_pg *pg, const char *worker, int64_t lease_ms, az_arena *arena,
                          char ***ids, size_t *n, char *msg);
 
+/* One task az_task_reap_expired reaped; strings live in the caller's arena. */
+typedef struct az_task_reaped {
+    const char *workspace_id;
+    const char *task_id;
+    const char *run_id;   /* "" for a standalone task */
+    const char *agent_id; /* "" when none */
+    int failed;           /* 1: failed for good (no attempt left); 0: it will run again */
+} az_task_reaped;
+
 /* Running tasks whose lease expired (their worker died), at most limit, system work: each
  * attempt fails with the retryable error "worker_lost" (so the retry policy applies and the
  * task runs again elsewhere) and is released from its worker, one transaction per task (a lease
  * renewed meanwhile wins). A retry due at once (zero backoff) goes straight to queued; the
  * others wait in backoff for az_task_wake. *reaped (may be NULL) gets the count; ids made ready
  * are appended to ready with their workspace in ready_ws (parallel arrays in ready->arena;
- * ready_ws may be NULL); the run of every reaped task that belongs to one is appended to runs
- * with its workspace in runs_ws (runs and runs_ws may be NULL) so the caller can refresh the
- * run's status. ready->arena and runs->arena are required when they are given. Errors on one
- * task do not stop the others: the first is returned after the pass. */
+ * ready_ws may be NULL). When arena is set, *list (n = *reaped entries, in arena) describes
+ * every reaped task, so the caller can refresh its run and its agent's status (the dead worker
+ * never will). Errors on one task do not stop the others: the first is returned after the
+ * pass. */
 az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *ready,
-                            char ***ready_ws, az_task_ready *runs, char ***runs_ws, char *msg);
+                            char ***ready_ws, az_arena *arena, az_task_reaped **list, char *msg);
 
 /* Hand-back on graceful worker shutdown: running (at attempt) -> queued at once, the attempt
  * recorded as cancelled with error "worker_shutdown"; the hand-back does not count against the

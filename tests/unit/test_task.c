@@ -1066,9 +1066,10 @@ static void test_lease_heartbeat_and_reap(void)
 
     /* Not expired: nothing reaped. */
     int reaped = -1;
-    az_task_ready r = {.arena = arena}, runs = {.arena = arena};
-    char **ws = NULL, **runs_ws = NULL;
-    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    az_task_ready r = {.arena = arena};
+    char **ws = NULL;
+    az_task_reaped *list = NULL;
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, arena, &list, msg), AZ_OK);
     CU_ASSERT_EQUAL(reaped, 0);
     CU_ASSERT_EQUAL(status_of(a->id), RUNNING);
 
@@ -1076,16 +1077,20 @@ static void test_lease_heartbeat_and_reap(void)
     usleep(200000);
     CU_ASSERT_EQUAL(az_task_heartbeat(pg, "w-lease", 300, arena, &ids, &n, msg), AZ_OK);
     usleep(200000);
-    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, arena, &list, msg), AZ_OK);
     CU_ASSERT_EQUAL(reaped, 0);
     CU_ASSERT_EQUAL(status_of(a->id), RUNNING);
 
     /* The worker stops renewing: the attempt fails as worker_lost and goes to backoff. */
     usleep(350000);
-    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, arena, &list, msg), AZ_OK);
     CU_ASSERT_EQUAL(reaped, 1);
     CU_ASSERT_EQUAL(r.n, 0); /* 50 ms backoff: the reconciler's wake queues it */
-    CU_ASSERT_EQUAL(runs.n, 0); /* standalone task */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(list);
+    CU_ASSERT_STRING_EQUAL(list[0].task_id, a->id);
+    CU_ASSERT_STRING_EQUAL(list[0].run_id, ""); /* standalone task */
+    CU_ASSERT_STRING_EQUAL(list[0].workspace_id, AZ_DEFAULT_WORKSPACE);
+    CU_ASSERT_EQUAL(list[0].failed, 0); /* it will run again */
     Agentz__V1__Task *g = get(a->id);
     CU_ASSERT_EQUAL(g->status, BACKOFF);
     CU_ASSERT_PTR_NOT_NULL_FATAL(g->error);
@@ -1103,7 +1108,7 @@ static void test_lease_heartbeat_and_reap(void)
     CU_ASSERT_EQUAL(az_task_heartbeat(pg, "w-lease", 300, arena, &ids, &n, msg), AZ_OK);
     CU_ASSERT_FALSE(ids_have(ids, n, a->id));
     /* Reaping twice does nothing more. */
-    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, arena, &list, msg), AZ_OK);
     CU_ASSERT_EQUAL(reaped, 0);
 
     /* Zero backoff: a reaped task is queued at once and reported ready with its workspace. */
@@ -1112,7 +1117,7 @@ static void test_lease_heartbeat_and_reap(void)
     Agentz__V1__Task *b = create_task("leased-now", NULL, 0, &p, &ready);
     claim_as(b->id, "w-lease", 100);
     usleep(200000);
-    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, arena, &list, msg), AZ_OK);
     CU_ASSERT_EQUAL(reaped, 1);
     CU_ASSERT_EQUAL_FATAL(r.n, 1);
     CU_ASSERT_STRING_EQUAL(r.ids[0], b->id);
@@ -1128,8 +1133,9 @@ static void test_lease_heartbeat_and_reap(void)
     Agentz__V1__Task *d = create_task("after-leased-last", deps, 1, NULL, &ready);
     claim_as(c->id, "w-lease", 50);
     usleep(150000);
-    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, &runs, &runs_ws, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_task_reap_expired(pg, 100, &reaped, &r, &ws, arena, &list, msg), AZ_OK);
     CU_ASSERT_EQUAL(reaped, 1);
+    CU_ASSERT_EQUAL(list[0].failed, 1); /* no attempt left: the agent is told it failed */
     CU_ASSERT_EQUAL(status_of(c->id), FAILED);
     CU_ASSERT_EQUAL(status_of(d->id), CANCELLED);
 }
