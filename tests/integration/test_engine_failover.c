@@ -273,6 +273,15 @@ static void test_kill9_worker_mid_task(void)
     free_msg(at);
     CU_ASSERT_EQUAL(fakellm_count(fake, m1), 2);
     CU_ASSERT_EQUAL(fakellm_count(fake, m2), 1);
+
+    /* The dead worker never reported its task's end; the reaper did, so the agent whose task
+     * was lost is idle again, not busy forever. */
+    Agentz__V1__Agent *ag = NULL;
+    CU_ASSERT_EQUAL(rpc(AGENTS "GetAgent", &agentz__v1__get_agent_request__descriptor,
+                        &agentz__v1__agent__descriptor, (void **)&ag, "{\"id\":\"%s\"}", a1),
+                    OK);
+    if (ag) CU_ASSERT_EQUAL(ag->status, AGENTZ__V1__AGENT_STATUS__AGENT_STATUS_IDLE);
+    free_msg(ag);
 }
 
 /* ---------------------------------------------------------------- graceful hand-back */
