@@ -5,8 +5,8 @@
  * several HTTP/2 connections, then cancels the runs and measures how the cancellation events
  * reach the watchers:
  *
- *   latency   R=1000 runs, W=1: cancels one run at a time and waits for its events, so each
- *             sample is an isolated state change. Reports the delay from CancelRun's return to
+ *   latency   R=1000 runs, W=1: cancels one run at a time, waits for its events and then
+ *             --pause-ms (10), so each sample is an isolated state change. Reports the delay from CancelRun's return to
  *             the run's CANCELLED event at the watcher, and from each event's Event.time (the
  *             server's transaction clock) to its receipt, p50/p99/max.
  *   fanout    R=1000 runs, W=10: 10,000 streams held by one server process. Reports agentzd's
@@ -36,7 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,7 +61,8 @@ static struct {
     const char *data_dir; /* NULL = a fresh temporary directory, removed at the end */
     const char *roles;
     int runs, watchers, clients, timeout_s, json, keep;
-} opt = {.runs = 1000, .watchers = -1, .clients = 16, .timeout_s = 300, .roles = "api"};
+    int pause_ms; /* latency: quiet time between one run's delivery and the next cancellation */
+} opt = {.runs = 1000, .watchers = -1, .clients = 16, .timeout_s = 300, .roles = "api", .pause_ms = 10};
 
 static pid_t child;
 static char target[64];
@@ -293,6 +296,8 @@ typedef struct run {
     char id[40];
     _Atomic long long cancelled_ns; /* CLOCK_MONOTONIC when CancelRun returned; 0 = not yet */
     _Atomic int seen;               /* watchers that got the run's CANCELLED event */
+    _Atomic long long redis_ns;     /* when the Redis tap saw that event; 0 = not (yet) */
+    _Atomic long long first_ns;     /* when the first watcher got it */
     int replay_durable;             /* durable events of a replay after the end */
 } run;
 
@@ -456,6 +461,8 @@ static void on_message(stream *s)
             /* The event can beat CancelRun's response to the client: that is a zero delay. */
             double d = c ? (double)(recv_mono - c) / 1e9 : 0;
             push(&st.cancel_lat, &st.ncancel, &st.capcancel, d > 0 ? d : 0);
+            long long zero = 0;
+            atomic_compare_exchange_strong(&s->r->first_ns, &zero, recv_mono);
             atomic_fetch_add(&s->r->seen, 1);
         }
     }
@@ -587,6 +594,153 @@ static int wait_count(atomic_size_t *counter, size_t want, double timeout_s, con
     return 1;
 }
 
+/* ---------------------------------------------------------------- the Redis tap */
+
+/* A plain PSUBSCRIBE on the embedded Redis next to agentzd's own subscription: when the
+ * relay's PUBLISH of a run's CANCELLED event reaches Redis subscribers. Splits the delivery
+ * time into commit -> Redis (outbox and relay) and Redis -> watcher (hub and gRPC stream).
+ * Speaks just enough RESP for pmessage arrays of bulk strings. */
+static int tap_fd = -1;
+static pthread_t tap_thread;
+static int *run_order; /* indices of runs sorted by id, for lookups by Event.run_id */
+
+static int cmp_run_idx(const void *a, const void *b)
+{
+    return strcmp(runs[*(const int *)a].id, runs[*(const int *)b].id);
+}
+
+static run *find_run(const char *id)
+{
+    int lo = 0, hi = opt.runs - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = strcmp(runs[run_order[mid]].id, id);
+        if (c == 0) return &runs[run_order[mid]];
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return NULL;
+}
+
+typedef struct rbuf {
+    char *b;
+    size_t len, pos, cap;
+} rbuf;
+
+/* Makes at least n unread bytes available; 0 on EOF. */
+static int rb_need(rbuf *r, size_t n)
+{
+    while (r->len - r->pos < n) {
+        if (r->pos) {
+            memmove(r->b, r->b + r->pos, r->len - r->pos);
+            r->len -= r->pos;
+            r->pos = 0;
+        }
+        if (r->len + 65536 > r->cap) {
+            r->cap = (r->len + 65536) * 2;
+            r->b = realloc(r->b, r->cap);
+            if (!r->b) die("out of memory");
+        }
+        ssize_t got = read(tap_fd, r->b + r->len, r->cap - r->len);
+        if (got <= 0) return 0;
+        r->len += (size_t)got;
+    }
+    return 1;
+}
+
+/* One RESP line ("*4", "$123", ...) without its CRLF, as a number after the type byte. */
+static int rb_line(rbuf *r, char *type, long *num)
+{
+    for (;;) {
+        char *crlf = r->len > r->pos ? memmem(r->b + r->pos, r->len - r->pos, "\r\n", 2) : NULL;
+        if (crlf) {
+            *type = r->b[r->pos];
+            *num = strtol(r->b + r->pos + 1, NULL, 10);
+            r->pos = (size_t)(crlf - r->b) + 2;
+            return 1;
+        }
+        if (!rb_need(r, r->len - r->pos + 1)) return 0;
+    }
+}
+
+static void *tap_main(void *arg)
+{
+    (void)arg;
+    rbuf r = {0};
+    char type;
+    long n;
+    while (rb_line(&r, &type, &n)) {
+        if (type != '*' || n != 4) continue; /* the psubscribe confirmation has 3 elements */
+        char *parts[4] = {0};
+        size_t lens[4] = {0};
+        int ok = 1;
+        for (int i = 0; i < 4 && ok; i++) {
+            long bl;
+            if (!rb_line(&r, &type, &bl) || type != '$' || bl < 0 || !rb_need(&r, (size_t)bl + 2)) {
+                ok = 0;
+                break;
+            }
+            parts[i] = malloc((size_t)bl + 1);
+            memcpy(parts[i], r.b + r.pos, (size_t)bl);
+            parts[i][bl] = '\0';
+            lens[i] = (size_t)bl;
+            r.pos += (size_t)bl + 2;
+        }
+        long long at = mono_ns();
+        if (ok && strcmp(parts[0], "pmessage") == 0) {
+            Agentz__V1__Event *e =
+                agentz__v1__event__unpack(NULL, lens[3], (const uint8_t *)parts[3]);
+            if (e && e->payload_case == AGENTZ__V1__EVENT__PAYLOAD_RUN_STATUS &&
+                e->run_status->to == AGENTZ__V1__RUN_STATUS__RUN_STATUS_CANCELLED) {
+                run *x = find_run(e->run_id);
+                if (x) atomic_store(&x->redis_ns, at);
+            }
+            if (e) protobuf_c_message_free_unpacked(&e->base, NULL);
+        }
+        for (int i = 0; i < 4; i++) free(parts[i]);
+        if (!ok) break;
+    }
+    free(r.b);
+    return NULL;
+}
+
+/* Connects to the embedded Redis of the data dir and subscribes to every run channel. */
+static void tap_start(void)
+{
+    run_order = malloc((size_t)opt.runs * sizeof *run_order);
+    if (!run_order) die("out of memory");
+    for (int i = 0; i < opt.runs; i++) run_order[i] = i;
+    qsort(run_order, (size_t)opt.runs, sizeof *run_order, cmp_run_idx);
+    char path[700], dir[600] = "";
+    snprintf(path, sizeof path, "%s/data/run/socket_dir", base_dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(dir, sizeof dir, f)) dir[0] = '\0';
+        fclose(f);
+        dir[strcspn(dir, "\n")] = '\0';
+    }
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (*dir) snprintf(a.sun_path, sizeof a.sun_path, "%.90s/redis.sock", dir);
+    else snprintf(a.sun_path, sizeof a.sun_path, "%.80s/data/run/redis.sock", base_dir);
+    tap_fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (tap_fd < 0 || connect(tap_fd, (struct sockaddr *)&a, sizeof a) != 0)
+        die("cannot connect to the embedded redis at %s: %s", a.sun_path, strerror(errno));
+    static const char pattern[] = "agentz:events:run:*";
+    char cmd[128];
+    int n = snprintf(cmd, sizeof cmd, "*2\r\n$10\r\nPSUBSCRIBE\r\n$%zu\r\n%s\r\n", sizeof pattern - 1,
+                     pattern);
+    if (write(tap_fd, cmd, (size_t)n) != n) die("cannot subscribe");
+    pthread_create(&tap_thread, NULL, tap_main, NULL);
+}
+
+static void tap_stop(void)
+{
+    if (tap_fd < 0) return;
+    shutdown(tap_fd, SHUT_RDWR);
+    pthread_join(tap_thread, NULL);
+    close(tap_fd);
+    free(run_order);
+}
+
 /* ---------------------------------------------------------------- statistics */
 
 static int cmp_double(const void *a, const void *b)
@@ -657,6 +811,7 @@ static int run_bench(json_t *out)
     double t_start = parallel(starter_main, R, opt.clients);
     fprintf(stderr, "bench_events: started %d runs in %.2f s\n", R, t_start);
 
+    tap_start();
     cq = grpc_completion_queue_create_for_next(NULL);
     pthread_create(&cq_thread, NULL, cq_main, NULL);
     nstreams = (size_t)R * (size_t)W;
@@ -706,6 +861,7 @@ static int run_bench(json_t *out)
                 if (now_s() > until) die("run %s: its CANCELLED event did not arrive within 30 s", runs[i].id);
                 usleep(100);
             }
+            if (opt.pause_ms > 0) usleep((useconds_t)opt.pause_ms * 1000);
         }
     } else {
         parallel(canceller_main, R, opt.clients);
@@ -736,8 +892,24 @@ static int run_bench(json_t *out)
             st.ended_ok, nstreams, bad, st.events, cancel_s, deliver_s);
     report_lat(out, "event_lat", st.lat, st.nlat, "Event.time -> receipt at a watcher");
     report_lat(out, "cancel_lat", st.cancel_lat, st.ncancel, "CancelRun return -> CANCELLED at a watcher");
+    /* The split, per run: CancelRun's return -> the Redis tap -> the run's first watcher. */
+    tap_stop();
+    double *to_redis = calloc((size_t)R, sizeof *to_redis), *to_watcher = calloc((size_t)R, sizeof *to_watcher);
+    size_t nsplit = 0;
+    for (int i = 0; i < R; i++) {
+        long long c = atomic_load(&runs[i].cancelled_ns), rd = atomic_load(&runs[i].redis_ns),
+                  w1 = atomic_load(&runs[i].first_ns);
+        if (!c || !rd || !w1) continue;
+        to_redis[nsplit] = rd > c ? (double)(rd - c) / 1e9 : 0;
+        to_watcher[nsplit++] = w1 > rd ? (double)(w1 - rd) / 1e9 : 0;
+    }
+    report_lat(out, "to_redis", to_redis, nsplit, "CancelRun return -> PUBLISH seen on Redis (outbox, relay)");
+    report_lat(out, "redis_to_watcher", to_watcher, nsplit, "Redis -> first watcher (hub, stream)");
+    free(to_redis);
+    free(to_watcher);
     json_object_set_new(out, "scenario", json_string(SCENARIOS[opt.sc]));
     json_object_set_new(out, "runs", json_integer(R));
+    json_object_set_new(out, "pause_ms", json_integer(opt.sc == SC_LATENCY ? opt.pause_ms : 0));
     json_object_set_new(out, "watchers_per_run", json_integer(W));
     json_object_set_new(out, "streams", json_integer((json_int_t)nstreams));
     json_object_set_new(out, "connections", json_integer((json_int_t)nchannels));
@@ -767,8 +939,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: bench_events --scenario latency|fanout [--agentzd PATH] [--data-dir DIR]\n"
             "                    [--runs N] [--watchers W] [--clients N] [--roles api|api,worker]\n"
-            "                    [--timeout-s S] [--json] [--keep]\n"
-            "  latency: N=1000 runs, W=1, runs cancelled one at a time\n"
+            "                    [--pause-ms MS] [--timeout-s S] [--json] [--keep]\n"
+            "  latency: N=1000 runs, W=1, runs cancelled one at a time, MS=10 apart after delivery\n"
             "  fanout:  N=1000 runs, W=10 (10,000 streams), runs cancelled all at once\n");
     exit(2);
 }
@@ -780,6 +952,7 @@ int main(int argc, char **argv)
         {"data-dir", required_argument, NULL, 'd'}, {"runs", required_argument, NULL, 'r'},
         {"watchers", required_argument, NULL, 'w'}, {"clients", required_argument, NULL, 'c'},
         {"roles", required_argument, NULL, 'R'},    {"timeout-s", required_argument, NULL, 't'},
+        {"pause-ms", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},           {"keep", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     int have_sc = 0, ch;
@@ -802,6 +975,7 @@ int main(int argc, char **argv)
         case 'c': opt.clients = atoi(optarg); break;
         case 'R': opt.roles = optarg; break;
         case 't': opt.timeout_s = atoi(optarg); break;
+        case 'p': opt.pause_ms = atoi(optarg); break;
         case 'j': opt.json = 1; break;
         case 'k': opt.keep = 1; break;
         default: usage();
