@@ -189,11 +189,13 @@ for sc in $EVENTS; do
         echo "run.sh: events scenario $sc failed; log in $DIR/events-$sc/agentzd.log" >&2
         [[ -n ${KEEP_BENCH_DIR:-} ]] || tail -20 "$DIR/events-$sc/agentzd.log" >&2 || true
     fi
-    vrows+=("$(printf '| %s | %s streams (%s runs x %s) on %s connections | VmRSS +%s kB per stream; %s of %s streams ended OK with the whole history | Event.time to watcher p50 %s ms, p99 %s ms (%s events); CancelRun return to watcher p50 %s ms, p99 %s ms |' \
+    vrows+=("$(printf '| %s | %s streams (%s runs x %s) on %s connections | VmRSS +%s kB per stream; %s of %s streams ended OK with the whole history | Event.time to watcher p50 %s ms, p99 %s ms (%s events); CancelRun return to watcher p50 %s ms, p99 %s ms = to Redis p50 %s / p99 %s + Redis to watcher p50 %s / p99 %s |' \
         "$sc" "$(num streams "$out")" "$(num runs "$out")" "$(num watchers_per_run "$out")" \
         "$(num connections "$out")" "$(num kb_per_stream "$out" 2)" "$(num ended_ok "$out")" \
         "$(num streams "$out")" "$(num event_lat_p50_ms "$out" 2)" "$(num event_lat_p99_ms "$out" 2)" \
-        "$(num event_lat_samples "$out")" "$(num cancel_lat_p50_ms "$out" 2)" "$(num cancel_lat_p99_ms "$out" 2)")")
+        "$(num event_lat_samples "$out")" "$(num cancel_lat_p50_ms "$out" 2)" "$(num cancel_lat_p99_ms "$out" 2)" \
+        "$(num to_redis_p50_ms "$out" 2)" "$(num to_redis_p99_ms "$out" 2)" \
+        "$(num redis_to_watcher_p50_ms "$out" 2)" "$(num redis_to_watcher_p99_ms "$out" 2)")")
 done
 if [[ ${#vrows[@]} -gt 0 ]]; then
     echo
