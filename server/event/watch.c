@@ -447,7 +447,7 @@ static int catch_up(az_watch_stream *s)
             pthread_mutex_unlock(&s->mu);
             return 1;
         }
-        int64_t after = s->last;
+        int64_t after = s->last, seen = s->live_max;
         unsigned gen = s->gapgen;
         pthread_mutex_unlock(&s->mu);
 
@@ -478,6 +478,9 @@ static int catch_up(az_watch_stream *s)
             flush_eph_locked(s, evs[i]->sequence);
             deliver_locked(s, evs[i]);
         }
+        /* A live sequence seen before this read began is committed, so the read has it; if
+         * it did not, no such event exists (a stray publish): forget it rather than spin. */
+        if ((int)n < page && s->live_max == seen && seen > s->last) s->live_max = s->last;
         int more = (int)n == page || s->live_max > s->last || s->gapgen != gen;
         if (!more && !s->finished && !s->closed) {
             /* Caught up: from here the hub delivers. A run or task that had finished before
