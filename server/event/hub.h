@@ -21,17 +21,24 @@ typedef struct az_hub az_hub;
 typedef struct az_hub_sub az_hub_sub;
 
 /* Called on the hub's thread for every message of the channel, in arrival order. ev is
- * unpacked and borrowed for the call; the callee must not block (queue and return).
- * ev == NULL signals a gap: the Redis connection was lost and messages may have been missed;
- * durable subscribers re-read the outbox from their last sequence. */
+ * unpacked and borrowed for the call; the callee must not block (queue and return) and must not
+ * call az_hub_* (callbacks run under the hub's lock, which is how unsubscribe knows none is
+ * running). ev == NULL signals a gap: once when the Redis connection is lost, and again when the
+ * channel is resubscribed after the reconnect; messages published in between are gone, so
+ * durable subscribers re-read the outbox from their last sequence (the second time, nothing can
+ * be missed any more). */
 typedef void (*az_hub_fn)(void *arg, const Agentz__V1__Event *ev);
 
-/* Creates and starts the hub on redis_url (its own connection). On error NULL with msg. */
+/* Creates and starts the hub on redis_url (its own connection, made in the background: Redis
+ * need not be up yet; reconnects with backoff 100 ms..5 s). On error (malformed URL, no memory,
+ * no thread) NULL with msg. At most 100,000 channels and 250,000 subscriptions at a time. */
 az_hub *az_hub_new(const char *redis_url, char *msg);
 
-/* Subscribes fn(arg) to channel (copied). Returns once Redis confirmed the subscription (or it
- * already existed), so a caller that subscribes before reading the outbox misses nothing;
- * waits at most timeout_ms (then AZ_ERR_UNAVAILABLE). *out is the caller's handle. */
+/* Subscribes fn(arg) to channel (copied, 1..200 bytes, else AZ_ERR_INVALID). Returns once Redis
+ * confirmed the subscription (or it already existed), so a caller that subscribes before
+ * reading the outbox misses nothing; waits at most timeout_ms (then AZ_ERR_UNAVAILABLE, nothing
+ * kept). AZ_ERR_EXHAUSTED beyond the hub's bounds. *out is the caller's handle, released with
+ * az_hub_unsubscribe. Any thread but the hub's. */
 az_err az_hub_subscribe(az_hub *h, const char *channel, az_hub_fn fn, void *arg, int timeout_ms,
                         az_hub_sub **out, char *msg);
 
