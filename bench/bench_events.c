@@ -1019,6 +1019,6 @@ int main(int argc, char **argv)
     }
     json_decref(out);
     if (!opt.keep && !opt.data_dir) cleanup_dir();
-    else fprintf(stderr, "bench_events: kept %s\n", base_dir);
+    else if (opt.keep) fprintf(stderr, "bench_events: kept %s\n", base_dir);
     return rc;
 }
