@@ -117,13 +117,17 @@ static row fetch(int64_t ev)
     return r;
 }
 
-/* Polls until the delivery of ev has status and at least attempts attempts (10 s at most). */
+/* Polls until the delivery of ev has status and at least attempts attempts (10 s at most).
+ * A pending delivery must also have the outcome of its last attempt recorded: attempts counts
+ * up when an attempt is claimed, before its POST. */
 static row wait_for(int64_t ev, const char *status, int attempts)
 {
     row r = {0};
     for (int i = 0; i < 500; i++) {
         r = fetch(ev);
-        if (r.found && strcmp(r.status, status) == 0 && r.attempts >= attempts) return r;
+        if (r.found && strcmp(r.status, status) == 0 && r.attempts >= attempts &&
+            (strcmp(status, "pending") != 0 || r.last_error[0]))
+            return r;
         usleep(20000);
     }
     fprintf(stderr, "event %lld: wanted %s/%d, have %s/%d (%s)\n", (long long)ev, status, attempts,
