@@ -20,31 +20,18 @@
  * scope reach Redis in sequence order. An arbitrary constant ("azev" in ASCII). */
 #define RELAY_LOCK_KEY "1635148150"
 
-/* One statement per event: upsert the counter of every scope the event belongs to (run, task,
- * agents, always in that order so two appends lock shared counters in the same order), insert
- * the event numbered from them, queue it for the relay, and notify it at commit (PostgreSQL
- * folds identical notifications of one transaction into one). The counter rows stay locked
- * until commit: a second transaction appending to the same scope waits, so within a scope
- * sequence order, id order and commit order agree. For the id that needs the id drawn after the
- * counters are locked: the aggregate over s consumes every upsert (and waits for its lock)
- * before the row, and with it the id's nextval, is formed. A VALUES row with scalar subqueries
- * on s may draw the id first, and two waiting appenders then get ids in the wrong order. */
+/* One round trip per event: agentz_event_append (migration 0010) upserts the counter of every
+ * scope the event belongs to (run, task, agents, always in that order so two appenders lock
+ * shared counters in the same order), inserts the event numbered from them, queues it for the
+ * relay, and notifies the relay at commit (PostgreSQL folds identical notifications of one
+ * transaction into one). The counter rows stay locked until commit: a second transaction
+ * appending to the same scope waits, so within a scope sequence order, id order (the id is
+ * drawn after the counters are locked) and commit order agree. A function rather than one
+ * ad-hoc statement: its statements keep their plans for the session instead of being parsed
+ * and planned on every call (measured: about 20 % more creates per second). */
 static const char append_sql[] =
-    "WITH s AS ("
-    " INSERT INTO event_seqs AS q (workspace_id, scope, scope_id, last_seq)"
-    " SELECT $1::uuid, v.scope, v.scope_id, 1"
-    "  FROM (VALUES (1::smallint, $2::uuid), (2::smallint, $3::uuid), (3::smallint, $5::uuid))"
-    "   AS v(scope, scope_id) WHERE v.scope_id IS NOT NULL"
-    " ON CONFLICT (workspace_id, scope, scope_id) DO UPDATE SET last_seq = q.last_seq + 1"
-    " RETURNING q.scope, q.last_seq),"
-    " e AS ("
-    " INSERT INTO events (workspace_id, run_id, task_id, agent_id, run_seq, task_seq, agents_seq,"
-    "  terminal, payload)"
-    " SELECT $1::uuid, $2::uuid, $3::uuid, $4::uuid, max(s.last_seq) FILTER (WHERE s.scope = 1),"
-    "  max(s.last_seq) FILTER (WHERE s.scope = 2), max(s.last_seq) FILTER (WHERE s.scope = 3),"
-    "  $6::boolean, $7::bytea FROM s RETURNING id),"
-    " qd AS (INSERT INTO event_queue (id) SELECT id FROM e)"
-    " SELECT id, pg_notify('" AZ_OUTBOX_NOTIFY "', '') FROM e";
+    "SELECT agentz_event_append($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5::boolean,"
+    " $6::boolean, $7::bytea)";
 
 static const char *uuid_or_null(const char *s) { return s && az_text_is_uuid(s) ? s : NULL; }
 
@@ -113,7 +100,7 @@ az_err az_outbox_append(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Event
     char *hex = pack_hex(ev);
     if (!hex) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     const char *p[7] = {ctx->workspace_id, run, task, uuid_or_null(ev->agent_id),
-                        agents ? ctx->workspace_id : NULL, type ? "t" : "f", hex};
+                        agents ? "t" : "f", type ? "t" : "f", hex};
     PGresult *r;
     az_err err = az_pg_exec(c, ctx, append_sql, 7, p, &r, msg);
     free(hex);
