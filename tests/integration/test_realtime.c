@@ -1385,8 +1385,7 @@ static void test_errors(void)
     ar.n_agent_ids = 1;
     EXPECT_WATCH(AGENTS "WatchAgents", ar, INVALID, "agent_ids");
 
-    /* Another workspace's run is NOT_FOUND for a caller of this one: without credentials the
-     * call is refused before anything is looked up. */
+    /* Without credentials a watch is refused (UNAUTHENTICATED) and sends nothing. */
     az_conn *anon = az_itest_connect_token(&srv, NULL);
     az_itest_watch w = {0};
     az_itest_watch_run(&w, anon, run_id, 0, 0, 10000);
