@@ -1,4 +1,5 @@
-/* WorkflowService against the real agentzd, PostgreSQL and Redis: every RPC but WatchRun, the
+/* WorkflowService against the real agentzd, PostgreSQL and Redis: every RPC (WatchRun in depth
+ * in test_realtime.c), the
  * validation errors, versions, idempotency, pagination, runs without an engine (their tasks stay
  * queued or pending), cancel and resume, analytics and templates. */
 #include <CUnit/Basic.h>
@@ -1167,7 +1168,7 @@ static void test_parallel_outputs(void)
     free_msg(wf);
 }
 
-static void test_watch_unimplemented(void)
+static void test_watch_unknown_run(void)
 {
     Agentz__V1__WatchRunRequest req = AGENTZ__V1__WATCH_RUN_REQUEST__INIT;
     req.run_id = NOPE;
@@ -1181,7 +1182,7 @@ static void test_watch_unimplemented(void)
         free_msg(m);
         az_conn_stream_close(s);
     }
-    CU_ASSERT_EQUAL(st, 12);
+    CU_ASSERT_EQUAL(st, 5); /* NOT_FOUND */
 }
 
 static int suite_init(void)
@@ -1226,6 +1227,6 @@ int main(void)
     CU_add_test(s, "templates", test_templates);
     CU_add_test(s, "engine transitions fold into the run", test_engine_transitions);
     CU_add_test(s, "parallel outputs and FAILURE_POLICY_CONTINUE", test_parallel_outputs);
-    CU_add_test(s, "WatchRun is not implemented yet", test_watch_unimplemented);
+    CU_add_test(s, "WatchRun of an unknown run is NOT_FOUND", test_watch_unknown_run);
     return az_itest_run_cunit();
 }
