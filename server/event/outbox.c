@@ -267,18 +267,17 @@ az_err az_outbox_prune(az_pg *pg, int64_t older_than_ms, int64_t *deleted, char 
     return err;
 }
 
-const char *az_outbox_sql_lock(void)
-{
-    return "SELECT pg_try_advisory_xact_lock(" RELAY_LOCK_KEY ")";
-}
-
 const char *az_outbox_sql_unpublished(void)
 {
-    return "SELECT e.id, e.workspace_id::text, COALESCE(e.run_id::text, ''),"
+    /* The lock in a CTE runs once (volatile CTEs are materialized), in the same round trip as
+     * the read: the relay's latency is the notification-to-publish path. */
+    return "WITH relay AS (SELECT pg_try_advisory_xact_lock(" RELAY_LOCK_KEY ") AS locked)"
+           " SELECT e.id, e.workspace_id::text, COALESCE(e.run_id::text, ''),"
            " COALESCE(e.task_id::text, ''), COALESCE(e.run_seq, 0), COALESCE(e.task_seq, 0),"
            " COALESCE(e.agents_seq, 0), e.payload,"
            " (extract(epoch FROM e.create_time) * 1000000)::bigint"
-           " FROM event_queue q JOIN events e ON e.id = q.id"
+           " FROM relay, event_queue q JOIN events e ON e.id = q.id"
+           " WHERE relay.locked"
            " ORDER BY q.id LIMIT $1::integer FOR UPDATE OF q";
 }
 

@@ -57,14 +57,13 @@ az_err az_outbox_decode(const uint8_t *payload, size_t len, int64_t sequence, in
                         ProtobufCAllocator *alloc, Agentz__V1__Event **out, char *msg);
 
 /* Statements of the relay (server/event/relay.c), which runs them on its own connection as
- * system work inside one transaction: az_outbox_sql_lock() takes the relay lock for the
- * transaction (one row: true when taken; one relay at a time across all processes, so each
- * scope is published in sequence order); az_outbox_sql_unpublished() ($1 limit) locks and
- * returns the oldest events not yet published, in id order, columns: id, workspace_id, run_id,
- * task_id ("" when none), run_seq, task_seq, agents_seq (0 when not in that scope), payload
- * (bytea), create_time in microseconds; az_outbox_sql_published() ($1 bigint[] literal of
- * ids) marks them published. Static text. */
-const char *az_outbox_sql_lock(void);
+ * system work inside one transaction: az_outbox_sql_unpublished() ($1 limit) takes the relay
+ * lock for the transaction (one relay at a time across all processes, so each scope is
+ * published in sequence order) and, when it got it, locks and returns the oldest events not yet
+ * published, in id order (no rows when another relay holds the lock), columns: id,
+ * workspace_id, run_id, task_id ("" when none), run_seq, task_seq, agents_seq (0 when not in
+ * that scope), payload (bytea), create_time in microseconds; az_outbox_sql_published() ($1
+ * bigint[] literal of ids) marks them published. Static text. */
 const char *az_outbox_sql_unpublished(void);
 const char *az_outbox_sql_published(void);
 

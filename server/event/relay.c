@@ -1,6 +1,7 @@
 /* The outbox relay thread: LISTEN on its own libpq connection, and on each notification (or
  * every second) move the oldest unpublished events to Redis in one transaction under the relay
- * lock: lock, read, PUBLISH (pipelined), mark published, commit. */
+ * lock: lock and read (one round trip), PUBLISH (pipelined), mark published and commit (one
+ * round trip). */
 #include "relay.h"
 
 #include <errno.h>
@@ -89,7 +90,7 @@ static int pg_connect(az_relay *r)
     /* System work (every workspace); LISTEN before the first read, so nothing committed after
      * that read goes unnoticed. */
     strncat(sql,
-            "SET agentz.system = 'on'; SET statement_timeout = 10000;"
+            "SET agentz.system = 'on'; SET statement_timeout = 10000; SET synchronous_commit = off;"
             " SET application_name = 'agentz-relay'; LISTEN " AZ_OUTBOX_NOTIFY,
             sizeof sql - strlen(sql) - 1);
     PGresult *res = PQexec(c, sql);
@@ -153,27 +154,54 @@ static int redis_connect(az_relay *r)
 
 /* ---------------------------------------------------------------- one batch */
 
-/* Runs sql on the relay's connection; 1 when it returned status want. */
-static int exec_ok(az_relay *r, const char *sql, int n, const char *const *p, ExecStatusType want,
-                   PGresult **out)
-{
-    PGresult *res = n ? PQexecParams(r->pq, sql, n, NULL, p, NULL, NULL, 0) : PQexec(r->pq, sql);
-    int ok = PQresultStatus(res) == want;
-    if (!ok) {
-        const char *e = PQresultErrorMessage(res);
-        if (PQstatus(r->pq) != CONNECTION_OK) pg_down(r, e);
-        else az_warn("relay statement failed: %.*s", (int)strcspn(e, "\n"), e);
-    }
-    if (ok && out) *out = res;
-    else PQclear(res);
-    return ok;
-}
-
 static void rollback(az_relay *r)
 {
     if (!r->pq) return;
     PGresult *res = PQexec(r->pq, "ROLLBACK");
     PQclear(res);
+}
+
+/* Runs n statements in one round trip (libpq pipeline mode) and returns the result of the
+ * last in *out (may be NULL). 1 on success. On any failure the connection is dropped: the
+ * server rolls the open transaction back, and the next pass reconnects. */
+static int pipeline(az_relay *r, int n, const char *const *sql, const int *nparams,
+                    const char *const *const *params, PGresult **out)
+{
+    if (out) *out = NULL;
+    PGconn *c = r->pq;
+    int ok = PQenterPipelineMode(c);
+    for (int i = 0; ok && i < n; i++)
+        ok = PQsendQueryParams(c, sql[i], nparams[i], NULL, params[i], NULL, NULL, 0);
+    ok = ok && PQpipelineSync(c);
+    for (int i = 0; ok && i < n; i++) {
+        PGresult *res = PQgetResult(c);
+        ExecStatusType st = PQresultStatus(res);
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            const char *e = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
+            az_warn("relay statement failed: %.*s", (int)strcspn(e, "\n"), e);
+            ok = 0;
+        }
+        if (ok && out && i == n - 1) *out = res;
+        else PQclear(res);
+        if (ok && (res = PQgetResult(c)) != NULL) { /* each query ends with a NULL */
+            PQclear(res);
+            ok = 0;
+        }
+    }
+    if (ok) {
+        PGresult *res = PQgetResult(c);
+        ok = PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+        PQclear(res);
+    }
+    if (ok) ok = PQexitPipelineMode(c);
+    if (!ok) {
+        if (out) {
+            PQclear(*out);
+            *out = NULL;
+        }
+        pg_down(r, PQerrorMessage(c)[0] ? PQerrorMessage(c) : "pipeline failed");
+    }
+    return ok;
 }
 
 /* Queues PUBLISH of one stored event on each scope channel it belongs to; returns the number
@@ -219,22 +247,17 @@ static int queue_event(az_relay *r, const PGresult *res, int i)
 static int publish_batch(az_relay *r)
 {
     PGresult *res = NULL;
-    if (!exec_ok(r, "BEGIN", 0, NULL, PGRES_COMMAND_OK, NULL)) return -1;
-    if (!exec_ok(r, az_outbox_sql_lock(), 0, NULL, PGRES_TUPLES_OK, &res)) goto fail;
-    int locked = PQgetvalue(res, 0, 0)[0] == 't';
-    PQclear(res);
-    res = NULL;
-    if (!locked) {
-        /* Another process's relay is publishing; it sees the same notifications. */
-        rollback(r);
-        return 0;
-    }
     char lim[16];
     snprintf(lim, sizeof lim, "%d", BATCH);
     const char *p[1] = {lim};
-    if (!exec_ok(r, az_outbox_sql_unpublished(), 1, p, PGRES_TUPLES_OK, &res)) goto fail;
+    /* One round trip: BEGIN, then the lock and the read (az_outbox_sql_unpublished). */
+    const char *const sql1[2] = {"BEGIN", az_outbox_sql_unpublished()};
+    const int np1[2] = {0, 1};
+    const char *const *const pp1[2] = {NULL, p};
+    if (!pipeline(r, 2, sql1, np1, pp1, &res)) return -1;
     int rows = PQntuples(res);
     if (rows <= 0 || rows > BATCH) {
+        /* Drained, or another process's relay holds the lock (it sees the same notifications). */
         PQclear(res);
         rollback(r);
         return 0;
@@ -268,10 +291,15 @@ static int publish_batch(az_relay *r)
     PQclear(res);
     res = NULL;
     const char *q[1] = {ids};
-    int ok = exec_ok(r, az_outbox_sql_published(), 1, q, PGRES_COMMAND_OK, NULL) &&
-             exec_ok(r, "COMMIT", 0, NULL, PGRES_COMMAND_OK, NULL);
+    /* One round trip again; the session commits without waiting for the WAL flush
+     * (synchronous_commit off): a crash can only lose the "published" mark, and then the events
+     * go out twice, which watchers drop by sequence. */
+    const char *const sql2[2] = {az_outbox_sql_published(), "COMMIT"};
+    const int np2[2] = {1, 0};
+    const char *const *const pp2[2] = {q, NULL};
+    int ok = pipeline(r, 2, sql2, np2, pp2, NULL);
     free(ids);
-    if (!ok) goto fail;
+    if (!ok) return -1;
     pthread_mutex_lock(&r->mu);
     r->stats.published += (uint64_t)rows;
     r->stats.batches++;
