@@ -513,6 +513,13 @@ az_err az_watchview_apply(az_watchview *v, const Agentz__V1__Event *ev, int64_t 
     case AGENTZ__V1__EVENT__PAYLOAD_TASK_STATUS: {
         const Agentz__V1__TaskStatusChanged *t = ev->task_status;
         if (!it) break;
+        /* A view seeded from GetRun/GetTask and resumed at an older sequence replays changes
+         * the snapshot already holds: an earlier attempt, or "running" for an attempt that has
+         * finished, is history and must not move the step back. */
+        if (t->attempt && (t->attempt < it->attempt ||
+                           (t->attempt == it->attempt && task_terminal(it->status) &&
+                            t->to == AGENTZ__V1__TASK_STATUS__TASK_STATUS_RUNNING)))
+            break;
         it->status = t->to;
         if (t->attempt) it->attempt = t->attempt;
         if (t->to == AGENTZ__V1__TASK_STATUS__TASK_STATUS_RUNNING) {

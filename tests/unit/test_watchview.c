@@ -329,6 +329,39 @@ static void test_steps_only(void)
     }
 }
 
+/* Resumed at an old sequence over a snapshot of a finished run: the replayed history (running,
+ * an earlier failed attempt) does not move a finished step back. */
+static void test_resume_over_snapshot(void)
+{
+    Agentz__V1__StepRun a = AGENTZ__V1__STEP_RUN__INIT;
+    a.step_id = "research";
+    a.task_id = T_RESEARCH;
+    a.status = AGENTZ__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED;
+    a.attempt = 2;
+    Agentz__V1__StepRun *steps[] = {&a};
+    Agentz__V1__WorkflowRun r = AGENTZ__V1__WORKFLOW_RUN__INIT;
+    r.id = RUN_ID;
+    r.status = AGENTZ__V1__RUN_STATUS__RUN_STATUS_RUNNING;
+    r.n_steps = 1;
+    r.steps = steps;
+    FILE *f = tmpfile();
+    az_watchview_opts o = {.width = 100};
+    az_watchview *v = az_watchview_new(AZ_WATCHVIEW_RUN, &o, f);
+    CU_ASSERT_EQUAL(az_watchview_set_run(v, &r, 0), AZ_OK);
+    task_status(v, T_RESEARCH, "research", AGENTZ__V1__TASK_STATUS__TASK_STATUS_FAILED, 1, "llm_timeout", T0);
+    task_status(v, T_RESEARCH, "research", AGENTZ__V1__TASK_STATUS__TASK_STATUS_RUNNING, 2, NULL, T0 + 10);
+    task_status(v, T_RESEARCH, "research", AGENTZ__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED, 2, NULL, T0 + 20);
+    run_status(v, AGENTZ__V1__RUN_STATUS__RUN_STATUS_SUCCEEDED, T0 + 30);
+    CU_ASSERT_EQUAL(az_watchview_ended(v), AZ_WATCHVIEW_SUCCEEDED);
+    az_watchview_finish(v, T0 + 40);
+    az_watchview_free(v);
+    char *out = slurp(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "(1/1 steps)"));
+    CU_ASSERT_PTR_NULL(strstr(out, "research         failed"));
+    CU_ASSERT_PTR_NULL(strstr(out, "research         running"));
+    free(out);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
@@ -339,6 +372,7 @@ int main(void)
     CU_add_test(s, "a task that fails after a retry", test_task_failed);
     CU_add_test(s, "agents: status, metrics, new agents", test_agents);
     CU_add_test(s, "steps only, for a replay of the whole history", test_steps_only);
+    CU_add_test(s, "resumed over a snapshot: history does not move steps back", test_resume_over_snapshot);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
