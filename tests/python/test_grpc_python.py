@@ -807,9 +807,13 @@ class T07Deadline(AgentsBase):
         with self.assertRaises(grpc.RpcError) as cm:
             self.call("ListAgents", page_size=1000, timeout=0.001)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        # A 1 ms deadline may or may not be met by a create on a fast machine; either way the
+        # answer is a created agent or DEADLINE_EXCEEDED, nothing else.
         for _ in range(3):
-            with self.assertRaises(grpc.RpcError):
+            try:
                 self.call("CreateAgent", request=self._req(), timeout=0.001)
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         # the server is unharmed
         resp = self.call("ListAgents", page_size=1)
         self.assertLessEqual(len(resp.agents), 1)
