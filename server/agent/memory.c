@@ -15,9 +15,9 @@
 
 #include "agent.h"
 #include "core/log.h"
+#include "core/pagetoken.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
-#include "workflow/pagetoken.h"
 
 #define EMBED_TIMEOUT_MS 10000L
 #define EMBED_RESPONSE_MAX (8u * 1024u * 1024u) /* 3072 floats as JSON is about 70 KB */

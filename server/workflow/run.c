@@ -9,13 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/pagetoken.h"
 #include "core/pbjson.h"
+#include "core/placeholder.h"
 #include "core/text.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
-#include "pagetoken.h"
-#include "core/placeholder.h"
 #include "event/outbox.h"
 #include "store/idem.h"
 #include "workflow.h"

@@ -9,10 +9,10 @@
 
 #include "agent/agent.h"
 #include "agent/agent_api.h"
+#include "core/pagetoken.h"
 #include "core/pbjson.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
-#include "pagetoken.h"
 #include "store/idem.h"
 #include "workflow.h"
 

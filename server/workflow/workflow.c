@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/pagetoken.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
-#include "pagetoken.h"
 #include "store/idem.h"
 
 #define COLS                                                                                     \

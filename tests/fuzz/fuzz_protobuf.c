@@ -10,6 +10,7 @@
 #include "agentz/v1/task.pb-c.h"
 #include "agentz/v1/workflow.pb-c.h"
 #include "core/arena.h"
+#include "core/pagetoken.h"
 #include "descriptor_set.h"
 #include "fuzz.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -17,7 +18,6 @@
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
 #include "rpc/reflection.h"
 #include "task/task_api.h"
-#include "workflow/pagetoken.h"
 #include "workflow/workflow_api.h"
 
 /* Every service whose request types are fuzzed; SystemService included, so its requests are

@@ -9,7 +9,6 @@
 #include "agent/agent_api.h"
 #include "core/arena.h"
 #include "google/protobuf/duration.pb-c.h"
-#include "workflow/pagetoken.h"
 #include "core/placeholder.h"
 #include "workflow/template.h"
 #include "workflow/workflow_api.h"
@@ -627,26 +626,6 @@ static void test_apply_mask(void)
     CU_ASSERT_EQUAL(az_workflow_apply_mask(&dst, &src, &m, msg), AZ_OK);
 }
 
-static void test_page_tokens(void)
-{
-    az_arena *a = az_arena_new(0);
-    char raw[AZ_PAGETOKEN_RAW_MAX + 1];
-    const char *texts[] = {"w1|abc|2026-01-01 00:00:00.123456+00|x", "a", "ab", "abc", "t1|b|2"};
-    for (size_t i = 0; i < 5; i++) {
-        char *tok = az_pagetoken_encode(a, texts[i]);
-        CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
-        CU_ASSERT_PTR_NULL(strpbrk(tok, "+/="));
-        CU_ASSERT_EQUAL(az_pagetoken_decode(tok, raw, msg), AZ_OK);
-        CU_ASSERT_STRING_EQUAL(raw, texts[i]);
-    }
-    CU_ASSERT_EQUAL(az_pagetoken_decode("!!garbage!!", raw, msg), AZ_ERR_INVALID);
-    CU_ASSERT_STRING_EQUAL(msg, "page_token is invalid");
-    CU_ASSERT_EQUAL(az_pagetoken_decode("", raw, msg), AZ_ERR_INVALID);
-    CU_ASSERT_NOT_EQUAL(az_pagetoken_hash(AZ_PAGETOKEN_HASH_INIT, "a"),
-                        az_pagetoken_hash(AZ_PAGETOKEN_HASH_INIT, "b"));
-    az_arena_free(a);
-}
-
 /* ---------------------------------------------------------------- templates */
 
 static void test_builtin_templates(void)
@@ -753,7 +732,6 @@ int main(void)
     if (!o) return 1;
     CU_add_test(o, "StartRun input resolution", test_resolve_inputs);
     CU_add_test(o, "field masks", test_apply_mask);
-    CU_add_test(o, "page tokens", test_page_tokens);
     CU_pSuite t = CU_add_suite("templates", NULL, NULL);
     if (!t) return 1;
     CU_add_test(t, "built-ins are complete and valid", test_builtin_templates);
