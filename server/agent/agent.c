@@ -3,11 +3,11 @@
 #include "agent.h"
 
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/pagetoken.h"
 #include "core/text.h"
 #include "event/outbox.h"
 #include "google/protobuf/duration.pb-c.h"
@@ -317,60 +317,33 @@ az_err az_agent_get(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *a,
 
 /* ---------------------------------------------------------------- pagination */
 
-/* The token is base64url("a1|<filter hash>|<create_time text>|<id>"): opaque to clients, and
- * bound to the filters it was issued for. */
+/* The token is az_pagetoken("a1|<filter hash>|<create_time text>|<id>"): opaque to clients,
+ * and bound to the filters it was issued for. */
 static unsigned long filter_hash(const az_agent_query *q)
 {
-    unsigned long h = 1469598103934665603ul;
-    char buf[32];
-    snprintf(buf, sizeof buf, "%d|", q->status);
-    for (const char *s = buf; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ul;
-    for (const char *s = q->labels_json ? q->labels_json : ""; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ul;
-    return h;
+    char status[16];
+    snprintf(status, sizeof status, "%d", q->status);
+    return az_pagetoken_hash(az_pagetoken_hash(AZ_PAGETOKEN_HASH_INIT, status), q->labels_json);
 }
 
+/* NULL when out of memory (the text is far shorter than AZ_PAGETOKEN_RAW_MAX). */
 static char *encode_token(az_arena *a, unsigned long hash, const char *ts, const char *id)
 {
-    char raw[256];
+    char raw[AZ_PAGETOKEN_RAW_MAX + 1];
     int n = snprintf(raw, sizeof raw, "a1|%lx|%s|%s", hash, ts, id);
     if (n < 0 || (size_t)n >= sizeof raw) return NULL;
-    char *out = az_arena_alloc(a, (size_t)(4 * ((n + 2) / 3) + 1));
-    if (!out) return NULL;
-    int len = EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
-    for (int i = 0; i < len; i++) {
-        if (out[i] == '+') out[i] = '-';
-        else if (out[i] == '/') out[i] = '_';
-        else if (out[i] == '=') {
-            out[i] = '\0';
-            break;
-        }
-    }
-    return out;
+    return az_pagetoken_encode(a, raw);
 }
 
 static az_err decode_token(const char *token, unsigned long hash, char ts[64], char id[37],
                            char *msg)
 {
-    size_t n = strlen(token);
-    if (n > 300) return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
-    char b64[304];
-    size_t k = 0;
-    for (; k < n; k++) {
-        char ch = token[k];
-        b64[k] = ch == '-' ? '+' : ch == '_' ? '/' : ch;
-    }
-    while (k % 4) b64[k++] = '=';
-    b64[k] = '\0';
-    unsigned char raw[240];
-    int len = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)k);
-    if (len <= 0) return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
-    raw[len] = '\0';
+    char raw[AZ_PAGETOKEN_RAW_MAX + 1];
+    az_err err = az_pagetoken_decode(token, raw, msg);
+    if (err != AZ_OK) return err;
     unsigned long th;
     char tsbuf[64], idbuf[40];
-    /* EVP_DecodeBlock keeps the zero bytes of the padding: sscanf stops at them. */
-    if (sscanf((char *)raw, "a1|%lx|%63[^|]|%39s", &th, tsbuf, idbuf) != 3 ||
-        !az_text_is_uuid(idbuf))
+    if (sscanf(raw, "a1|%lx|%63[^|]|%39s", &th, tsbuf, idbuf) != 3 || !az_text_is_uuid(idbuf))
         return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
     if (th != hash)
         return az_fail(msg, AZ_ERR_INVALID,

@@ -13,6 +13,7 @@
 
 #include "auth/perm.h"
 #include "core/log.h"
+#include "core/pagetoken.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
@@ -433,60 +434,31 @@ az_err az_audit_verify(az_pg *pg, int64_t *rows, int64_t *first_bad_id, char *ms
 
 /* ---------------------------------------------------------------- list */
 
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 static unsigned long filter_hash(const az_audit_query *q)
 {
-    char buf[64];
-    unsigned long h = 1469598103934665603ul;
-    snprintf(buf, sizeof buf, "%lld|%lld|", (long long)q->start_us, (long long)q->end_us);
-    const char *parts[4] = {buf, q->principal ? q->principal : "", "|", q->method ? q->method : ""};
-    for (int i = 0; i < 4; i++) {
-        for (const char *s = parts[i]; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ul;
-    }
-    return h;
+    char start[24], end[24];
+    snprintf(start, sizeof start, "%lld", (long long)q->start_us);
+    snprintf(end, sizeof end, "%lld", (long long)q->end_us);
+    unsigned long h = az_pagetoken_hash(AZ_PAGETOKEN_HASH_INIT, start);
+    h = az_pagetoken_hash(h, end);
+    h = az_pagetoken_hash(h, q->principal);
+    return az_pagetoken_hash(h, q->method);
 }
 
-/* The token is base64url("l1|<filter hash>|<last id>"). */
+/* The token is az_pagetoken("l1|<filter hash>|<last id>"); NULL when out of memory. */
 static char *encode_token(az_arena *a, unsigned long hash, const char *id)
 {
-    char raw[64];
+    char raw[AZ_PAGETOKEN_RAW_MAX + 1];
     int n = snprintf(raw, sizeof raw, "l1|%lx|%s", hash, id);
-    char *out = az_arena_alloc(a, (size_t)n * 4 / 3 + 4);
-    if (!out) return NULL;
-    size_t o = 0;
-    int i = 0;
-    for (; i + 2 < n; i += 3) {
-        unsigned v = (unsigned char)raw[i] << 16 | (unsigned char)raw[i + 1] << 8 | (unsigned char)raw[i + 2];
-        for (int k = 18; k >= 0; k -= 6) out[o++] = b64url[v >> k & 63];
-    }
-    if (i < n) {
-        unsigned v = (unsigned char)raw[i] << 16 | (i + 1 < n ? (unsigned char)raw[i + 1] << 8 : 0);
-        out[o++] = b64url[v >> 18 & 63];
-        out[o++] = b64url[v >> 12 & 63];
-        if (i + 1 < n) out[o++] = b64url[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return out;
+    if (n < 0 || (size_t)n >= sizeof raw) return NULL;
+    return az_pagetoken_encode(a, raw);
 }
 
 static az_err decode_token(const char *token, unsigned long hash, long long *after, char *msg)
 {
-    char raw[64];
-    size_t o = 0;
-    unsigned v = 0;
-    int bits = 0;
-    for (const char *s = token; *s; s++) {
-        const char *p = strchr(b64url, *s);
-        if (!p || o >= sizeof raw - 1) return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
-        v = v << 6 | (unsigned)(p - b64url);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            raw[o++] = (char)(v >> bits);
-        }
-    }
-    raw[o] = '\0';
+    char raw[AZ_PAGETOKEN_RAW_MAX + 1];
+    az_err err = az_pagetoken_decode(token, raw, msg);
+    if (err != AZ_OK) return err;
     unsigned long th;
     if (sscanf(raw, "l1|%lx|%lld", &th, after) != 2 || *after < 1)
         return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");

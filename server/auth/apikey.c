@@ -14,6 +14,7 @@
 #include "auth/workspace.h"
 #include "core/b64.h"
 #include "core/log.h"
+#include "core/pagetoken.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "store/idem.h"
@@ -232,25 +233,23 @@ az_err az_apikey_create_in(az_pg *pg, const char *workspace_id, const char *name
 
 /* ---------------------------------------------------------------- list */
 
-/* The token is base64url("k1|<create_time text>|<id>"). */
+/* The token is az_pagetoken("k1|<create_time text>|<id>"); ListApiKeys has no filters to bind.
+ * NULL when out of memory. */
 static char *encode_token(az_arena *a, const char *ts, const char *id)
 {
-    char raw[160];
+    char raw[AZ_PAGETOKEN_RAW_MAX + 1];
     int n = snprintf(raw, sizeof raw, "k1|%s|%s", ts, id);
     if (n < 0 || (size_t)n >= sizeof raw) return NULL;
-    char *out = az_arena_alloc(a, (size_t)n * 4 / 3 + 4);
-    if (out) az_b64url_encode((const unsigned char *)raw, (size_t)n, out);
-    return out;
+    return az_pagetoken_encode(a, raw);
 }
 
 static az_err decode_token(const char *token, char ts[64], char id[37], char *msg)
 {
-    unsigned char raw[200];
-    int n = strlen(token) > 250 ? -1 : az_b64url_decode(token, raw, sizeof raw - 1);
-    if (n <= 0) return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
-    raw[n] = '\0';
+    char raw[AZ_PAGETOKEN_RAW_MAX + 1];
+    az_err err = az_pagetoken_decode(token, raw, msg);
+    if (err != AZ_OK) return err;
     char tsbuf[64], idbuf[40];
-    if (sscanf((char *)raw, "k1|%63[^|]|%39s", tsbuf, idbuf) != 2 || !az_text_is_uuid(idbuf))
+    if (sscanf(raw, "k1|%63[^|]|%39s", tsbuf, idbuf) != 2 || !az_text_is_uuid(idbuf))
         return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
     memcpy(ts, tsbuf, sizeof tsbuf);
     memcpy(id, idbuf, 37);

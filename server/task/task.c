@@ -5,11 +5,12 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "core/pagetoken.h"
 #include "core/pbjson.h"
 #include "core/text.h"
 #include "event/outbox.h"
@@ -799,47 +800,8 @@ az_err az_task_get(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *a,
 
 /* ---------------------------------------------------------------- pagination */
 
-static unsigned long fnv(unsigned long h, const char *s)
-{
-    for (; s && *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ul;
-    return (h ^ '|') * 1099511628211ul;
-}
-
-static char *b64url(az_arena *a, const char *raw, int n)
-{
-    char *out = az_arena_alloc(a, (size_t)(4 * ((n + 2) / 3) + 1));
-    if (!out) return NULL;
-    int len = EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
-    for (int i = 0; i < len; i++) {
-        if (out[i] == '+') out[i] = '-';
-        else if (out[i] == '/') out[i] = '_';
-        else if (out[i] == '=') {
-            out[i] = '\0';
-            break;
-        }
-    }
-    return out;
-}
-
-/* Decodes into raw (cap bytes, NUL-terminated); 0 when malformed. */
-static int unb64url(const char *token, char *raw, size_t cap)
-{
-    size_t n = strlen(token);
-    if (n == 0 || n > 300 || (n * 3) / 4 + 3 > cap) return 0;
-    char b64[308];
-    size_t k = 0;
-    for (; k < n; k++) {
-        char ch = token[k];
-        if (ch == '+' || ch == '/' || ch == '=') return 0;
-        b64[k] = ch == '-' ? '+' : ch == '_' ? '/' : ch;
-    }
-    while (k % 4) b64[k++] = '=';
-    b64[k] = '\0';
-    int len = EVP_DecodeBlock((unsigned char *)raw, (const unsigned char *)b64, (int)k);
-    if (len <= 0) return 0;
-    raw[len] = '\0';
-    return 1;
-}
+/* Tokens are az_pagetoken texts: "t1|<filter hash>|<create_time text>|<id>" for ListTasks and
+ * "p1|<task id>|<last attempt>" for ListTaskAttempts. */
 
 az_err az_task_list(az_pg *pg, const az_ctx *ctx, const az_task_query *q, az_arena *a,
                     Agentz__V1__ListTasksResponse **out, char *msg)
@@ -848,13 +810,15 @@ az_err az_task_list(az_pg *pg, const az_ctx *ctx, const az_task_query *q, az_are
     char status[16], limit[16];
     snprintf(status, sizeof status, "%d", q->status);
     snprintf(limit, sizeof limit, "%d", q->page_size + 1);
-    unsigned long hash = fnv(fnv(fnv(1469598103934665603ul, status), q->agent_id), q->run_id);
+    unsigned long hash = az_pagetoken_hash(
+        az_pagetoken_hash(az_pagetoken_hash(AZ_PAGETOKEN_HASH_INIT, status), q->agent_id), q->run_id);
     char ts[64] = "", after[40] = "";
     if (q->page_token && *q->page_token) {
-        char raw[240];
+        char raw[AZ_PAGETOKEN_RAW_MAX + 1];
         unsigned long th;
-        if (!unb64url(q->page_token, raw, sizeof raw) ||
-            sscanf(raw, "t1|%lx|%63[^|]|%39s", &th, ts, after) != 3 || !az_text_is_uuid(after))
+        az_err derr = az_pagetoken_decode(q->page_token, raw, msg);
+        if (derr != AZ_OK) return derr;
+        if (sscanf(raw, "t1|%lx|%63[^|]|%39s", &th, ts, after) != 3 || !az_text_is_uuid(after))
             return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
         if (th != hash)
             return az_fail(msg, AZ_ERR_INVALID,
@@ -889,10 +853,12 @@ az_err az_task_list(az_pg *pg, const az_ctx *ctx, const az_task_query *q, az_are
     if (err == AZ_OK) {
         resp->n_tasks = (size_t)n;
         if (rows > q->page_size) {
-            char raw[200];
+            char raw[AZ_PAGETOKEN_RAW_MAX + 1];
             int len = snprintf(raw, sizeof raw, "t1|%lx|%s|%s", hash,
                                PQgetvalue(r, n - 1, C_CREATE_TEXT), PQgetvalue(r, n - 1, C_ID));
-            resp->next_page_token = b64url(a, raw, len);
+            /* The text is far shorter than the limit: NULL can only mean out of memory. */
+            resp->next_page_token =
+                len > 0 && (size_t)len < sizeof raw ? az_pagetoken_encode(a, raw) : NULL;
             if (!resp->next_page_token) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
         }
     }
@@ -1147,9 +1113,11 @@ az_err az_task_list_attempts(az_pg *pg, const az_ctx *ctx, const char *task_id, 
     if (page_size <= 0) page_size = 50;
     int after = 0;
     if (page_token && *page_token) {
-        char raw[128], tid[40];
-        if (!unb64url(page_token, raw, sizeof raw) || sscanf(raw, "p1|%39[^|]|%d", tid, &after) != 2 ||
-            strcasecmp(tid, task_id) != 0 || after < 0)
+        char raw[AZ_PAGETOKEN_RAW_MAX + 1], tid[40];
+        az_err derr = az_pagetoken_decode(page_token, raw, msg);
+        if (derr != AZ_OK) return derr;
+        if (sscanf(raw, "p1|%39[^|]|%d", tid, &after) != 2 || strcasecmp(tid, task_id) != 0 ||
+            after < 0)
             return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
     }
     char aft[16], limit[16];
@@ -1199,9 +1167,10 @@ az_err az_task_list_attempts(az_pg *pg, const az_ctx *ctx, const char *task_id, 
         resp->n_attempts = (size_t)i + 1;
     }
     if (!oom && rows > page_size) {
-        char raw[80];
+        char raw[AZ_PAGETOKEN_RAW_MAX + 1];
         int len = snprintf(raw, sizeof raw, "p1|%s|%s", task_id, PQgetvalue(r, n - 1, 0));
-        if (!(resp->next_page_token = b64url(a, raw, len))) oom = 1;
+        if (len < 0 || (size_t)len >= sizeof raw || !(resp->next_page_token = az_pagetoken_encode(a, raw)))
+            oom = 1;
     }
     PQclear(r);
     if (oom) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
