@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/pagetoken.h"
+#include "core/pbtime.h"
 #include "core/text.h"
 #include "event/outbox.h"
 #include "google/protobuf/duration.pb-c.h"
@@ -37,29 +38,10 @@ static char *col(az_arena *a, const PGresult *r, int row, int c)
     return az_arena_strndup(a, PQgetvalue(r, row, c), (size_t)PQgetlength(r, row, c));
 }
 
+/* Unset (0) durations stay unset. */
 static Google__Protobuf__Duration *duration_us(az_arena *a, long long us)
 {
-    if (us <= 0) return NULL;
-    Google__Protobuf__Duration *d = az_arena_alloc(a, sizeof *d);
-    if (!d) return NULL;
-    google__protobuf__duration__init(d);
-    d->seconds = us / 1000000;
-    d->nanos = (int32_t)(us % 1000000) * 1000;
-    return d;
-}
-
-static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    if (t->nanos < 0) {
-        t->seconds--;
-        t->nanos += 1000000000;
-    }
-    return t;
+    return us > 0 ? az_pbtime_duration(a, us) : NULL;
 }
 
 static int is_true(const PGresult *r, int row, int c) { return PQgetvalue(r, row, c)[0] == 't'; }
@@ -138,8 +120,8 @@ static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Agen
     json_decref(labels);
 
     g->etag = az_arena_printf(a, "%lld", num(r, row, C_REVISION));
-    g->create_time = timestamp_us(a, num(r, row, C_CREATE));
-    g->update_time = timestamp_us(a, num(r, row, C_UPDATE));
+    g->create_time = az_pbtime_timestamp(a, num(r, row, C_CREATE));
+    g->update_time = az_pbtime_timestamp(a, num(r, row, C_UPDATE));
     g->workspace_id = col(a, r, row, C_WORKSPACE);
     if (!g->etag || !g->create_time || !g->update_time || !g->workspace_id)
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");

@@ -16,6 +16,7 @@
 #include "agent.h"
 #include "core/log.h"
 #include "core/pagetoken.h"
+#include "core/pbtime.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
@@ -304,20 +305,6 @@ static az_err agent_exists(az_pg *pg, const az_ctx *ctx, const char *agent_id, c
     az_err err = az_agent_get(pg, ctx, agent_id, a, &g, msg);
     az_arena_free(a);
     return err;
-}
-
-static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    if (t->nanos < 0) {
-        t->seconds--;
-        t->nanos += 1000000000;
-    }
-    return t;
 }
 
 /* ---------------------------------------------------------------- add */
@@ -688,7 +675,7 @@ az_err az_memory_list(az_pg *pg, const az_ctx *ctx, const char *agent_id, const 
         e->task_id = az_arena_strdup(a, PQgetvalue(r, i, 1));
         e->run_id = az_arena_strdup(a, PQgetvalue(r, i, 2));
         e->summary = az_arena_strndup(a, PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3));
-        e->create_time = timestamp_us(a, atoll(PQgetvalue(r, i, 4)));
+        e->create_time = az_pbtime_timestamp(a, atoll(PQgetvalue(r, i, 4)));
         if (!e->id || !e->task_id || !e->run_id || !e->summary || !e->create_time) oom = 1;
         m->entries[m->n_entries++] = e;
     }

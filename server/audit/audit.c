@@ -14,6 +14,7 @@
 #include "auth/perm.h"
 #include "core/log.h"
 #include "core/pagetoken.h"
+#include "core/pbtime.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
@@ -468,27 +469,13 @@ static az_err decode_token(const char *token, unsigned long hash, long long *aft
     return AZ_OK;
 }
 
-static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    if (t->nanos < 0) {
-        t->seconds--;
-        t->nanos += 1000000000;
-    }
-    return t;
-}
-
 static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__AuditEntry **out, char *msg)
 {
     Agentz__V1__AuditEntry *e = az_arena_alloc(a, sizeof *e);
     if (!e) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     agentz__v1__audit_entry__init(e);
     e->id = az_arena_strdup(a, PQgetvalue(r, row, R_ID));
-    e->time = timestamp_us(a, atoll(PQgetvalue(r, row, R_TIME)));
+    e->time = az_pbtime_timestamp(a, atoll(PQgetvalue(r, row, R_TIME)));
     e->principal = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_PRINCIPAL));
     e->workspace_id = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_WORKSPACE));
     e->method = az_arena_strdup(a, PQgetvalue(r, row, R_FIELDS + F_METHOD));

@@ -15,6 +15,7 @@
 #include "core/b64.h"
 #include "core/log.h"
 #include "core/pagetoken.h"
+#include "core/pbtime.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "store/idem.h"
@@ -62,18 +63,7 @@ static int well_formed(const char *key)
 
 static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, const PGresult *r, int row, int col)
 {
-    if (PQgetisnull(r, row, col)) return NULL;
-    long long us = atoll(PQgetvalue(r, row, col));
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    if (t->nanos < 0) {
-        t->seconds--;
-        t->nanos += 1000000000;
-    }
-    return t;
+    return PQgetisnull(r, row, col) ? NULL : az_pbtime_timestamp(a, atoll(PQgetvalue(r, row, col)));
 }
 
 static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__ApiKey **out, char *msg)

@@ -18,6 +18,8 @@
 
 #include "core/b64.h"
 #include "core/log.h"
+#include "core/pagetoken.h"
+#include "core/pbtime.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "store/idem.h"
@@ -378,28 +380,14 @@ static az_err sealed_from_row(const PGresult *r, int row, int col, sealed *s, ch
     "name, (extract(epoch FROM create_time) * 1000000)::bigint,"                                 \
     " (extract(epoch FROM update_time) * 1000000)::bigint, workspace_id::text"
 
-static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    if (t->nanos < 0) {
-        t->seconds--;
-        t->nanos += 1000000000;
-    }
-    return t;
-}
-
 static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Secret **out, char *msg)
 {
     Agentz__V1__Secret *s = az_arena_alloc(a, sizeof *s);
     if (!s) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     agentz__v1__secret__init(s);
     s->name = az_arena_strdup(a, PQgetvalue(r, row, 0));
-    s->create_time = timestamp_us(a, atoll(PQgetvalue(r, row, 1)));
-    s->update_time = timestamp_us(a, atoll(PQgetvalue(r, row, 2)));
+    s->create_time = az_pbtime_timestamp(a, atoll(PQgetvalue(r, row, 1)));
+    s->update_time = az_pbtime_timestamp(a, atoll(PQgetvalue(r, row, 2)));
     s->workspace_id = az_arena_strdup(a, PQgetvalue(r, row, 3));
     if (!s->name || !s->create_time || !s->update_time || !s->workspace_id)
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
@@ -540,15 +528,15 @@ az_err az_secret_list(az_pg *pg, const az_ctx *ctx, int page_size, const char *p
 {
     *out = NULL;
     if (page_size < 1) page_size = 1;
-    /* The token is base64url("s1|<last name>"). */
-    char after[AZ_SECRET_NAME_MAX + 8] = "";
+    /* The token carries "s1|<last name>" (core/pagetoken). */
+    char after[AZ_PAGETOKEN_RAW_MAX + 1] = "";
     if (page_token && *page_token) {
-        unsigned char raw[AZ_SECRET_NAME_MAX + 8];
-        int n = strlen(page_token) > 200 ? -1 : az_b64url_decode(page_token, raw, sizeof raw - 1);
-        if (n > 3) raw[n] = '\0';
-        if (n <= 3 || memcmp(raw, "s1|", 3) != 0 || check_name((char *)raw + 3, NULL) != AZ_OK)
+        char raw[AZ_PAGETOKEN_RAW_MAX + 1];
+        az_err terr = az_pagetoken_decode(page_token, raw, msg);
+        if (terr != AZ_OK) return terr;
+        if (strncmp(raw, "s1|", 3) != 0 || check_name(raw + 3, NULL) != AZ_OK)
             return az_fail(msg, AZ_ERR_INVALID, "page_token is invalid");
-        snprintf(after, sizeof after, "%s", (char *)raw + 3);
+        snprintf(after, sizeof after, "%s", raw + 3);
     }
     char limit[16];
     snprintf(limit, sizeof limit, "%d", page_size + 1);
@@ -574,12 +562,10 @@ az_err az_secret_list(az_pg *pg, const az_ctx *ctx, int page_size, const char *p
     if (err == AZ_OK) {
         resp->n_secrets = (size_t)n;
         if (rows > page_size) {
-            char raw[AZ_SECRET_NAME_MAX + 8];
-            int len = snprintf(raw, sizeof raw, "s1|%s", PQgetvalue(r, n - 1, 0));
-            resp->next_page_token = az_arena_alloc(a, (size_t)len * 4 / 3 + 4);
-            if (resp->next_page_token)
-                az_b64url_encode((const unsigned char *)raw, (size_t)len, resp->next_page_token);
-            else err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+            char raw[AZ_PAGETOKEN_RAW_MAX + 1];
+            snprintf(raw, sizeof raw, "s1|%s", PQgetvalue(r, n - 1, 0));
+            if (!(resp->next_page_token = az_pagetoken_encode(a, raw)))
+                err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
         }
     }
     PQclear(r);

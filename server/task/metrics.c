@@ -5,33 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/pbtime.h"
 #include "core/text.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
-
-static Google__Protobuf__Duration *duration_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Duration *d = az_arena_alloc(a, sizeof *d);
-    if (!d) return NULL;
-    google__protobuf__duration__init(d);
-    d->seconds = us / 1000000;
-    d->nanos = (int32_t)(us % 1000000) * 1000;
-    return d;
-}
-
-static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    if (t->nanos < 0) {
-        t->seconds--;
-        t->nanos += 1000000000;
-    }
-    return t;
-}
 
 /* $3/$4: the window's bounds in µs since the epoch, made exact timestamptz values (to_timestamp
  * goes through a double). Durations cover tasks that ended in the window, whatever their end
@@ -90,15 +67,15 @@ az_err az_task_agent_metrics(az_pg *pg, const az_ctx *ctx, const char *agent_id,
         m->tasks_succeeded = num(r, 2);
         m->tasks_failed = num(r, 3);
         long long p50 = num(r, 4), p95 = num(r, 5);
-        if (p50 >= 0 && !(m->p50_duration = duration_us(a, p50))) oom = 1;
-        if (p95 >= 0 && !(m->p95_duration = duration_us(a, p95))) oom = 1;
+        if (p50 >= 0 && !(m->p50_duration = az_pbtime_duration(a, p50))) oom = 1;
+        if (p95 >= 0 && !(m->p95_duration = az_pbtime_duration(a, p95))) oom = 1;
         u->prompt_tokens = num(r, 6);
         u->completion_tokens = num(r, 7);
         u->total_tokens = num(r, 8);
         u->cost_usd = strtod(PQgetvalue(r, 0, 9), NULL);
         m->usage = u;
-        m->start_time = timestamp_us(a, start_us);
-        m->end_time = timestamp_us(a, end_us);
+        m->start_time = az_pbtime_timestamp(a, start_us);
+        m->end_time = az_pbtime_timestamp(a, end_us);
         if (!m->agent_id || !m->start_time || !m->end_time) oom = 1;
     }
     PQclear(r);

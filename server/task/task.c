@@ -12,6 +12,7 @@
 
 #include "core/pagetoken.h"
 #include "core/pbjson.h"
+#include "core/pbtime.h"
 #include "core/text.h"
 #include "event/outbox.h"
 #include "google/protobuf/duration.pb-c.h"
@@ -104,35 +105,11 @@ static char *col(az_arena *a, const PGresult *r, int row, int c)
 static long long num(const PGresult *r, int row, int c) { return atoll(PQgetvalue(r, row, c)); }
 static int null(const PGresult *r, int row, int c) { return PQgetisnull(r, row, c); }
 
-static Google__Protobuf__Duration *duration_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Duration *d = az_arena_alloc(a, sizeof *d);
-    if (!d) return NULL;
-    google__protobuf__duration__init(d);
-    d->seconds = us / 1000000;
-    d->nanos = (int32_t)(us % 1000000) * 1000;
-    return d;
-}
-
-static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    if (t->nanos < 0) {
-        t->seconds--;
-        t->nanos += 1000000000;
-    }
-    return t;
-}
-
 static Google__Protobuf__Timestamp *opt_timestamp(az_arena *a, const PGresult *r, int row, int c,
                                                   int *oom)
 {
     if (null(r, row, c)) return NULL;
-    Google__Protobuf__Timestamp *t = timestamp_us(a, num(r, row, c));
+    Google__Protobuf__Timestamp *t = az_pbtime_timestamp(a, num(r, row, c));
     if (!t) *oom = 1;
     return t;
 }
@@ -224,10 +201,10 @@ static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Task
         Agentz__V1__RetryPolicy *p = az_arena_alloc(a, sizeof *p);
         if (!p) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
         agentz__v1__retry_policy__init(p);
-        if (!null(r, row, C_INITIAL) && !(p->initial_backoff = duration_us(a, num(r, row, C_INITIAL))))
+        if (!null(r, row, C_INITIAL) && !(p->initial_backoff = az_pbtime_duration(a, num(r, row, C_INITIAL))))
             oom = 1;
         p->backoff_coefficient = strtod(PQgetvalue(r, row, C_COEF), NULL);
-        if (!null(r, row, C_MAXB) && !(p->maximum_backoff = duration_us(a, num(r, row, C_MAXB))))
+        if (!null(r, row, C_MAXB) && !(p->maximum_backoff = az_pbtime_duration(a, num(r, row, C_MAXB))))
             oom = 1;
         p->max_attempts = (int32_t)num(r, row, C_MAXATT);
         if (!json_strings(a, PQgetvalue(r, row, C_NRE), &p->n_non_retryable_errors,
@@ -235,7 +212,7 @@ static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Task
             oom = 1;
         t->retry_policy = p;
     }
-    if (num(r, row, C_TIMEOUT) > 0 && !(t->timeout = duration_us(a, num(r, row, C_TIMEOUT))))
+    if (num(r, row, C_TIMEOUT) > 0 && !(t->timeout = az_pbtime_duration(a, num(r, row, C_TIMEOUT))))
         oom = 1;
     t->status = (Agentz__V1__TaskStatus)num(r, row, C_STATUS);
     t->attempt = (int32_t)num(r, row, C_ATTEMPT);
@@ -1233,7 +1210,7 @@ az_err az_task_stats(az_pg *pg, const az_ctx *ctx, int64_t start_us, int64_t end
         Google__Protobuf__Duration **d[3] = {&st->p50_duration, &st->p95_duration, &st->max_duration};
         for (int i = 0; i < 3; i++) {
             long long us = num(r, 0, 8 + i);
-            if (us >= 0 && !(*d[i] = duration_us(a, us))) oom = 1;
+            if (us >= 0 && !(*d[i] = az_pbtime_duration(a, us))) oom = 1;
         }
         st->retries = num(r, 0, 11);
         u->prompt_tokens = num(r, 0, 12);
@@ -1241,8 +1218,8 @@ az_err az_task_stats(az_pg *pg, const az_ctx *ctx, int64_t start_us, int64_t end
         u->total_tokens = num(r, 0, 14);
         u->cost_usd = strtod(PQgetvalue(r, 0, 15), NULL);
         st->usage = u;
-        if (start_us && !(st->start_time = timestamp_us(a, start_us))) oom = 1;
-        if (end_us && !(st->end_time = timestamp_us(a, end_us))) oom = 1;
+        if (start_us && !(st->start_time = az_pbtime_timestamp(a, start_us))) oom = 1;
+        if (end_us && !(st->end_time = az_pbtime_timestamp(a, end_us))) oom = 1;
     }
     PQclear(r);
     if (oom) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");

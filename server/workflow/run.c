@@ -11,6 +11,7 @@
 
 #include "core/pagetoken.h"
 #include "core/pbjson.h"
+#include "core/pbtime.h"
 #include "core/placeholder.h"
 #include "core/text.h"
 #include "google/protobuf/duration.pb-c.h"
@@ -58,20 +59,6 @@ enum {
 
 /* ---------------------------------------------------------------- helpers */
 
-static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    if (t->nanos < 0) {
-        t->seconds--;
-        t->nanos += 1000000000;
-    }
-    return t;
-}
-
 static long long ts_us(const Google__Protobuf__Timestamp *t)
 {
     return t ? (long long)t->seconds * 1000000 + t->nanos / 1000 : 0;
@@ -79,13 +66,7 @@ static long long ts_us(const Google__Protobuf__Timestamp *t)
 
 static Google__Protobuf__Duration *duration_s(az_arena *a, double s)
 {
-    Google__Protobuf__Duration *d = az_arena_alloc(a, sizeof *d);
-    if (!d) return NULL;
-    google__protobuf__duration__init(d);
-    long long us = (long long)(s * 1e6 + 0.5);
-    d->seconds = us / 1000000;
-    d->nanos = (int32_t)(us % 1000000) * 1000;
-    return d;
+    return az_pbtime_duration(a, (int64_t)(s * 1e6 + 0.5));
 }
 
 static long long num(const PGresult *r, int row, int c) { return atoll(PQgetvalue(r, row, c)); }
@@ -183,9 +164,9 @@ static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Work
     u->total_tokens = num(r, row, C_TOTAL);
     u->cost_usd = strtod(PQgetvalue(r, row, C_COST), NULL);
     run->usage = u;
-    run->create_time = timestamp_us(a, num(r, row, C_CREATE));
-    if (!PQgetisnull(r, row, C_START)) run->start_time = timestamp_us(a, num(r, row, C_START));
-    if (!PQgetisnull(r, row, C_END)) run->end_time = timestamp_us(a, num(r, row, C_END));
+    run->create_time = az_pbtime_timestamp(a, num(r, row, C_CREATE));
+    if (!PQgetisnull(r, row, C_START)) run->start_time = az_pbtime_timestamp(a, num(r, row, C_START));
+    if (!PQgetisnull(r, row, C_END)) run->end_time = az_pbtime_timestamp(a, num(r, row, C_END));
     run->workspace_id = col(a, r, row, C_WORKSPACE);
     if (!run->id || !run->workflow_id || !run->create_time || !run->workspace_id)
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
@@ -1074,8 +1055,8 @@ az_err az_run_analytics(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Workflow
     an->p95_duration = duration_col(a, r, 0, 7);
     an->max_duration = duration_col(a, r, 0, 8);
     an->usage = usage_cols(a, r, 0, 9);
-    an->start_time = timestamp_us(a, start_us);
-    an->end_time = timestamp_us(a, end_us);
+    an->start_time = az_pbtime_timestamp(a, start_us);
+    an->end_time = az_pbtime_timestamp(a, end_us);
     if (!an->usage || !an->start_time || !an->end_time) {
         err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
         goto out;

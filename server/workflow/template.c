@@ -11,6 +11,7 @@
 #include "agent/agent_api.h"
 #include "core/pagetoken.h"
 #include "core/pbjson.h"
+#include "core/pbtime.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "store/idem.h"
@@ -141,16 +142,6 @@ enum { N_BUILTIN = sizeof builtin_json / sizeof *builtin_json };
 
 /* ---------------------------------------------------------------- helpers */
 
-static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    return t;
-}
-
 /* A packed message as a bytea literal ("\x…"). */
 static char *bytea_param(az_arena *a, const ProtobufCMessage *m)
 {
@@ -217,7 +208,7 @@ static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Temp
     t->name = az_arena_strdup(a, PQgetvalue(r, row, C_NAME));
     t->description = az_arena_strdup(a, PQgetvalue(r, row, C_DESCRIPTION));
     t->builtin = 0;
-    t->create_time = timestamp_us(a, atoll(PQgetvalue(r, row, C_CREATE)));
+    t->create_time = az_pbtime_timestamp(a, atoll(PQgetvalue(r, row, C_CREATE)));
     if (!t->id || !t->name || !t->description || !t->create_time)
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     *out = t;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/pagetoken.h"
+#include "core/pbtime.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "store/idem.h"
@@ -26,20 +27,6 @@ enum { C_ID, C_VERSION, C_SPEC, C_REVISION, C_CREATE, C_UPDATE, C_WORKSPACE, C_C
 
 /* ---------------------------------------------------------------- row -> message */
 
-static Google__Protobuf__Timestamp *timestamp_us(az_arena *a, long long us)
-{
-    Google__Protobuf__Timestamp *t = az_arena_alloc(a, sizeof *t);
-    if (!t) return NULL;
-    google__protobuf__timestamp__init(t);
-    t->seconds = us / 1000000;
-    t->nanos = (int32_t)(us % 1000000) * 1000;
-    if (t->nanos < 0) {
-        t->seconds--;
-        t->nanos += 1000000000;
-    }
-    return t;
-}
-
 static long long num(const PGresult *r, int row, int c) { return atoll(PQgetvalue(r, row, c)); }
 
 static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Workflow **out, char *msg)
@@ -54,8 +41,8 @@ static az_err from_row(const PGresult *r, int row, az_arena *a, Agentz__V1__Work
     w->id = az_arena_strdup(a, PQgetvalue(r, row, C_ID));
     w->version = (int32_t)num(r, row, C_VERSION);
     w->etag = az_arena_printf(a, "%lld", num(r, row, C_REVISION));
-    w->create_time = timestamp_us(a, num(r, row, C_CREATE));
-    w->update_time = timestamp_us(a, num(r, row, C_UPDATE));
+    w->create_time = az_pbtime_timestamp(a, num(r, row, C_CREATE));
+    w->update_time = az_pbtime_timestamp(a, num(r, row, C_UPDATE));
     w->workspace_id = az_arena_strdup(a, PQgetvalue(r, row, C_WORKSPACE));
     if (!w->id || !w->etag || !w->create_time || !w->update_time || !w->workspace_id)
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
