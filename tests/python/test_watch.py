@@ -375,6 +375,30 @@ class T02WatchTaskTokens(unittest.TestCase):
         self.assertGreater(len(tokens), 50)
 
 
+class T02bWatchRunTokens(unittest.TestCase):
+    def test_run_token_deltas_per_step(self):
+        model = "py-run-tokens-" + uuid.uuid4().hex[:12]
+        answer = "".join("run token %d; " % i for i in range(30))
+        FAKE.on(model, answer, delay=0.8, chunk=7)
+        agent = make_agent(model)
+        run = start_run(agent.id, 2)
+        call = watch("agentz.v1.WorkflowService", "WatchRun",
+                     {"runId": run.id, "includeTokens": True})
+        events = list(call)
+        self.assertEqual(call.code(), grpc.StatusCode.OK)
+        tokens = [e for e in events if e.WhichOneof("payload") == "token"]
+        self.assertTrue(tokens, "no token deltas on WatchRun\n" + log_tail(20))
+        self.assertTrue(all(e.sequence == 0 and e.run_id == run.id for e in tokens))
+        got = rpc("agentz.v1.WorkflowService", "GetRun", {"id": run.id})
+        self.assertEqual(len(got.steps), 2)
+        for step in got.steps:
+            text = "".join(e.token.text for e in tokens if e.task_id == step.task_id)
+            self.assertEqual(text, step.output.raw, "step %s" % step.step_id)
+        # Without include_tokens a replay carries none.
+        plain = list(watch("agentz.v1.WorkflowService", "WatchRun", {"runId": run.id}))
+        self.assertFalse([e for e in plain if e.WhichOneof("payload") == "token"])
+
+
 class T03Errors(unittest.TestCase):
     def assert_status(self, method, service, request, code):
         with self.assertRaises(grpc.RpcError) as cm:
