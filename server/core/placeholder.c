@@ -88,3 +88,26 @@ char *az_placeholder_fill(const char *s, az_placeholder_lookup lookup, void *arg
     }
     return out;
 }
+
+typedef struct var_set {
+    const az_placeholder_var *v;
+    size_t n;
+} var_set;
+
+static const char *var_value(void *arg, const char *name, size_t len)
+{
+    const var_set *set = arg;
+    for (size_t i = 0; i < set->n; i++) {
+        const char *k = set->v[i].name;
+        if (k && strlen(k) == len && memcmp(k, name, len) == 0)
+            return set->v[i].value ? set->v[i].value : "";
+    }
+    return NULL;
+}
+
+char *az_placeholder_fill_vars(const char *s, const az_placeholder_var *vars, size_t n,
+                               az_arena *arena)
+{
+    var_set set = {vars, vars ? n : 0};
+    return az_placeholder_fill(s, var_value, &set, arena);
+}

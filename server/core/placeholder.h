@@ -27,6 +27,17 @@ typedef const char *(*az_placeholder_lookup)(void *arg, const char *name, size_t
  * when out of memory. */
 char *az_placeholder_fill(const char *s, az_placeholder_lookup lookup, void *arg, az_arena *arena);
 
+/* One named value, e.g. a run input. */
+typedef struct az_placeholder_var {
+    const char *name;
+    const char *value; /* NULL counts as "" */
+} az_placeholder_var;
+
+/* az_placeholder_fill with the values of vars[0..n) (the first of a name wins; names without a
+ * var are kept as "{name}"). In arena; NULL when out of memory. */
+char *az_placeholder_fill_vars(const char *s, const az_placeholder_var *vars, size_t n,
+                               az_arena *arena);
+
 /* 1 when name is a valid input name: [a-zA-Z_][a-zA-Z0-9_]{0,63}. */
 int az_placeholder_name_ok(const char *name);
 

@@ -1064,9 +1064,9 @@ static az_err setup_member(az_exec *ex, member *m, Agentz__V1__Agent *a, const a
 {
     az_arena *A = ex->arena;
     m->agent = a;
-    m->role = az_prompt_fill(a->role, in, n_in, A);
-    m->goal = az_prompt_fill(a->goal, in, n_in, A);
-    m->backstory = az_prompt_fill(a->backstory, in, n_in, A);
+    m->role = az_placeholder_fill_vars(a->role, in, n_in, A);
+    m->goal = az_placeholder_fill_vars(a->goal, in, n_in, A);
+    m->backstory = az_placeholder_fill_vars(a->backstory, in, n_in, A);
     m->system = m->role && m->goal && m->backstory
                     ? az_prompt_system(m->role, m->goal, m->backstory, A)
                     : NULL;
@@ -1263,8 +1263,8 @@ static az_err prepare(az_exec *ex)
     /* Memory and the task prompt. */
     char **mem = NULL;
     size_t n_mem = 0;
-    char *description = az_prompt_fill(t->description, in, n_in, A);
-    char *expected = az_prompt_fill(t->expected_output, in, n_in, A);
+    char *description = az_placeholder_fill_vars(t->description, in, n_in, A);
+    char *expected = az_placeholder_fill_vars(t->expected_output, in, n_in, A);
     if (!description || !expected) return AZ_ERR_NOMEM;
     if (agent->memory &&
         az_memory_recall(env->pg, &ex->ctx, env->memory, ex->agent_id, description, RECALL_LIMIT,

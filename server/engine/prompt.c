@@ -107,28 +107,7 @@ static const char *capped(const char *s, az_arena *a)
     return out;
 }
 
-/* ---------------------------------------------------------------- placeholders and system */
-
-typedef struct inputs {
-    const az_prompt_input *in;
-    size_t n;
-} inputs;
-
-static const char *input_value(void *arg, const char *name, size_t len)
-{
-    const inputs *s = arg;
-    for (size_t i = 0; i < s->n; i++) {
-        const char *k = s->in[i].name;
-        if (k && strlen(k) == len && memcmp(k, name, len) == 0) return s->in[i].value ? s->in[i].value : "";
-    }
-    return NULL;
-}
-
-char *az_prompt_fill(const char *s, const az_prompt_input *in, size_t n, az_arena *arena)
-{
-    inputs set = {in, in ? n : 0};
-    return az_placeholder_fill(s, input_value, &set, arena);
-}
+/* ---------------------------------------------------------------- system */
 
 char *az_prompt_system(const char *role, const char *goal, const char *backstory, az_arena *arena)
 {

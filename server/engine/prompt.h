@@ -10,6 +10,7 @@
 
 #include "core/arena.h"
 #include "core/err.h"
+#include "core/placeholder.h"
 
 /* Function names the model sees for CrewAI's "Delegate work to coworker" and "Ask question to
  * coworker" tools (function names may not hold spaces). */
@@ -29,16 +30,9 @@ extern const char AZ_PROMPT_FORCE_FINAL[];
 /* CrewAI's "manager_request": the expected output of a coworker's sub-task. */
 extern const char AZ_PROMPT_MANAGER_REQUEST[];
 
-/* One run input: a {name} placeholder's value. */
-typedef struct az_prompt_input {
-    const char *name;
-    const char *value;
-} az_prompt_input;
-
-/* s (NULL = "") with every {name} replaced by the input of that name (az_placeholder_fill's rule:
- * unknown names stay as written, "{{" and "}}" are literal braces). In arena; NULL when out of
- * memory. */
-char *az_prompt_fill(const char *s, const az_prompt_input *in, size_t n, az_arena *arena);
+/* One run input: a {name} placeholder's value; filled with az_placeholder_fill_vars
+ * (core/placeholder.h). */
+typedef az_placeholder_var az_prompt_input;
 
 /* The system prompt, CrewAI's "role_playing": "You are {role}. {backstory}\nYour personal goal
  * is: {goal}" from already-filled strings (NULL = ""). In arena; NULL when out of memory. */

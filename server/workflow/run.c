@@ -570,20 +570,6 @@ az_err az_run_get(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *a,
 
 /* ---------------------------------------------------------------- start */
 
-typedef struct input_set {
-    const az_run_input *in;
-    size_t n;
-} input_set;
-
-static const char *input_value(void *arg, const char *name, size_t len)
-{
-    const input_set *s = arg;
-    for (size_t i = 0; i < s->n; i++) {
-        if (strlen(s->in[i].name) == len && memcmp(s->in[i].name, name, len) == 0) return s->in[i].value;
-    }
-    return NULL;
-}
-
 static int step_index(const Agentz__V1__Workflow *wf, const char *id)
 {
     for (size_t i = 0; i < wf->n_steps; i++) {
@@ -643,15 +629,16 @@ static char **output_steps(az_arena *a, const Agentz__V1__Workflow *wf, size_t *
 
 /* The task for step i (see docs/orchestration.md, "From steps to tasks"). */
 static az_err build_task(az_arena *a, const Agentz__V1__Workflow *wf, size_t i, char ids[][37],
-                         const char *run_id, input_set *inputs, Agentz__V1__Task *t, char *msg)
+                         const char *run_id, const az_run_input *in, size_t n_in, Agentz__V1__Task *t,
+                         char *msg)
 {
     const Agentz__V1__Step *s = wf->steps[i];
     int hier = wf->process == AGENTZ__V1__PROCESS__PROCESS_HIERARCHICAL;
     int par = wf->process == AGENTZ__V1__PROCESS__PROCESS_PARALLEL;
     agentz__v1__task__init(t);
     t->id = ids[i];
-    t->description = az_placeholder_fill(s->description, input_value, inputs, a);
-    t->expected_output = az_placeholder_fill(s->expected_output, input_value, inputs, a);
+    t->description = az_placeholder_fill_vars(s->description, in, n_in, a);
+    t->expected_output = az_placeholder_fill_vars(s->expected_output, in, n_in, a);
     t->agent_id = hier ? wf->manager_agent_id : s->agent_id;
     t->run_id = (char *)run_id;
     t->step_id = s->id;
@@ -741,7 +728,6 @@ az_err az_run_start(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Workflow *wf
                         text_array(a, step_ids, n), text_array(a, outs, n_out),
                         inputs_json(a, inputs, n_inputs)};
     if (!p[6] || !p[7] || !p[8]) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-    input_set in = {inputs, n_inputs};
     size_t ready_before = ready->n;
 
     az_pgconn *c;
@@ -787,7 +773,7 @@ az_err az_run_start(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Workflow *wf
         Agentz__V1__Task t;
         Agentz__V1__Task *created;
         size_t i = (size_t)order[k];
-        err = build_task(a, wf, i, ids, run_id, &in, &t, msg);
+        err = build_task(a, wf, i, ids, run_id, inputs, n_inputs, &t, msg);
         if (err == AZ_OK) err = az_task_insert(c, ctx, &t, wf->id, a, &created, ready, msg);
         if (err != AZ_OK && strncmp(msg, "workflow.", 9) != 0) {
             /* Name the step: the task service's message speaks of "task.…". */

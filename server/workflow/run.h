@@ -16,14 +16,12 @@
 #include "agentz/v1/workflow.pb-c.h"
 #include "core/arena.h"
 #include "core/ctx.h"
+#include "core/placeholder.h"
 #include "store/pgpool.h"
 #include "task/task.h"
 
 /* One resolved run input (defaults applied). */
-typedef struct az_run_input {
-    const char *name;
-    const char *value;
-} az_run_input;
+typedef az_placeholder_var az_run_input;
 
 typedef struct az_run_query {
     const char *workflow_id; /* "" = any */

@@ -28,16 +28,16 @@ static void test_system_prompt(void)
 static void test_fill(void)
 {
     az_prompt_input in[] = {{"topic", "AI agents"}, {"audience", "kids"}};
-    CU_ASSERT_STRING_EQUAL(az_prompt_fill("Research {topic} for {audience}.", in, 2, A),
+    CU_ASSERT_STRING_EQUAL(az_placeholder_fill_vars("Research {topic} for {audience}.", in, 2, A),
                            "Research AI agents for kids.");
     /* Unknown names stay, doubled braces are literal. */
-    CU_ASSERT_STRING_EQUAL(az_prompt_fill("{unknown} {{topic}} {topic}", in, 2, A),
+    CU_ASSERT_STRING_EQUAL(az_placeholder_fill_vars("{unknown} {{topic}} {topic}", in, 2, A),
                            "{unknown} {topic} AI agents");
-    CU_ASSERT_STRING_EQUAL(az_prompt_fill(NULL, in, 2, A), "");
-    CU_ASSERT_STRING_EQUAL(az_prompt_fill("{topic}", NULL, 0, A), "{topic}");
+    CU_ASSERT_STRING_EQUAL(az_placeholder_fill_vars(NULL, in, 2, A), "");
+    CU_ASSERT_STRING_EQUAL(az_placeholder_fill_vars("{topic}", NULL, 0, A), "{topic}");
     /* A name that is a prefix of another does not match it. */
     az_prompt_input in2[] = {{"top", "X"}};
-    CU_ASSERT_STRING_EQUAL(az_prompt_fill("{topic}", in2, 1, A), "{topic}");
+    CU_ASSERT_STRING_EQUAL(az_placeholder_fill_vars("{topic}", in2, 1, A), "{topic}");
 }
 
 static void test_task_text(void)
