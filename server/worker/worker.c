@@ -22,6 +22,7 @@
 #include "core/text.h"
 #include "engine/executor.h"
 #include "engine/http.h"
+#include "event/hub.h"
 #include "queue/queue.h"
 #include "task/task.h"
 #include "workflow/run.h"
@@ -207,7 +208,7 @@ static void on_event(void *arg, const char *workspace_id, const Agentz__V1__Even
     }
     protobuf_c_message_pack(&ev->base, buf);
     char channel[96];
-    snprintf(channel, sizeof channel, "agentz:events:task:%s", ev->task_id);
+    snprintf(channel, sizeof channel, AZ_HUB_CHANNEL_TASK "%s", ev->task_id); /* the hub's key */
     const char *argv[3] = {"PUBLISH", channel, (const char *)buf};
     size_t argvlen[3] = {7, strlen(channel), len};
     /* hiredis copies the command into its output buffer: buf is ours again on return. */
