@@ -3,6 +3,9 @@
 # protos it imports. `deploy/gen.sh --check` regenerates into a temporary directory and fails if the
 # committed gen/ differs, so CI catches a proto change committed without its generated code.
 #
+# gen/agentz-docs.desc is the descriptor set of proto/ alone with its comments (source info), which
+# the build turns into the OpenAPI document (server/gateway/openapi_gen.c).
+#
 # Output layout mirrors import paths (gen/agentz/v1/agent.pb-c.h, gen/google/protobuf/...,
 # gen/grpc/health/v1/...), so `-I gen` resolves the #includes protoc-c writes.
 set -euo pipefail
@@ -73,6 +76,10 @@ generate() {
 
   # No --include_source_info: comments would bloat the binary; the .proto files are the docs.
   protoc "${INCLUDES[@]}" --include_imports --descriptor_set_out="$desc" "${roots[@]}"
+  # The same for our protos alone but with comments: agentz-openapi reads it at build time for the
+  # OpenAPI descriptions; it is never embedded.
+  protoc "${INCLUDES[@]}" --include_imports --include_source_info \
+    --descriptor_set_out="$out/agentz-docs.desc" "${own[@]}"
 
   # Every file in the set (our protos and all their transitive imports) plus the fixed WKT list.
   mapfile -t files < <(
