@@ -10,7 +10,7 @@
 #include "cli.h"
 #include "core/arena.h"
 #include "core/pbjson.h"
-#include "file.h"
+#include "core/file.h"
 #include "table.h"
 
 #define SERVICE "/agentz.v1.AgentService/"

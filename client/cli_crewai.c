@@ -11,7 +11,7 @@
 #include "cli.h"
 #include "core/arena.h"
 #include "crewai.h"
-#include "file.h"
+#include "core/file.h"
 
 #define AGENTS "/agentz.v1.AgentService/"
 #define WORKFLOWS "/agentz.v1.WorkflowService/"

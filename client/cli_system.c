@@ -8,7 +8,7 @@
 
 #include "agentz/v1/system.pb-c.h"
 #include "cli.h"
-#include "file.h"
+#include "core/file.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "table.h"
 

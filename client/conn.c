@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "file.h"
+#include "core/file.h"
 
 struct az_conn {
     grpc_channel *channel;

@@ -12,7 +12,7 @@
 #include <yaml.h>
 
 #include "core/pbjson.h"
-#include "file.h"
+#include "core/file.h"
 
 /* ---- plain scalar resolution (PyYAML's YAML 1.1 rules, without sexagesimal numbers) ---- */
 

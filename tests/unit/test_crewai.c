@@ -13,7 +13,7 @@
 #include "core/arena.h"
 #include "core/pbjson.h"
 #include "crewai.h"
-#include "file.h"
+#include "core/file.h"
 #include "yamljson.h"
 
 /* ---- helpers ---- */

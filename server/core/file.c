@@ -1,4 +1,4 @@
-/* Whole-file reads for the client: certificates for TLS and JSON given with -f. */
+/* Whole-file reads (or standard input): certificates for TLS, JSON given with -f, web assets. */
 #include "file.h"
 
 #include <errno.h>
