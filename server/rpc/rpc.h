@@ -134,6 +134,8 @@ typedef void (*az_observer_fn)(void *arg, az_call *c, const char *method, int st
 
 typedef struct az_server_config {
     const char *listen;        /* "127.0.0.1:50051" */
+    const char *local_listen;  /* a second, plaintext listener for this host only (the
+                                  in-process gateway's "unix:/path"); NULL = none */
     const char *tls_cert_file; /* PEM; NULL = plaintext */
     const char *tls_key_file;
     const char *tls_client_ca_file; /* when set, client certificates are required (mTLS) */

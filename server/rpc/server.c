@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../core/file.h"
 #include "../core/log.h"
 
 #define ARMED_PER_METHOD 2
@@ -412,6 +413,29 @@ static void start_send_locked(az_call *c, grpc_byte_buffer *bb)
     }
 }
 
+/* A stream the handler accepted gets its initial metadata at once, before any event: the
+ * client (and the HTTP gateway, which must choose between an HTTP error and a 200 stream) learns
+ * the call was accepted even when the first event is seconds away. It travels as a send
+ * without a message, so it still takes the one send slot in turn. */
+static void send_headers(az_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->sent_initial_md && !c->sending && !c->finishing && !c->done) {
+        grpc_op op;
+        memset(&op, 0, sizeof op);
+        fill_initial_md(c, &op);
+        c->inflight = NULL;
+        c->sending = 1;
+        c->refs++;
+        if (!start_batch(c, &op, 1, &c->t_send)) {
+            c->refs--;
+            c->sending = 0;
+            c->done = 1;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void drop_queue_locked(az_call *c)
 {
     for (int i = 0; i < c->qlen; i++) grpc_byte_buffer_destroy(c->queue[(c->qhead + i) % c->qcap]);
@@ -489,7 +513,7 @@ void az_call_finish(az_call *c, az_err code, const char *msg)
 static void on_send_done(az_call *c, int ok)
 {
     pthread_mutex_lock(&c->mu);
-    grpc_byte_buffer_destroy(c->inflight);
+    if (c->inflight) grpc_byte_buffer_destroy(c->inflight);
     c->inflight = NULL;
     c->sending = 0;
     if (!ok) {
@@ -695,6 +719,7 @@ static void on_new_call(az_call *c, int ok)
         if (!c->payload) err = az_fail(msg, AZ_ERR_INVALID, "request message missing");
         else err = decode(c, c->payload, c->arena, m->input, &req, msg);
         if (err == AZ_OK) err = m->stream(c, req, msg);
+        if (err == AZ_OK) send_headers(c);
     } else if (err == AZ_OK) {
         pthread_mutex_lock(&c->mu);
         arm_recv_locked(c);
@@ -758,40 +783,11 @@ static void arm(az_server *s, const reg *r)
 
 /* ---------------------------------------------------------------- the server */
 
-static char *read_file(const char *path, char *msg)
+/* A PEM file as a NUL-terminated string, or NULL with msg naming the path. */
+static char *read_pem(const char *path, char *msg)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        az_fail(msg, AZ_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (1u << 24)) {
-                az_fail(msg, AZ_ERR_INVALID, "cannot read %s: larger than 16 MiB", path);
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                az_fail(msg, AZ_ERR_NOMEM, "out of memory reading %s", path);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0) break;
-    }
-    fclose(f);
-    buf[len] = '\0';
-    return buf;
+    return az_file_read(path, &buf, NULL, msg) == AZ_OK ? buf : NULL;
 }
 
 static grpc_server_credentials *make_creds(const az_server_config *cfg, char *msg)
@@ -801,15 +797,15 @@ static grpc_server_credentials *make_creds(const az_server_config *cfg, char *ms
         az_fail(msg, AZ_ERR_INVALID, "--tls-cert and --tls-key must be given together");
         return NULL;
     }
-    char *cert = read_file(cfg->tls_cert_file, msg);
+    char *cert = read_pem(cfg->tls_cert_file, msg);
     if (!cert) return NULL;
-    char *key = read_file(cfg->tls_key_file, msg);
+    char *key = read_pem(cfg->tls_key_file, msg);
     if (!key) {
         free(cert);
         return NULL;
     }
     char *ca = NULL;
-    if (cfg->tls_client_ca_file && !(ca = read_file(cfg->tls_client_ca_file, msg))) {
+    if (cfg->tls_client_ca_file && !(ca = read_pem(cfg->tls_client_ca_file, msg))) {
         free(cert);
         free(key);
         return NULL;
@@ -903,6 +899,15 @@ az_server *az_server_new(const az_server_config *cfg, const az_method *const *ta
         az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot listen on %s: address invalid or in use",
                 s->cfg.listen);
         goto fail;
+    }
+    if (s->cfg.local_listen) {
+        grpc_server_credentials *local = grpc_insecure_server_credentials_create();
+        int ok = grpc_server_add_http2_port(s->server, s->cfg.local_listen, local) != 0;
+        grpc_server_credentials_release(local);
+        if (!ok) {
+            az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot listen on %s", s->cfg.local_listen);
+            goto fail;
+        }
     }
     return s;
 nomem:
