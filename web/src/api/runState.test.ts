@@ -17,8 +17,8 @@ const run = create(WorkflowRunSchema, {
 
 let seq = 0;
 const t = (sec: number) => ({ seconds: BigInt(sec), nanos: 0 });
-function task(step: string, from: TaskStatus, to: TaskStatus, attempt = 1, extra: Partial<Event> = {}): Event {
-  return create(EventSchema, { sequence: BigInt(++seq), time: t(seq), runId: "r1", taskId: `t-${step}`, stepId: step, payload: { case: "taskStatus", value: { from, to, attempt } }, ...extra });
+function task(step: string, from: TaskStatus, to: TaskStatus, attempt = 1): Event {
+  return create(EventSchema, { sequence: BigInt(++seq), time: t(seq), runId: "r1", taskId: `t-${step}`, stepId: step, payload: { case: "taskStatus", value: { from, to, attempt } } });
 }
 function runEv(from: RunStatus, to: RunStatus): Event {
   return create(EventSchema, { sequence: BigInt(++seq), time: t(seq), runId: "r1", payload: { case: "runStatus", value: { from, to } } });
@@ -38,7 +38,7 @@ function history(): Event[] {
     token("a", "lo"),
     task("a", TaskStatus.RUNNING, TaskStatus.SUCCEEDED),
     task("b", TaskStatus.PENDING, TaskStatus.RUNNING),
-    task("b", TaskStatus.RUNNING, TaskStatus.BACKOFF, 1, {}),
+    task("b", TaskStatus.RUNNING, TaskStatus.BACKOFF, 1),
     task("b", TaskStatus.BACKOFF, TaskStatus.RUNNING, 2),
     token("b", "second try", 2),
     task("b", TaskStatus.RUNNING, TaskStatus.SUCCEEDED, 2),

@@ -242,7 +242,7 @@ describe("export crewai", () => {
       role: "R",
       goal: "G",
       backstory: "B",
-      llm: { provider: "openai", model: "gpt-4o", baseUrl: "https://llm.internal/v1", temperature: { value: 0.1 } },
+      llm: { provider: "openai", model: "gpt-4o", baseUrl: "https://llm.internal/v1", temperature: 0.1 },
       maxExecutionTime: { seconds: 2n, nanos: 1 },
       disabled: true,
     });
