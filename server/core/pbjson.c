@@ -1613,19 +1613,90 @@ az_err az_pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *json
     if (out) *out = NULL;
     if (!desc || !out || (!json && len) || desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC)
         return az_fail(msg, AZ_ERR_INTERNAL, "az_pbjson_decode: no descriptor, input or output");
-    ctx c = {.alloc = alloc ? alloc : &sys_allocator, .msg = msg};
-    path_root(&c, desc);
     json_error_t jerr;
     /* DECODE_ANY: a well-known type at the top level may be a bare string or number */
     json_t *j = json_loadb(json ? json : "", len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
-    az_err err;
     if (!j) {
-        err = fail(&c, AZ_ERR_INVALID, "invalid JSON at line %d column %d: %s", jerr.line,
-                   jerr.column, jerr.text);
-    } else {
-        err = decode_message(&c, desc, j, out);
-        json_decref(j);
+        ctx c = {.msg = msg};
+        path_root(&c, desc);
+        az_err err = fail(&c, AZ_ERR_INVALID, "invalid JSON at line %d column %d: %s", jerr.line,
+                          jerr.column, jerr.text);
+        free(c.path.buf);
+        return err;
     }
+    az_err err = az_pbjson_decode_tree(desc, j, NULL, alloc, out, msg);
+    json_decref(j);
+    return err;
+}
+
+int az_pbjson_is_map(const ProtobufCMessageDescriptor *parent, const ProtobufCFieldDescriptor *f)
+{
+    return parent && f && is_map(parent, f);
+}
+
+/* Error paths start at root, or at the message's short name. */
+static void path_start(ctx *c, const char *root, const ProtobufCMessageDescriptor *desc)
+{
+    if (root)
+        sb_puts(&c->path, root);
+    else
+        path_root(c, desc);
+}
+
+az_err az_pbjson_decode_tree(const ProtobufCMessageDescriptor *desc, json_t *j, const char *root,
+                             ProtobufCAllocator *alloc, ProtobufCMessage **out, char *msg)
+{
+    if (out) *out = NULL;
+    if (!desc || !out || !j || desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC)
+        return az_fail(msg, AZ_ERR_INTERNAL, "az_pbjson_decode_tree: no descriptor, input or output");
+    ctx c = {.alloc = alloc ? alloc : &sys_allocator, .msg = msg};
+    path_start(&c, root, desc);
+    az_err err = decode_message(&c, desc, j, out);
+    free(c.path.buf);
+    return err;
+}
+
+az_err az_pbjson_decode_value(const ProtobufCFieldDescriptor *f, json_t *j, void *slot,
+                              const char *root, ProtobufCAllocator *alloc, char *msg)
+{
+    if (!f || !j || !slot || (unsigned)f->type >= sizeof scalars / sizeof scalars[0] ||
+        !scalars[f->type].dec)
+        return az_fail(msg, AZ_ERR_INTERNAL, "az_pbjson_decode_value: no field, input or slot");
+    ctx c = {.alloc = alloc ? alloc : &sys_allocator, .msg = msg};
+    if (root)
+        sb_puts(&c.path, root);
+    else
+        sb_put_json_name(&c.path, f->name);
+    az_err err = json_is_null(j) && !null_is_value(f)
+                     ? fail(&c, AZ_ERR_INVALID, "null is not a value here")
+                     : scalars[f->type].dec(&c, f, j, slot);
+    free(c.path.buf);
+    return err;
+}
+
+az_err az_pbjson_encode_field(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
+                              int flags, char **out, char *msg)
+{
+    if (out) *out = NULL;
+    if (!m || !f || !out || !m->descriptor ||
+        m->descriptor->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC ||
+        f < m->descriptor->fields || f >= m->descriptor->fields + m->descriptor->n_fields)
+        return az_fail(msg, AZ_ERR_INTERNAL, "az_pbjson_encode_field: no message or not its field");
+    ctx c = {.alloc = &sys_allocator, .flags = flags, .msg = msg};
+    sb_put_json_name(&c.path, f->name);
+    json_t *j = NULL;
+    az_err err = encode_field(&c, f, m, &j);
+    if (!err) {
+        sbuf s = {0};
+        dump(&s, j, flags & AZ_PBJSON_PRETTY, 0);
+        if (s.oom) {
+            free(s.buf);
+            err = nomem(&c);
+        } else {
+            *out = s.buf;
+        }
+    }
+    json_decref(j);
     free(c.path.buf);
     return err;
 }

@@ -2,6 +2,7 @@
 #ifndef AZ_PBJSON_H
 #define AZ_PBJSON_H
 
+#include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 
@@ -27,5 +28,38 @@ az_err az_pbjson_encode(const ProtobufCMessage *m, int flags, char **out, char *
  * and *out NULL. */
 az_err az_pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
                         ProtobufCAllocator *alloc, ProtobufCMessage **out, char *msg);
+
+/* 1 when f, a field of parent, is a map<K, V> (which JSON writes as an object), else 0. protobuf-c
+ * marks nothing, so this is the shape test the codec itself uses: a repeated nested message
+ * "<Name>Entry" with exactly key = 1 and value = 2. */
+int az_pbjson_is_map(const ProtobufCMessageDescriptor *parent, const ProtobufCFieldDescriptor *f);
+
+/* Like az_pbjson_decode, from a value the caller has already parsed with jansson (j is not
+ * modified and stays the caller's): a caller that must look at the JSON first (or report syntax
+ * errors its own way) need not parse it twice. root is the start of every error path ("agent"
+ * gives "agent.fooBar: unknown field"); NULL means the message's short name, as
+ * az_pbjson_decode does. Same ownership and errors as az_pbjson_decode. */
+az_err az_pbjson_decode_tree(const ProtobufCMessageDescriptor *desc, json_t *j, const char *root,
+                             ProtobufCAllocator *alloc, ProtobufCMessage **out, char *msg);
+
+/* Decodes j as one value of field f (one element when f is repeated; for a map, one entry
+ * message) into slot, the storage protobuf-c uses for such a value: an int32_t, a char *, a
+ * ProtobufCBinaryData, a ProtobufCMessage *, ... It sets no presence flag or oneof case and
+ * never grows a repeated array: that is the caller's job. JSON null decodes only where the
+ * mapping gives it a value (Value, NullValue); elsewhere it is an error. Strings, bytes and
+ * messages are allocated with alloc (NULL = malloc). On error nothing has been allocated, *slot
+ * may hold a partial scalar, and msg names the path from root (NULL = the field's JSON name):
+ * "query parameter startTime: invalid timestamp ...". */
+az_err az_pbjson_decode_value(const ProtobufCFieldDescriptor *f, json_t *j, void *slot,
+                              const char *root, ProtobufCAllocator *alloc, char *msg);
+
+/* Encodes field f of m as a JSON value, whether set or not (the zero value, [], {}; an unset
+ * message field as its empty message: {}, or a well-known type's zero such as
+ * "1970-01-01T00:00:00Z"): what appears under the field's name in az_pbjson_encode's output
+ * with the same flags. f must be one of m's fields. On AZ_OK *out is a NUL-terminated string the
+ * caller frees with free(); on error *out is NULL and msg names the path from the field's JSON
+ * name. */
+az_err az_pbjson_encode_field(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
+                              int flags, char **out, char *msg);
 
 #endif
