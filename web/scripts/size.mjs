@@ -22,6 +22,7 @@ if (entries.length !== 1) {
   process.exit(1);
 }
 const seen = new Set();
+/** @type {string[]} */
 const js = [];
 const css = new Set();
 /** @param {string} key */
@@ -35,6 +36,7 @@ const walk = (key) => {
   for (const i of c.imports ?? []) walk(i);
 };
 walk(entries[0][0]);
+/** @param {string} f */
 const gz = (f) => gzipSync(readFileSync(join(dist, f)), { level: 9 }).length;
 let total = 0;
 for (const f of js) {

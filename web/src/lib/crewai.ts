@@ -55,8 +55,7 @@ const TOOL_MAP: Record<string, string> = {
   calculator: "calculator",
 };
 
-/** The built-in tools of the server (docs/tools.md), for the agent form's picker. */
-export const AGENTZ_TOOLS = ["http_fetch", "current_time", "calculator"] as const;
+export { AGENTZ_TOOLS } from "./tools";
 
 // ---- small helpers mirroring the C code ----
 

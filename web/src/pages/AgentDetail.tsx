@@ -10,7 +10,7 @@ import { useAuth } from "../auth/AuthContext";
 import { AgentSchema, type Agent } from "../gen/agentz/v1/agent_pb";
 import type { AgentMetrics } from "../gen/agentz/v1/common_pb";
 import type { Event } from "../gen/agentz/v1/event_pb";
-import { AGENTZ_TOOLS } from "../lib/crewai";
+import { AGENTZ_TOOLS } from "../lib/tools";
 import { durationText, fmtCost, fmtDuration, fmtInt, fmtTime, parseDuration } from "../lib/format";
 import { Dialog, Empty, ErrorNote, Field, Loading, MoreButton, PageHead, Stat, StatusBadge } from "../components/ui";
 import { StreamBadge } from "../components/StreamBadge";
@@ -155,6 +155,7 @@ export default function AgentDetail() {
         )}
       </PageHead>
       <ErrorNote error={deleteError} prefix="Delete failed" />
+      {isNew && !canWrite && <ErrorNote error="Your role cannot create agents (it needs editor)." />}
       {editing && canWrite ? (
         <AgentForm
           agent={a}

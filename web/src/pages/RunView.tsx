@@ -188,7 +188,7 @@ function RunView({ initial, workflow, workflowError }: { initial: WorkflowRun; w
           </div>
         )}
       />
-      <p className="muted small" data-testid="event-count" data-count={snap.lines.length}>
+      <p className="muted small" data-testid="event-count" data-count={snap.lines.length} data-applied={store.applied}>
         {snap.lines.length} events · last sequence {String(m.lastSequence)}
         {stream && stream.reconnects > 0 ? ` · reconnected ${stream.reconnects}×` : ""}
       </p>
