@@ -1,5 +1,5 @@
-/* Option table: one row per setting ({flag, env, kind, field, default, help}); the same table
- * drives parsing, validation and --help, so they cannot disagree. */
+/* agentzd's settings table (core/opts drives parsing, validation and --help from it), plus the
+ * gateway's table for the gateway role, and the checks that span several settings. */
 #include "config.h"
 
 #include <errno.h>
@@ -11,23 +11,9 @@
 #include "auth/auth.h"
 #include "auth/ratelimit.h"
 #include "core/log.h"
+#include "core/opts.h"
+#include "gateway/gwconfig.h"
 #include "tools/netguard.h"
-
-/* OPT_SECONDS: a duration like OPT_MS, stored in whole seconds (for periods of days). */
-typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_SECONDS, OPT_FLAG } opt_kind;
-
-/* Checks a string option's value; origin ("--listen", "AGENTZ_GRPC_LISTEN") names it. */
-typedef az_err (*check_fn)(const char *origin, const char *value, char *msg);
-
-typedef struct opt {
-    const char *flag, *env;
-    opt_kind kind;
-    size_t off;
-    const char *def;
-    long min, max;
-    const char *help;
-    check_fn check;
-} opt;
 
 static az_err check_level(const char *origin, const char *v, char *msg)
 {
@@ -78,23 +64,28 @@ static az_err check_netguard(const char *origin, const char *v, char *msg)
     return az_fail(msg, AZ_ERR_INVALID, "%s: %s", origin, detail);
 }
 
-/* The roles a process plays: a comma list of api and worker, each at most once. */
+/* The roles a process plays: a comma list of these, each at most once. */
+static const char *const ROLES[] = {"api", "worker", "gateway"};
+#define NROLES (sizeof ROLES / sizeof *ROLES)
+
 static az_err check_roles(const char *origin, const char *v, char *msg)
 {
-    int api = 0, worker = 0;
+    int seen[NROLES] = {0}, any = 0;
     const char *p = v;
     while (*p) {
         size_t n = strcspn(p, ",");
-        if (n == 3 && strncmp(p, "api", 3) == 0 && !api) api = 1;
-        else if (n == 6 && strncmp(p, "worker", 6) == 0 && !worker) worker = 1;
-        else
+        size_t r = 0;
+        while (r < NROLES && !(strlen(ROLES[r]) == n && strncmp(p, ROLES[r], n) == 0)) r++;
+        if (r == NROLES || seen[r])
             return az_fail(msg, AZ_ERR_INVALID,
-                           "%s: \"%s\" is not a comma list of the roles api and worker", origin, v);
+                           "%s: \"%s\" is not a comma list of the roles api, worker and gateway",
+                           origin, v);
+        seen[r] = any = 1;
         p += n;
         if (*p == ',') p++;
     }
-    if (!api && !worker)
-        return az_fail(msg, AZ_ERR_INVALID, "%s: name at least one role (api, worker)", origin);
+    if (!any)
+        return az_fail(msg, AZ_ERR_INVALID, "%s: name at least one role (api, worker, gateway)", origin);
     return AZ_OK;
 }
 
@@ -117,205 +108,121 @@ static az_err check_url(const char *origin, const char *v, char *msg)
 }
 
 #define S(f) offsetof(az_config, f)
-static const opt opts[] = {
-    {"database-url", "AGENTZ_DATABASE_URL", OPT_STR, S(database_url), NULL, 0, 0,
+static const az_opt opts[] = {
+    {"database-url", "AGENTZ_DATABASE_URL", AZ_OPT_STR, S(database_url), NULL, 0, 0,
      "PostgreSQL URL; unset = run an embedded cluster under the data dir"},
-    {"redis-url", "AGENTZ_REDIS_URL", OPT_STR, S(redis_url), NULL, 0, 0,
+    {"redis-url", "AGENTZ_REDIS_URL", AZ_OPT_STR, S(redis_url), NULL, 0, 0,
      "Redis URL (redis://host:port/db or unix:///path); unset = embedded redis-server"},
-    {"listen", "AGENTZ_GRPC_LISTEN", OPT_STR, S(listen), "127.0.0.1:50051", 0, 0,
+    {"listen", "AGENTZ_GRPC_LISTEN", AZ_OPT_STR, S(listen), "127.0.0.1:50051", 0, 0,
      "gRPC listen address (host:port; port 0 picks a free one)", check_listen},
-    {"data-dir", "AGENTZ_DATA_DIR", OPT_STR, S(data_dir), "./.agentz", 0, 0,
+    {"data-dir", "AGENTZ_DATA_DIR", AZ_OPT_STR, S(data_dir), "./.agentz", 0, 0,
      "where the embedded PostgreSQL and Redis keep their data", check_nonempty},
-    {"log-level", "AGENTZ_LOG_LEVEL", OPT_STR, S(log_level), "info", 0, 0,
+    {"log-level", "AGENTZ_LOG_LEVEL", AZ_OPT_STR, S(log_level), "info", 0, 0,
      "debug, info, warn or error", check_level},
-    {"tls-cert", "AGENTZ_TLS_CERT", OPT_STR, S(tls_cert), NULL, 0, 0,
+    {"tls-cert", "AGENTZ_TLS_CERT", AZ_OPT_STR, S(tls_cert), NULL, 0, 0,
      "PEM certificate chain; with --tls-key enables TLS"},
-    {"tls-key", "AGENTZ_TLS_KEY", OPT_STR, S(tls_key), NULL, 0, 0, "PEM private key"},
-    {"tls-client-ca", "AGENTZ_TLS_CLIENT_CA", OPT_STR, S(tls_client_ca), NULL, 0, 0,
+    {"tls-key", "AGENTZ_TLS_KEY", AZ_OPT_STR, S(tls_key), NULL, 0, 0, "PEM private key"},
+    {"tls-client-ca", "AGENTZ_TLS_CLIENT_CA", AZ_OPT_STR, S(tls_client_ca), NULL, 0, 0,
      "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)"},
-    {"master-key", "AGENTZ_MASTER_KEY", OPT_STR, S(master_key), NULL, 0, 0,
+    {"master-key", "AGENTZ_MASTER_KEY", AZ_OPT_STR, S(master_key), NULL, 0, 0,
      "base64 of the 32-byte key encrypting secrets; unset = AGENTZ_MASTER_KEY_FILE, else (embedded) DATA/master.key"},
-    {"master-key-file", "AGENTZ_MASTER_KEY_FILE", OPT_STR, S(master_key_file), NULL, 0, 0,
+    {"master-key-file", "AGENTZ_MASTER_KEY_FILE", AZ_OPT_STR, S(master_key_file), NULL, 0, 0,
      "file holding the master key (base64)"},
-    {"master-key-previous", "AGENTZ_MASTER_KEY_PREVIOUS", OPT_STR, S(master_key_previous), NULL, 0, 0,
+    {"master-key-previous", "AGENTZ_MASTER_KEY_PREVIOUS", AZ_OPT_STR, S(master_key_previous), NULL, 0, 0,
      "comma list of earlier master keys, so rows not yet re-encrypted (agentzd admin rotate-secrets) still decrypt"},
-    {"auth", "AGENTZ_AUTH", OPT_STR, S(auth), "on", 0, 0,
+    {"auth", "AGENTZ_AUTH", AZ_OPT_STR, S(auth), "on", 0, 0,
      "on, or off for development only (every caller is owner of the default workspace; refused "
      "unless listening on loopback)", check_auth},
-    {"jwks-url", "AGENTZ_JWKS_URL", OPT_STR, S(jwks_url), NULL, 0, 0,
+    {"jwks-url", "AGENTZ_JWKS_URL", AZ_OPT_STR, S(jwks_url), NULL, 0, 0,
      "Clerk JWKS URL (https://<frontend api>/.well-known/jwks.json); unset = API keys only"},
-    {"jwt-issuer", "AGENTZ_JWT_ISSUER", OPT_STR, S(jwt_issuer), NULL, 0, 0,
+    {"jwt-issuer", "AGENTZ_JWT_ISSUER", AZ_OPT_STR, S(jwt_issuer), NULL, 0, 0,
      "required iss of session tokens; required with --jwks-url"},
-    {"jwt-authorized-parties", "AGENTZ_JWT_AUTHORIZED_PARTIES", OPT_STR, S(jwt_authorized_parties),
+    {"jwt-authorized-parties", "AGENTZ_JWT_AUTHORIZED_PARTIES", AZ_OPT_STR, S(jwt_authorized_parties),
      NULL, 0, 0, "comma list of allowed azp origins; unset = any"},
-    {"jwt-role-map", "AGENTZ_JWT_ROLE_MAP", OPT_STR, S(jwt_role_map),
+    {"jwt-role-map", "AGENTZ_JWT_ROLE_MAP", AZ_OPT_STR, S(jwt_role_map),
      "org:owner=owner,org:admin=admin,org:member=editor,org:viewer=viewer", 0, 0,
      "Clerk organization role -> viewer, editor, admin, owner or none"},
-    {"rate-limit", "AGENTZ_RATE_LIMIT", OPT_STR, S(rate_limit), "50:100", 0, 0,
+    {"rate-limit", "AGENTZ_RATE_LIMIT", AZ_OPT_STR, S(rate_limit), "50:100", 0, 0,
      "calls per second per principal, RATE[:BURST]; 0 = off", check_rate},
-    {"rate-limit-workspace", "AGENTZ_RATE_LIMIT_WORKSPACE", OPT_STR, S(rate_limit_workspace),
+    {"rate-limit-workspace", "AGENTZ_RATE_LIMIT_WORKSPACE", AZ_OPT_STR, S(rate_limit_workspace),
      "200:400", 0, 0, "calls per second per workspace, RATE[:BURST]; 0 = off", check_rate},
-    {"rate-limit-expensive", "AGENTZ_RATE_LIMIT_EXPENSIVE", OPT_STR, S(rate_limit_expensive),
+    {"rate-limit-expensive", "AGENTZ_RATE_LIMIT_EXPENSIVE", AZ_OPT_STR, S(rate_limit_expensive),
      "5:20", 0, 0, "expensive calls (StartRun, CreateTask, InstantiateTemplate) per second per "
      "principal, RATE[:BURST]; 0 = off", check_rate},
-    {"db-role", "AGENTZ_DB_ROLE", OPT_STR, S(db_role), "agentz_app", 0, 0,
+    {"db-role", "AGENTZ_DB_ROLE", AZ_OPT_STR, S(db_role), "agentz_app", 0, 0,
      "PostgreSQL role the pool switches to after migrations (row-level security applies to it)",
      check_nonempty},
-    {"allow-private-networks", "AGENTZ_ALLOW_PRIVATE_NETWORKS", OPT_STR, S(allow_private_networks),
+    {"allow-private-networks", "AGENTZ_ALLOW_PRIVATE_NETWORKS", AZ_OPT_STR, S(allow_private_networks),
      NULL, 0, 0,
      "special-purpose addresses (loopback, private, link-local, ...) LLM calls and tool fetches may "
      "reach: 0 = none, 1 = all, or a CIDR list (127.0.0.0/8,10.1.0.0/16,::1/128); unset = none, "
      "except loopback when embedded (local models)", check_netguard},
-    {"grpc-threads", "AGENTZ_GRPC_THREADS", OPT_INT, S(grpc_threads), "0", 0, 256,
+    {"grpc-threads", "AGENTZ_GRPC_THREADS", AZ_OPT_INT, S(grpc_threads), "0", 0, 256,
      "completion-queue threads; 0 = 4 per core"},
-    {"db-pool-size", "AGENTZ_DB_POOL_SIZE", OPT_INT, S(db_pool_size), "8", 1, 512,
+    {"db-pool-size", "AGENTZ_DB_POOL_SIZE", AZ_OPT_INT, S(db_pool_size), "8", 1, 512,
      "PostgreSQL connections"},
-    {"max-message-bytes", "AGENTZ_MAX_MESSAGE_BYTES", OPT_INT, S(max_message_bytes), "4194304",
+    {"max-message-bytes", "AGENTZ_MAX_MESSAGE_BYTES", AZ_OPT_INT, S(max_message_bytes), "4194304",
      1024, 64 << 20, "largest gRPC message accepted or sent"},
-    {"stream-queue-limit", "AGENTZ_STREAM_QUEUE_LIMIT", OPT_INT, S(stream_queue_limit), "256", 1,
+    {"stream-queue-limit", "AGENTZ_STREAM_QUEUE_LIMIT", AZ_OPT_INT, S(stream_queue_limit), "256", 1,
      100000, "messages queued per stream before a slow consumer is cut off"},
-    {"stream-heartbeat", "AGENTZ_STREAM_HEARTBEAT", OPT_MS, S(stream_heartbeat_ms), "15s", 100,
+    {"stream-heartbeat", "AGENTZ_STREAM_HEARTBEAT", AZ_OPT_MS, S(stream_heartbeat_ms), "15s", 100,
      3600000, "a watch stream silent this long gets a Heartbeat event (keeps proxies from closing it)"},
-    {"shutdown-grace", "AGENTZ_SHUTDOWN_GRACE", OPT_MS, S(shutdown_grace_ms), "10s", 0, 600000,
+    {"shutdown-grace", "AGENTZ_SHUTDOWN_GRACE", AZ_OPT_MS, S(shutdown_grace_ms), "10s", 0, 600000,
      "how long in-flight calls may finish after SIGTERM"},
-    {"health-interval", "AGENTZ_HEALTH_INTERVAL", OPT_MS, S(health_interval_ms), "2s", 100,
+    {"health-interval", "AGENTZ_HEALTH_INTERVAL", AZ_OPT_MS, S(health_interval_ms), "2s", 100,
      600000, "how often PostgreSQL and Redis are checked"},
-    {"reconcile-interval", "AGENTZ_RECONCILE_INTERVAL", OPT_MS, S(reconcile_interval_ms), "5s", 100,
+    {"reconcile-interval", "AGENTZ_RECONCILE_INTERVAL", AZ_OPT_MS, S(reconcile_interval_ms), "5s", 100,
      3600000, "how often due retries are queued and stranded queued tasks re-published"},
-    {"republish-after", "AGENTZ_REPUBLISH_AFTER", OPT_MS, S(republish_after_ms), "60s", 1000,
+    {"republish-after", "AGENTZ_REPUBLISH_AFTER", AZ_OPT_MS, S(republish_after_ms), "60s", 1000,
      86400000, "a queued task nobody picked up for this long is published to Redis again"},
-    {"reconcile-interval-ms", "AGENTZ_RECONCILE_INTERVAL_MS", OPT_MS, S(reconcile_interval_ms),
+    {"reconcile-interval-ms", "AGENTZ_RECONCILE_INTERVAL_MS", AZ_OPT_MS, S(reconcile_interval_ms),
      NULL, 100, 3600000, "the same as --reconcile-interval, in milliseconds; wins when both are set"},
-    {"roles", "AGENTZ_ROLES", OPT_STR, S(roles), "api,worker", 0, 0,
-     "what this process does: api (the gRPC services), worker (runs tasks), or both",
+    {"roles", "AGENTZ_ROLES", AZ_OPT_STR, S(roles), "api,worker", 0, 0,
+     "what this process does: api (the gRPC services), worker (runs tasks), gateway (HTTP/JSON, "
+     "grpc-web and the web UI; docs/gateway.md), comma-separated",
      check_roles},
-    {"worker-concurrency", "AGENTZ_WORKER_CONCURRENCY", OPT_INT, S(worker_concurrency), "256", 1,
+    {"worker-concurrency", "AGENTZ_WORKER_CONCURRENCY", AZ_OPT_INT, S(worker_concurrency), "256", 1,
      20000, "tasks one worker process runs at once"},
-    {"task-lease-seconds", "AGENTZ_TASK_LEASE_SECONDS", OPT_INT, S(task_lease_seconds), "30", 2,
+    {"task-lease-seconds", "AGENTZ_TASK_LEASE_SECONDS", AZ_OPT_INT, S(task_lease_seconds), "30", 2,
      3600, "a running task's lease; a worker silent this long loses its tasks to the others"},
-    {"worker-id", "AGENTZ_WORKER_ID", OPT_STR, S(worker_id), NULL, 0, 0,
+    {"worker-id", "AGENTZ_WORKER_ID", AZ_OPT_STR, S(worker_id), NULL, 0, 0,
      "the worker's name in the consumer group and on attempts; unset = <hostname>-<pid>-<random>",
      check_worker_id},
-    {"worker-shutdown-grace", "AGENTZ_WORKER_SHUTDOWN_GRACE_MS", OPT_MS,
+    {"worker-shutdown-grace", "AGENTZ_WORKER_SHUTDOWN_GRACE_MS", AZ_OPT_MS,
      S(worker_shutdown_grace_ms), "10000", 0, 600000,
      "on SIGTERM, how long running tasks may finish before they are handed back to the queue"},
-    {"embeddings-url", "AGENTZ_EMBEDDINGS_URL", OPT_STR, S(embeddings_url), NULL, 0, 0,
+    {"embeddings-url", "AGENTZ_EMBEDDINGS_URL", AZ_OPT_STR, S(embeddings_url), NULL, 0, 0,
      "OpenAI-compatible embeddings base URL for agent memory; unset = keyword recall",
      check_url},
-    {"embeddings-model", "AGENTZ_EMBEDDINGS_MODEL", OPT_STR, S(embeddings_model), NULL, 0, 0,
+    {"embeddings-model", "AGENTZ_EMBEDDINGS_MODEL", AZ_OPT_STR, S(embeddings_model), NULL, 0, 0,
      "embeddings model name"},
-    {"embeddings-api-key", "AGENTZ_EMBEDDINGS_API_KEY", OPT_STR, S(embeddings_api_key), NULL, 0,
+    {"embeddings-api-key", "AGENTZ_EMBEDDINGS_API_KEY", AZ_OPT_STR, S(embeddings_api_key), NULL, 0,
      0, "bearer key for the embeddings endpoint"},
-    {"webhook-secret", "AGENTZ_WEBHOOK_SECRET", OPT_STR, S(webhook_secret), NULL, 0, 0,
+    {"webhook-secret", "AGENTZ_WEBHOOK_SECRET", AZ_OPT_STR, S(webhook_secret), NULL, 0, 0,
      "key signing webhook POSTs (X-Agentz-Signature, HMAC-SHA256); unset = DATA/webhook.secret, "
      "generated at first start, when embedded, else deliveries fail"},
-    {"event-retention", "AGENTZ_EVENT_RETENTION", OPT_SECONDS, S(event_retention_s), "7d", 0,
+    {"event-retention", "AGENTZ_EVENT_RETENTION", AZ_OPT_SECONDS, S(event_retention_s), "7d", 0,
      INT_MAX, "stored events of a finished run (or task) are deleted this long after it finished, "
      "agent events this long after they happened; 0 = keep forever"},
-    {"help", NULL, OPT_FLAG, S(show_help), NULL, 0, 0, "print this help and exit"},
-    {"version", NULL, OPT_FLAG, S(show_version), NULL, 0, 0, "print the version and exit"},
+    {"help", NULL, AZ_OPT_FLAG, S(show_help), NULL, 0, 0, "print this help and exit"},
+    {"version", NULL, AZ_OPT_FLAG, S(show_version), NULL, 0, 0, "print the version and exit"},
 };
 #define NOPTS (sizeof opts / sizeof *opts)
 
-/* "1500ms", "10s", "2m", "1h" or a bare number of milliseconds. */
-static int parse_ms(const char *s, long *out)
+static void tables(az_config *cfg, az_opt_table t[2])
 {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || errno || !(v >= 0)) return -1; /* !(v >= 0) also refuses NaN */
-    double mult = 1;
-    if (strcmp(end, "ms") == 0 || *end == '\0') mult = 1;
-    else if (strcmp(end, "s") == 0) mult = 1000;
-    else if (strcmp(end, "m") == 0) mult = 60000;
-    else if (strcmp(end, "h") == 0) mult = 3600000;
-    else if (strcmp(end, "d") == 0) mult = 86400000;
-    else return -1;
-    v *= mult;
-    if (v > (double)LONG_MAX) return -1;
-    *out = (long)v;
-    return 0;
-}
-
-static az_err set(az_config *cfg, const opt *o, const char *value, const char *origin, char *msg)
-{
-    void *field = (char *)cfg + o->off;
-    switch (o->kind) {
-    case OPT_STR: {
-        char **p = field;
-        az_err err;
-        if (o->check && (err = o->check(origin, value ? value : "", msg)) != AZ_OK) return err;
-        free(*p);
-        *p = NULL;
-        if (value && *value && !(*p = strdup(value))) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-        return AZ_OK;
-    }
-    case OPT_FLAG: *(int *)field = 1; return AZ_OK;
-    case OPT_INT:
-    case OPT_MS:
-    case OPT_SECONDS: {
-        long v;
-        char *end;
-        if (o->kind == OPT_INT) {
-            errno = 0;
-            v = strtol(value, &end, 10);
-            if (end == value || *end || errno) v = LONG_MIN;
-        } else if (parse_ms(value, &v) != 0) {
-            v = LONG_MIN;
-        } else if (o->kind == OPT_SECONDS) {
-            v /= 1000;
-        }
-        if (v == LONG_MIN)
-            return az_fail(msg, AZ_ERR_INVALID, "%s: \"%s\" is not %s", origin, value,
-                           o->kind == OPT_INT ? "an integer" : "a duration like 500ms, 10s, 2m or 7d");
-        if (v < o->min || v > o->max)
-            return az_fail(msg, AZ_ERR_INVALID, "%s: %s is out of range (%ld..%ld%s)", origin,
-                           value, o->min, o->max, o->kind == OPT_MS ? " ms" : o->kind == OPT_SECONDS ? " s" : "");
-        *(int *)field = (int)v;
-        return AZ_OK;
-    }
-    }
-    return AZ_ERR_INTERNAL;
+    t[0] = (az_opt_table){opts, NOPTS, cfg, ""};
+    t[1] = az_gwconfig_table(&cfg->gateway, "gateway-");
 }
 
 az_err az_config_load(az_config *cfg, int argc, char **argv, char *msg)
 {
     memset(cfg, 0, sizeof *cfg);
-    az_err err;
-    char origin[96];
-    for (size_t i = 0; i < NOPTS; i++) {
-        if (opts[i].def && (err = set(cfg, &opts[i], opts[i].def, "default", msg)) != AZ_OK)
-            return err;
-        const char *env = opts[i].env ? getenv(opts[i].env) : NULL;
-        if (env && *env) {
-            snprintf(origin, sizeof origin, "%s", opts[i].env);
-            if ((err = set(cfg, &opts[i], env, origin, msg)) != AZ_OK) return err;
-        }
-    }
-    for (int a = 1; a < argc; a++) {
-        const char *arg = argv[a];
-        if (strcmp(arg, "-h") == 0) arg = "--help";
-        if (strncmp(arg, "--", 2) != 0)
-            return az_fail(msg, AZ_ERR_INVALID, "unexpected argument \"%s\" (see --help)", arg);
-        const char *name = arg + 2;
-        const char *eq = strchr(name, '=');
-        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-        const opt *o = NULL;
-        for (size_t i = 0; i < NOPTS && !o; i++) {
-            if (strlen(opts[i].flag) == nlen && strncmp(opts[i].flag, name, nlen) == 0) o = &opts[i];
-        }
-        if (!o) return az_fail(msg, AZ_ERR_INVALID, "unknown flag --%.*s (see --help)", (int)nlen, name);
-        snprintf(origin, sizeof origin, "--%s", o->flag);
-        const char *value = NULL;
-        if (o->kind != OPT_FLAG) {
-            if (eq) value = eq + 1;
-            else if (a + 1 < argc) value = argv[++a];
-            else return az_fail(msg, AZ_ERR_INVALID, "%s needs a value", origin);
-        } else if (eq) {
-            return az_fail(msg, AZ_ERR_INVALID, "%s takes no value", origin);
-        }
-        if ((err = set(cfg, o, value, origin, msg)) != AZ_OK) return err;
-    }
+    az_opt_table t[2];
+    tables(cfg, t);
+    az_err err = az_opts_load(t, 2, argc, argv, msg);
+    if (err) return err;
+    if ((err = az_gwconfig_check(&cfg->gateway, "--gateway-", msg)) != AZ_OK) return err;
     if (!!cfg->tls_cert != !!cfg->tls_key)
         return az_fail(msg, AZ_ERR_INVALID, "--tls-cert and --tls-key must be given together");
     if (cfg->tls_client_ca && !cfg->tls_cert)
@@ -351,13 +258,9 @@ int az_config_has_role(const az_config *cfg, const char *role)
 void az_config_free(az_config *cfg)
 {
     if (!cfg) return;
-    for (size_t i = 0; i < NOPTS; i++) {
-        if (opts[i].kind == OPT_STR) {
-            char **p = (char **)((char *)cfg + opts[i].off);
-            free(*p);
-            *p = NULL;
-        }
-    }
+    az_opt_table t[2];
+    tables(cfg, t);
+    az_opts_free(t, 2);
 }
 
 void az_config_usage(FILE *out)
@@ -367,13 +270,10 @@ void az_config_usage(FILE *out)
             "The AGENTZ server. Every flag has an environment variable; flags win.\n"
             "Without AGENTZ_DATABASE_URL and AGENTZ_REDIS_URL it runs its own PostgreSQL and\n"
             "Redis under the data dir.\n\n");
-    for (size_t i = 0; i < NOPTS; i++) {
-        const opt *o = &opts[i];
-        char left[64];
-        snprintf(left, sizeof left, "--%s%s", o->flag,
-                 o->kind == OPT_FLAG ? "" : o->kind == OPT_INT ? " N" : o->kind == OPT_MS || o->kind == OPT_SECONDS ? " DUR" : " VALUE");
-        fprintf(out, "  %-28s %s\n", left, o->help);
-        if (o->env) fprintf(out, "  %-28s env %s%s%s%s\n", "", o->env, o->def ? ", default " : "",
-                            o->def ? o->def : "", "");
-    }
+    az_config cfg;
+    az_opt_table t[2];
+    tables(&cfg, t);
+    az_opts_usage(t, 1, out);
+    fprintf(out, "\nWith --roles including gateway (docs/gateway.md):\n");
+    az_opts_usage(t + 1, 1, out);
 }

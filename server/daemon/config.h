@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "core/err.h"
+#include "gateway/gwconfig.h"
 
 typedef struct az_config {
     char *database_url; /* NULL = embedded PostgreSQL */
@@ -30,7 +31,7 @@ typedef struct az_config {
     int reconcile_interval_ms;
     int republish_after_ms;
     /* Roles and the worker runtime (docs/worker.md). */
-    char *roles;          /* "api,worker" (default), "api" or "worker" */
+    char *roles;          /* comma list of api, worker, gateway; default "api,worker" */
     char *worker_id;      /* NULL = "<hostname>-<pid>-<random>" */
     int worker_concurrency;
     int task_lease_seconds;
@@ -39,9 +40,10 @@ typedef struct az_config {
     char *webhook_secret; /* AGENTZ_WEBHOOK_SECRET; NULL = DATA/webhook.secret when embedded */
     int event_retention_s; /* AGENTZ_EVENT_RETENTION: outbox retention (seconds), 0 = forever */
     int show_help, show_version;
+    az_gwconfig gateway; /* the gateway role's settings (--gateway-*, AGENTZ_GATEWAY_*) */
 } az_config;
 
-/* 1 when cfg->roles names role ("api" or "worker"). */
+/* 1 when cfg->roles names role ("api", "worker" or "gateway"). */
 int az_config_has_role(const az_config *cfg, const char *role);
 
 /* Fills cfg from defaults, then the environment, then argv (flags win). On AZ_ERR_INVALID msg

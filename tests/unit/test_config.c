@@ -19,7 +19,13 @@ static const char *const vars[] = {
     "AGENTZ_WORKER_ID",       "AGENTZ_WORKER_SHUTDOWN_GRACE_MS", "AGENTZ_EMBEDDINGS_URL",
     "AGENTZ_EMBEDDINGS_MODEL", "AGENTZ_EMBEDDINGS_API_KEY", "AGENTZ_RECONCILE_INTERVAL_MS",
     "AGENTZ_RECONCILE_INTERVAL", "AGENTZ_WEBHOOK_SECRET", "AGENTZ_EVENT_RETENTION",
-    "AGENTZ_STREAM_HEARTBEAT",
+    "AGENTZ_STREAM_HEARTBEAT", "AGENTZ_GATEWAY_LISTEN", "AGENTZ_GATEWAY_UPSTREAM",
+    "AGENTZ_GATEWAY_TLS_CERT", "AGENTZ_GATEWAY_TLS_KEY", "AGENTZ_CORS_ORIGINS",
+    "AGENTZ_GATEWAY_WEB_DIR", "AGENTZ_CLERK_PUBLISHABLE_KEY", "AGENTZ_GATEWAY_MAX_BODY",
+    "AGENTZ_GATEWAY_MAX_HEADER", "AGENTZ_GATEWAY_REQUEST_TIMEOUT", "AGENTZ_GATEWAY_CALL_TIMEOUT",
+    "AGENTZ_GATEWAY_MAX_CALL_TIMEOUT", "AGENTZ_GATEWAY_MAX_STREAMS", "AGENTZ_GATEWAY_ACCESS_LOG",
+    "AGENTZ_GATEWAY_SHUTDOWN_GRACE", "AGENTZ_GATEWAY_UPSTREAM_CA", "AGENTZ_GATEWAY_UPSTREAM_CERT",
+    "AGENTZ_GATEWAY_UPSTREAM_KEY", "AGENTZ_GATEWAY_UPSTREAM_TLS",
 };
 #define NVARS (sizeof vars / sizeof *vars)
 
@@ -428,7 +434,7 @@ static void test_worker_options(void)
     CU_ASSERT_TRUE(az_config_has_role(&cfg, "api") && az_config_has_role(&cfg, "worker"));
     CU_ASSERT_EQUAL(LOAD("--roles", "api,api"), AZ_ERR_INVALID);
     CU_ASSERT_EQUAL(LOAD("--roles", "scheduler"), AZ_ERR_INVALID);
-    CU_ASSERT_TRUE(msg_has("--roles") && msg_has("api and worker"));
+    CU_ASSERT_TRUE(msg_has("--roles") && msg_has("api, worker and gateway"));
     CU_ASSERT_EQUAL(LOAD("--roles", ""), AZ_ERR_INVALID);
 
     setenv("AGENTZ_WORKER_CONCURRENCY", "20001", 1);
@@ -460,6 +466,57 @@ static void test_worker_options(void)
     setenv("AGENTZ_RECONCILE_INTERVAL_MS", "50", 1);
     CU_ASSERT_EQUAL(LOAD0(), AZ_ERR_INVALID); /* below 100 ms */
     clear_env();
+}
+
+/* The gateway role's settings share agentzd's command line with a "gateway-" prefix. */
+static void test_gateway_options(void)
+{
+    fresh();
+    CU_ASSERT_EQUAL_FATAL(LOAD0(), AZ_OK);
+    CU_ASSERT_FALSE(az_config_has_role(&cfg, "gateway"));
+    CU_ASSERT_STRING_EQUAL(cfg.gateway.listen, "127.0.0.1:8080");
+    CU_ASSERT_EQUAL(cfg.gateway.max_body_bytes, 4 << 20);
+    CU_ASSERT_EQUAL(cfg.gateway.max_header_bytes, 16 << 10);
+    CU_ASSERT_EQUAL(cfg.gateway.request_timeout_ms, 30000);
+    CU_ASSERT_PTR_NULL(cfg.gateway.cors_origins);
+
+    CU_ASSERT_EQUAL_FATAL(LOAD("--roles", "api,worker,gateway", "--gateway-listen", "0.0.0.0:0",
+                               "--gateway-max-body=64k", "--gateway-cors-origins",
+                               "https://app.example.com, http://localhost:5173"), AZ_OK);
+    CU_ASSERT_TRUE(az_config_has_role(&cfg, "gateway") && az_config_has_role(&cfg, "api"));
+    CU_ASSERT_STRING_EQUAL(cfg.gateway.listen, "0.0.0.0:0");
+    CU_ASSERT_EQUAL(cfg.gateway.max_body_bytes, 64 << 10);
+    CU_ASSERT_STRING_EQUAL(cfg.gateway.cors_origins, "https://app.example.com, http://localhost:5173");
+    CU_ASSERT_EQUAL(LOAD("--roles", "gateway,gateway"), AZ_ERR_INVALID);
+
+    /* The plain flag is agentzd's own, the prefixed one the gateway's. */
+    CU_ASSERT_EQUAL(LOAD("--listen", "127.0.0.1:1", "--gateway-listen", "127.0.0.1:2"), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(cfg.listen, "127.0.0.1:1");
+    CU_ASSERT_STRING_EQUAL(cfg.gateway.listen, "127.0.0.1:2");
+
+    CU_ASSERT_EQUAL(LOAD("--gateway-cors-origins", "app.example.com"), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("--gateway-cors-origins") && msg_has("app.example.com"));
+    CU_ASSERT_EQUAL(LOAD("--gateway-cors-origins", "https://a.example/path"), AZ_ERR_INVALID);
+    CU_ASSERT_EQUAL(LOAD("--gateway-max-body", "lots"), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("--gateway-max-body") && msg_has("a size"));
+    CU_ASSERT_EQUAL(LOAD("--gateway-max-header", "1m"), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("out of range"));
+    CU_ASSERT_EQUAL(LOAD("--gateway-listen", "8080"), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("host:port"));
+    CU_ASSERT_EQUAL(LOAD("--gateway-tls-cert", "/c.pem"), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("--gateway-tls-key"));
+    CU_ASSERT_EQUAL(LOAD("--gateway-access-log", "maybe"), AZ_ERR_INVALID);
+
+    setenv("AGENTZ_GATEWAY_REQUEST_TIMEOUT", "5s", 1);
+    setenv("AGENTZ_CORS_ORIGINS", "*", 1);
+    setenv("AGENTZ_GATEWAY_MAX_HEADER", "8KiB", 1);
+    CU_ASSERT_EQUAL_FATAL(LOAD0(), AZ_OK);
+    CU_ASSERT_EQUAL(cfg.gateway.request_timeout_ms, 5000);
+    CU_ASSERT_STRING_EQUAL(cfg.gateway.cors_origins, "*");
+    CU_ASSERT_EQUAL(cfg.gateway.max_header_bytes, 8192);
+    setenv("AGENTZ_GATEWAY_MAX_STREAMS", "0", 1);
+    CU_ASSERT_EQUAL(LOAD0(), AZ_ERR_INVALID);
+    CU_ASSERT_TRUE(msg_has("AGENTZ_GATEWAY_MAX_STREAMS"));
 }
 
 static void test_free_twice(void)
@@ -507,6 +564,7 @@ int main(void)
     CU_add_test(s, "usage", test_usage);
     CU_add_test(s, "free twice", test_free_twice);
     CU_add_test(s, "worker options", test_worker_options);
+    CU_add_test(s, "gateway options", test_gateway_options);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
