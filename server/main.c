@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "agent/agent_api.h"
 #include "audit/audit.h"
 #include "auth/auth.h"
 #include "auth/ratelimit.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "daemon/admin.h"
 #include "daemon/config.h"
@@ -21,6 +23,8 @@
 #include "event/relay.h"
 #include "event/watch.h"
 #include "event/webhook.h"
+#include "gateway/gateway.h"
+#include "gateway/gwconfig.h"
 #include "llm/price.h"
 #include "queue/reconciler.h"
 #include "rpc/health.h"
@@ -152,6 +156,45 @@ static void *stop_worker_main(void *arg)
     return NULL;
 }
 
+static void *stop_gateway_main(void *arg)
+{
+    az_gateway_stop(arg);
+    return NULL;
+}
+
+/* The in-process gateway reaches this process over a unix socket in the data dir: plaintext and
+ * local whatever TLS the public listener has. Returns "unix:/abs/path" (malloc'd) or NULL. */
+static char *gateway_socket(const char *data_dir, char *msg)
+{
+    char run[4096], abs[4096];
+    snprintf(run, sizeof run, "%s/run", data_dir);
+    mkdir(data_dir, 0700);
+    mkdir(run, 0700);
+    if (!realpath(run, abs)) {
+        az_fail(msg, AZ_ERR_IO, "cannot use %s for the gateway's socket", run);
+        return NULL;
+    }
+    char *path = NULL;
+    /* sun_path holds 108 bytes. */
+    if (strlen(abs) + sizeof "/grpc.sock" > 100 || asprintf(&path, "unix:%s/grpc.sock", abs) < 0) {
+        az_fail(msg, AZ_ERR_INVALID, "the data dir %s is too deep for a unix socket path", abs);
+        return NULL;
+    }
+    return path;
+}
+
+/* "http://127.0.0.1:8080/" for the gateway's listen address and bound port. */
+static void gateway_url(const az_config *cfg, int port, char *out, size_t size)
+{
+    const char *listen = cfg->gateway.listen;
+    const char *colon = strrchr(listen, ':');
+    int hl = (int)(colon - listen);
+    const char *host = listen;
+    if ((hl == 7 && strncmp(listen, "0.0.0.0", 7) == 0) || hl == 0) host = "127.0.0.1", hl = 9;
+    else if (hl == 4 && strncmp(listen, "[::]", 4) == 0) host = "[::1]", hl = 5;
+    snprintf(out, size, "%s://%.*s:%d/", cfg->gateway.tls_cert ? "https" : "http", hl, host, port);
+}
+
 static int run(const az_config *cfg)
 {
     char msg[AZ_MSG_MAX];
@@ -178,6 +221,8 @@ static int run(const az_config *cfg)
     az_tools *tools = NULL;
     az_llm_prices *prices = NULL; /* AGENTZ_LLM_PRICES_FILE / AGENTZ_LLM_PRICES over the defaults */
     az_worker *worker = NULL;
+    az_gateway *gateway = NULL; /* role gateway: HTTP in front of the gRPC services */
+    char *gateway_sock = NULL, *web_dir = NULL;
     az_webhook *webhooks = NULL; /* api processes deliver webhooks */
     char *webhook_secret = NULL;
     az_hub *hub = NULL; /* role api: live events for the watch streams */
@@ -187,6 +232,7 @@ static int run(const az_config *cfg)
     int janitor_started = 0;
     const int role_api = az_config_has_role(cfg, "api");
     const int role_worker = az_config_has_role(cfg, "worker");
+    const int role_gateway = az_config_has_role(cfg, "gateway");
 
     /* libuv sizes its threadpool (claims, heartbeats, the executor's database and tool steps)
      * once, at first use: before any thread exists, and at least the pool size. */
@@ -364,6 +410,13 @@ static int run(const az_config *cfg)
         .stream_queue_limit = cfg->stream_queue_limit,
         .shutdown_grace_ms = cfg->shutdown_grace_ms,
     };
+    if (role_gateway && role_api) {
+        if (!(gateway_sock = gateway_socket(cfg->data_dir, msg))) {
+            az_error("%s", msg);
+            goto out;
+        }
+        scfg.local_listen = gateway_sock;
+    }
     az_metrics_sources msrc = {.pg = pg, .redis = redis, .worker_group = AZ_WORKER_GROUP,
                                .fanout_lag_ms = hub ? hub_lag : NULL, .fanout_arg = hub};
     if (az_metrics_new(tables, counts, role_api ? 6 : 2, &msrc, &metrics, msg) != AZ_OK) {
@@ -445,6 +498,21 @@ static int run(const az_config *cfg)
     pthread_cond_init(&jan.cv, NULL);
     janitor_started = pthread_create(&jan.thread, NULL, janitor_main, &jan) == 0;
 
+    char web_url[300] = "";
+    if (role_gateway) {
+        az_gateway_config gcfg;
+        az_gwconfig_apply(&cfg->gateway, gateway_sock, &gcfg);
+        if (!gcfg.web_dir) gcfg.web_dir = web_dir = az_gwconfig_default_web_dir();
+        if (gcfg.max_message_bytes == 0) gcfg.max_message_bytes = cfg->max_message_bytes;
+        if (az_gateway_new(&gcfg, &gateway, msg) != AZ_OK || az_gateway_start(gateway, msg) != AZ_OK) {
+            az_error("cannot start the gateway: %s", msg);
+            goto out;
+        }
+        gateway_url(cfg, az_gateway_port(gateway), web_url, sizeof web_url);
+        az_info("gateway serving http on %s (upstream %s, web ui %s)", web_url,
+                gateway_sock ? "this process" : gcfg.upstream, gcfg.web_dir ? gcfg.web_dir : "none");
+    }
+
     char where[300];
     const char *colon = strrchr(cfg->listen, ':');
     snprintf(where, sizeof where, "%.*s:%d", (int)(colon - cfg->listen), cfg->listen,
@@ -456,6 +524,22 @@ static int run(const az_config *cfg)
     printf("AGENTZ is running: gRPC at %s%s\n", where, cfg->tls_cert ? " (TLS)" : "");
     printf("  try: build/bin/agentz --server %s agents list\n", where);
     printf("  or:  grpcurl -plaintext %s list\n", where);
+    if (gateway) {
+        /* The local admin key rides in the URL fragment, which browsers never send: open the
+         * link and the web UI signs in as the local owner. */
+        char *key = NULL;
+        char keypath[4096];
+        snprintf(keypath, sizeof keypath, "%s/admin.key", embed ? az_embed_data_dir(embed) : "");
+        if (embed && !attached && az_file_read(keypath, &key, NULL, msg) == AZ_OK) {
+            key[strcspn(key, "\r\n")] = '\0';
+            printf("web UI: %s#token=%s\n", web_url, key);
+            explicit_bzero(key, strlen(key));
+        } else {
+            printf("web UI: %s\n", web_url);
+        }
+        free(key);
+        printf("  REST:  curl %sv1/agents\n", web_url);
+    }
     fflush(stdout);
 
     int sig = 0;
@@ -464,10 +548,17 @@ static int run(const az_config *cfg)
     worker_stopper stopper = {.w = worker, .grace_ms = cfg->worker_shutdown_grace_ms};
     pthread_t stopper_thread;
     int stopping = worker && pthread_create(&stopper_thread, NULL, stop_worker_main, &stopper) == 0;
+    /* The gateway ends its streams and drains its unary calls while the server drains too. */
+    pthread_t gateway_thread;
+    int gateway_stopping = gateway && pthread_create(&gateway_thread, NULL, stop_gateway_main, gateway) == 0;
     az_server_shutdown(srv);
+    if (gateway_stopping) pthread_join(gateway_thread, NULL);
     if (stopping) pthread_join(stopper_thread, NULL);
     rc = 0;
 out:
+    az_gateway_free(gateway); /* before the server its upstream channels talk to */
+    free(gateway_sock);
+    free(web_dir);
     /* Stops it (grace 0) if still running: before the pool, Redis and tools it borrows. */
     az_worker_free(worker);
     az_tools_free(tools);
