@@ -13,6 +13,8 @@ PACKAGES=(
     # libraries the server and CLI link
     libpq-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libjwt-dev libjansson-dev libyaml-dev
     libuv1-dev
+    # the HTTP gateway: h2o (HTTP/1.1, HTTP/2, WebSocket through wslay) and zlib for the web UI's files
+    libh2o-dev libwslay-dev zlib1g-dev
     # tests
     libcunit1-dev python3-grpcio python3-protobuf
     # fuzzing: clang with libFuzzer and the sanitizer runtimes (deploy/fuzz.sh)
