@@ -67,6 +67,7 @@ cmake --build build-asan -j"$jobs"
 
 step "unit and integration suites under ASan + UBSan"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:exitcode=23"
+export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 run_suite "ctest (asan)" ctest --test-dir build-asan --output-on-failure --timeout 900
 

@@ -1385,6 +1385,16 @@ void az_gateway_free(az_gateway *g)
             ws_free(w);
         }
         if (g->conns == 0) {
+            /* The shutdown request arms a context-wide graceful-shutdown timer of its own;
+             * with every connection gone it has nothing left to do. */
+            if (h2o_timeout_is_linked(&g->ctx.http2._graceful_shutdown_timeout))
+                h2o_timeout_unlink(&g->ctx.http2._graceful_shutdown_timeout);
+            h2o_timeout_t *ts[] = {&g->ctx.zero_timeout, &g->ctx.one_sec_timeout, &g->ctx.hundred_ms_timeout,
+                                   &g->ctx.handshake_timeout, &g->ctx.http1.req_timeout,
+                                   &g->ctx.http2.idle_timeout, &g->ctx.http2.graceful_shutdown_timeout,
+                                   &g->ctx.proxy.io_timeout};
+            for (size_t i = 0; i < sizeof ts / sizeof *ts; i++)
+                if (!h2o_linklist_is_empty(&ts[i]->_entries)) az_warn("gateway shutdown: h2o timeout %zu still has entries", i);
             h2o_context_dispose(&g->ctx);
             h2o_config_dispose(&g->config);
         }
