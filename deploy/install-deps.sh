@@ -25,6 +25,8 @@ PACKAGES=(
     procps util-linux
     # test certificates for the TLS and mTLS tests
     openssl
+    # the gateway suites drive it with curl as well as with python's http.client
+    curl
 )
 
 say() { printf 'install-deps: %s\n' "$*"; }
