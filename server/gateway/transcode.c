@@ -115,11 +115,17 @@ static bool utf8_valid(const unsigned char *s, size_t n)
     return true;
 }
 
+/* Whether the C string name is exactly the n bytes at s (which may hold NULs). */
+static bool span_is(const char *name, const char *s, size_t n)
+{
+    return strlen(name) == n && memcmp(name, s, n) == 0;
+}
+
 /* A field named by its .proto name or its lowerCamelCase JSON name, s being n bytes. */
 static bool field_named(const ProtobufCFieldDescriptor *f, const char *s, size_t n)
 {
     const char *name = f->name;
-    if (strncmp(name, s, n) == 0 && name[n] == '\0') return true;
+    if (span_is(name, s, n)) return true;
     size_t i = 0;
     bool up = false;
     for (; *name; name++) {
@@ -319,7 +325,7 @@ static az_err conv_enum(tc *c, const ProtobufCFieldDescriptor *f, const char *v,
 {
     const ProtobufCEnumDescriptor *ed = f->descriptor;
     for (unsigned i = 0; i < ed->n_values; i++) {
-        if (strncmp(ed->values[i].name, v, n) == 0 && ed->values[i].name[n] == '\0') {
+        if (span_is(ed->values[i].name, v, n)) {
             *(int32_t *)slot = ed->values[i].value;
             return AZ_OK;
         }
@@ -766,8 +772,7 @@ static az_err resolve_path(tc *c, const ProtobufCMessageDescriptor *d, const cha
         size_t n = dot ? (size_t)(dot - s) : strlen(s);
         const ProtobufCFieldDescriptor *f = NULL;
         for (unsigned i = 0; d && i < d->n_fields; i++)
-            if (strncmp(d->fields[i].name, s, n) == 0 && d->fields[i].name[n] == '\0')
-                f = &d->fields[i];
+            if (span_is(d->fields[i].name, s, n)) f = &d->fields[i];
         if (!f || q->depth == MAX_DEPTH || f->label == PROTOBUF_C_LABEL_REPEATED)
             return az_fail(c->msg, AZ_ERR_INTERNAL, "path variable %s does not fit the request",
                            field);

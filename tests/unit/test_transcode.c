@@ -506,6 +506,14 @@ static void test_limits(void)
     one = (az_query_param){"ts", 2, "\xc3(", 2};
     got = run(&all_get, NULL, 0, &one, 1, NULL, &err, msg);
     expect_err("utf8 ts", got, err, msg, "query parameter ts: not valid UTF-8");
+    /* NUL bytes inside a name or an enum value are bytes like any other */
+    one = (az_query_param){"inner\0\0\0", 8, "x", 1};
+    got = run(&all_get, NULL, 0, &one, 1, NULL, &err, msg);
+    expect_err("nul in name", got, err, msg, "unknown query parameter \"inner\"");
+    one = (az_query_param){"scalars.fEnum", 13, "COLOR_RED\0\0", 11};
+    got = run(&all_get, NULL, 0, &one, 1, NULL, &err, msg);
+    expect_err("nul in enum", got, err, msg,
+               "query parameter scalars.fEnum: unknown value \"COLOR_RED\" for enum aztest.Color");
     /* names need not be NUL-terminated at name_len */
     one = (az_query_param){"pageSizeXYZ", 8, "3", 1};
     ok("GET", "/v1/agents", NULL, NULL, "{}");
