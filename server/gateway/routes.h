@@ -42,9 +42,12 @@ typedef struct az_routes az_routes;
  * The bytes need not outlive the table.
  * On AZ_OK *out is a table the caller frees with az_routes_free. On failure *out is NULL and
  * msg says why: AZ_ERR_INVALID for a descriptor set that does not parse, a service or message
- * missing from it, a template that does not parse, a body or path field that does not exist in
- * the request message (names the method and the field), two methods bound to the same HTTP
- * method and template; AZ_ERR_NOMEM. */
+ * missing from it (or naming other input/output types than the service descriptor), a template
+ * that does not parse, a body or path field that does not exist in the request message (names
+ * the method and the field; a path variable must end at a singular scalar, enum or value type,
+ * a body field be a top-level singular message), a custom HTTP method, nested
+ * additional_bindings, two methods bound to the same HTTP method and template shape, a method
+ * listed twice; AZ_ERR_NOMEM. */
 az_err az_routes_new(const uint8_t *descset, size_t len,
                      const ProtobufCServiceDescriptor *const *services, size_t n,
                      az_routes **out, char *msg);
@@ -77,9 +80,11 @@ typedef enum az_route_result {
 
 /* Finds the route for http_method ("GET"; "HEAD" matches GET routes) and path (len bytes,
  * percent-decoded, no query). On AZ_ROUTE_FOUND *route and b[0..*nb) are set (bindings point
- * into path). On AZ_ROUTE_BAD_METHOD allow (allow_size bytes, NUL-terminated) lists the
- * methods that would match, as for an Allow header ("GET, PATCH, DELETE"). Never allocates;
- * thread-safe. */
+ * into path); the route is the first (most specific) of that method whose template matches. On
+ * AZ_ROUTE_BAD_METHOD allow (allow_size bytes, NUL-terminated) lists the methods that would
+ * match, as for an Allow header, in the order GET, POST, PUT, PATCH, DELETE ("GET, PATCH,
+ * DELETE"; HEAD is implied by GET and not listed; a name that does not fit is left out whole).
+ * Any other method ("OPTIONS", "get") never matches. Never allocates; thread-safe. */
 az_route_result az_routes_match(const az_routes *t, const char *http_method, const char *path,
                                 size_t len, const az_route **route, az_httprule_binding *b,
                                 size_t max, size_t *nb, char *allow, size_t allow_size);

@@ -26,8 +26,10 @@ typedef struct az_query_param {
 /* Builds the request message of route r from the path bindings b[0..nb) (from az_routes_match),
  * the query parameters q[0..nq) and the body (body_len bytes of JSON; may be NULL/0).
  *
- * Mapping (google.api.http): r->body "*" decodes the body as the whole request; a field path
- * decodes it into that field; NULL means no body is read (a non-empty body is then an error).
+ * Mapping (google.api.http): r->body "*" decodes the body as the whole request (and query
+ * parameters are then an error); a field path decodes it into that field; NULL means no body
+ * is read (a non-empty body is then an error). An empty body (no bytes, or only whitespace)
+ * with "*" or a field is the empty message: "{}".
  * Query parameters fill any field not bound by the path or the body: "pageSize" or "page_size",
  * dotted paths into nested messages ("agent.llm.model"), repeated scalar fields by repeating the
  * parameter, each value converted by the field's type (bool "true"/"false", integers, floats,
@@ -40,12 +42,16 @@ typedef struct az_query_param {
  * msg names what is wrong as the client wrote it:
  *   AZ_ERR_INVALID "query parameter pageSize: expected an integer, got \"ten\"",
  *                  "unknown query parameter \"colour\"", "query parameter agent: is a message;
- *                  set its fields (agent.name=...)", "query parameter id: bound by the path",
+ *                  set its fields (agent.id=...)", "query parameter id: bound by the path",
+ *                  "query parameter pageSize: given more than once", "... empty value",
+ *                  "query parameter labels: labels is a map; maps cannot be set from the
+ *                  query", "more than 64 query parameters", names or values over 8 KiB,
  *                  "path parameter id: ...", "agent.fooBar: unknown field" (body errors keep
  *                  pbjson's field paths rooted at the body field, or at the request for "*"),
  *                  "body: invalid JSON at line 1 column 9: ...", "this method takes no body",
  *                  "agent.id: the body says \"x\" but the path says \"y\"";
- *   AZ_ERR_NOMEM. */
+ *   AZ_ERR_NOMEM; AZ_ERR_INTERNAL for a binding that is not a field of the request or a
+ *   missing argument (a caller bug). docs/gateway-routes.md lists every case. */
 az_err az_transcode_request(const az_route *r, const az_httprule_binding *b, size_t nb,
                             const az_query_param *q, size_t nq, const char *body, size_t body_len,
                             ProtobufCAllocator *alloc, ProtobufCMessage **out, char *msg);
