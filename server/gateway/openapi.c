@@ -836,6 +836,10 @@ static void add_operation(doc *d, json_t *paths, const az_route *r)
         json_decref(params);
     if (r->body) set(d, op, "requestBody", request_body(d, r));
     set(d, op, "responses", responses(d, r));
+    /* EventSource and WebSocket cannot send headers: streams also take ?access_token= */
+    if (m->server_streaming)
+        set(d, op, "security",
+            json_pack("[{s:[]},{s:[]},{s:[]}]", "bearer", "apiKey", "accessToken"));
 }
 
 static json_t *tags(doc *d, const az_routes *t)
@@ -860,12 +864,16 @@ static json_t *components(doc *d)
     set(d, d->schemas, STATUS_SCHEMA, literal(d, status_schema));
     set(d, c, "schemas", sorted(d, json_incref(d->schemas)));
     set(d, c, "securitySchemes",
-        json_pack("{s:{s:s,s:s,s:s,s:s},s:{s:s,s:s,s:s,s:s}}", "bearer", "type", "http", "scheme",
-                  "bearer", "bearerFormat", "JWT or AGENTZ API key", "description",
+        json_pack("{s:{s:s,s:s,s:s,s:s},s:{s:s,s:s,s:s,s:s},s:{s:s,s:s,s:s,s:s}}", "bearer",
+                  "type", "http", "scheme", "bearer", "bearerFormat", "JWT or AGENTZ API key",
+                  "description",
                   "Authorization: Bearer <token>, the token being a Clerk session JWT or an "
                   "AGENTZ API key.",
                   "apiKey", "type", "apiKey", "in", "header", "name", "X-Api-Key", "description",
-                  "An AGENTZ API key in the X-Api-Key header."));
+                  "An AGENTZ API key in the X-Api-Key header.", "accessToken", "type", "apiKey",
+                  "in", "query", "name", "access_token", "description",
+                  "The bearer token as a query parameter, for clients that cannot send headers "
+                  "(EventSource, WebSocket); accepted on streaming operations only."));
     return c;
 }
 

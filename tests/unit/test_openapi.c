@@ -366,6 +366,13 @@ static void test_parameters_and_bodies(void)
     CU_ASSERT_STRING_EQUAL(str_at(json_object_get(content, "application/x-ndjson"), "schema/$ref"),
                            "#/components/schemas/agentz.v1.Event");
     CU_ASSERT_PTR_NULL(json_object_get(content, "application/json"));
+    /* streams also take the token in the query; other operations keep the global security */
+    json_t *sec = json_object_get(watch, "security");
+    CU_ASSERT_EQUAL(json_array_size(sec), 3);
+    CU_ASSERT_PTR_NOT_NULL(json_object_get(json_array_get(sec, 2), "accessToken"));
+    CU_ASSERT_PTR_NULL(json_object_get(list, "security"));
+    CU_ASSERT_STRING_EQUAL(str_at(doc, "components/securitySchemes/accessToken/in"), "query");
+    CU_ASSERT_STRING_EQUAL(str_at(doc, "components/securitySchemes/accessToken/name"), "access_token");
 
     json_t *metrics = json_object_get(json_object_get(paths, "/v1/agents/{agent_id}/metrics"), "get");
     CU_ASSERT_STRING_EQUAL(str_at(param(metrics, "startTime"), "schema/$ref"),
