@@ -13,10 +13,15 @@ let stack;
 /** @type {Awaited<ReturnType<typeof launch>>} */
 let b;
 const state = { agentId: "", workflowId: "", runId: "" };
+// Names unique per run, so the suite also passes against a stack that has seen it before.
+const tag = Date.now().toString(36);
+const AGENT = `researcher-${tag}`;
+const WF = `e2e-crew-${tag}`;
 
 before(async () => {
   stack = await startStack();
   b = await launch();
+  b.page.setDefaultTimeout(15_000);
 });
 after(async () => {
   await b?.close();
@@ -36,7 +41,7 @@ test("signs in with the #token= of agentzd's web UI line", async () => {
 test("creates an agent; a server field error is shown at its field", async () => {
   const { page } = b;
   await page.getByRole("link", { name: "New agent" }).click();
-  await page.getByRole("textbox", { name: "Name" }).fill("researcher");
+  await page.getByRole("textbox", { name: "Name" }).fill(AGENT);
   await page.getByRole("textbox", { name: "Goal" }).fill("Find facts about {topic}");
   await page.getByRole("textbox", { name: "Backstory" }).fill("A careful researcher.");
   await page.getByRole("button", { name: "Create agent" }).click();
@@ -50,9 +55,9 @@ test("creates an agent; a server field error is shown at its field", async () =>
   await page.getByRole("checkbox", { name: "calculator" }).check();
   await page.getByRole("switch", { name: /Allow delegation/ }).check();
   await page.getByRole("button", { name: "Create agent" }).click();
-  await page.waitForURL(/\/agents\/[^/]+$/);
+  await page.waitForURL((u) => /^\/agents\/[^/]+$/.test(u.pathname) && u.pathname !== "/agents/new");
   state.agentId = page.url().split("/").pop() ?? "";
-  await page.getByRole("heading", { name: "researcher" }).waitFor();
+  await page.getByRole("heading", { name: AGENT }).waitFor();
   await page.getByText("idle").first().waitFor();
   await shot(page, "agent-detail");
   await page.getByRole("link", { name: "Agents" }).click();
@@ -85,15 +90,15 @@ test("builds a two-step workflow on the canvas and saves it", async () => {
   await page.locator(".react-flow__edge").first().waitFor();
   // workflow settings: name, inputs from the placeholders
   await page.getByRole("tab", { name: "Workflow" }).click();
-  await page.getByRole("textbox", { name: "Name" }).fill("e2e-crew");
+  await page.getByRole("textbox", { name: "Name" }).fill(WF);
   await page.getByRole("button", { name: /Add inputs used as/ }).click();
   assert.equal(await page.getByRole("textbox", { name: "input 1 name" }).inputValue(), "topic");
   await page.getByRole("textbox", { name: "input 1 default" }).fill("octopuses");
   await shot(page, "builder");
   await page.getByRole("button", { name: "Create workflow" }).click();
-  await page.waitForURL(/\/workflows\/[^/]+$/);
+  await page.waitForURL((u) => /^\/workflows\/[^/]+$/.test(u.pathname) && u.pathname !== "/workflows/new");
   state.workflowId = page.url().split("/").pop() ?? "";
-  await page.getByRole("heading", { name: "e2e-crew · v1" }).waitFor();
+  await page.getByRole("heading", { name: `${WF} · v1` }).waitFor();
   // the saved graph has both steps and the edge
   await page.waitForFunction(() => document.querySelectorAll(".step-node").length === 2 && document.querySelectorAll(".react-flow__edge").length === 1);
 });
@@ -102,7 +107,7 @@ test("saves a second version and shows the difference", async () => {
   const { page } = b;
   await page.getByRole("combobox", { name: "Process" }).selectOption({ label: "parallel (DAG)" });
   await page.getByRole("button", { name: "Save as new version" }).click();
-  await page.getByRole("heading", { name: "e2e-crew · v2" }).waitFor();
+  await page.getByRole("heading", { name: `${WF} · v2` }).waitFor();
   await page.getByRole("link", { name: "Versions" }).click();
   await page.getByTestId("diff").waitFor();
   const diff = (await page.getByTestId("diff").textContent()) ?? "";
@@ -161,20 +166,20 @@ test("the run is in the runs list, the tasks, and analytics", async () => {
 test("admin screens: API keys, audit log, secrets that are never shown back", async () => {
   const { page } = b;
   await page.getByRole("link", { name: "Secrets" }).click();
-  await page.getByRole("textbox", { name: "Name" }).fill("openai-key");
+  await page.getByRole("textbox", { name: "Name" }).fill(`openai-key-${tag}`);
   await page.getByLabel("Value").fill("sk-not-a-real-key");
   await page.getByRole("button", { name: "Save secret" }).click();
-  await page.getByText("Stored openai-key.").waitFor();
+  await page.getByText(`Stored openai-key-${tag}.`).waitFor();
   assert.equal(await page.getByText("sk-not-a-real-key").count(), 0, "the value is never shown");
   await shot(page, "secrets");
   await page.getByRole("link", { name: "API keys" }).click();
   await page.getByRole("button", { name: "New key" }).click();
-  await page.getByRole("dialog").getByRole("textbox", { name: "Name" }).fill("ci-viewer");
+  await page.getByRole("dialog").getByRole("textbox", { name: "Name" }).fill(`ci-viewer-${tag}`);
   await page.getByRole("button", { name: "Create key" }).click();
   await page.getByTestId("new-key").waitFor();
   assert.match((await page.getByTestId("new-key").textContent()) ?? "", /^agz_/);
   await page.keyboard.press("Escape");
-  await page.getByRole("cell", { name: "ci-viewer" }).waitFor();
+  await page.getByRole("cell", { name: `ci-viewer-${tag}` }).waitFor();
   await shot(page, "api-keys");
   await page.getByRole("link", { name: "Audit log" }).click();
   await page.getByRole("cell", { name: /CreateAgent/ }).first().waitFor();
@@ -184,12 +189,12 @@ test("admin screens: API keys, audit log, secrets that are never shown back", as
 test("workflow list, templates, and CrewAI export", async () => {
   const { page } = b;
   await page.getByRole("link", { name: "Workflows" }).click();
-  await page.getByRole("link", { name: "e2e-crew" }).waitFor();
+  await page.getByRole("link", { name: WF }).waitFor();
   await shot(page, "workflows");
-  await page.getByRole("button", { name: "Export CrewAI" }).first().click();
+  await page.getByRole("row", { name: new RegExp(WF) }).getByRole("button", { name: "Export CrewAI" }).click();
   const dialog = page.getByRole("dialog");
   await dialog.getByText("config/agents.yaml").waitFor();
-  assert.match((await dialog.textContent()) ?? "", /researcher:/);
+  assert.match((await dialog.textContent()) ?? "", new RegExp(`${AGENT}:`));
   await shot(page, "crewai-export");
   await page.keyboard.press("Escape");
 });

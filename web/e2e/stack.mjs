@@ -59,6 +59,30 @@ function stop(child, ms) {
  * @param {{ fakeArgs?: string[], env?: Record<string, string> }} [opts]
  */
 export async function startStack(opts = {}) {
+  // AGENTZ_E2E_URL=http://HOST:PORT/#token=KEY runs the browser tests against a stack started
+  // by hand (for debugging a test); the tests that set up through REST need the real gateway.
+  const external = process.env.AGENTZ_E2E_URL;
+  if (external) {
+    const u = new URL(external);
+    const tok = new URLSearchParams(u.hash.slice(1)).get("token") ?? "";
+    return {
+      origin: u.origin,
+      token: tok,
+      uiUrl: external,
+      fakeUrl: "",
+      dir: "",
+      log: () => "",
+      /** @param {string} method @param {string} path @param {unknown} [body] @param {string} [auth] @returns {Promise<{ status: number, json: any }>} json: proto3 JSON */
+      async rest(method, path, body, auth = tok) {
+        const r = await fetch(`${u.origin}${path}`, { method, headers: { authorization: `Bearer ${auth}`, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+        const text = await r.text();
+        return { status: r.status, json: text ? JSON.parse(text) : null };
+      },
+      async stop() {
+        return 0;
+      },
+    };
+  }
   const dir = mkdtempSync(join(tmpdir(), "agentz-e2e-"));
   // The embedded PostgreSQL runs as the postgres user when we are root: it must reach the dir.
   chmodSync(dir, 0o755);

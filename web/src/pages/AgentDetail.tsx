@@ -1,7 +1,7 @@
 // One agent: create or edit it (server field errors shown at their fields), its live status and
 // metrics, its long-term memory (search, clear), its recent tasks, and delete.
 import { clone, create } from "@bufbuild/protobuf";
-import { useCallback, useState, type FormEvent } from "react";
+import { useCallback, useEffect, useRef, useState, type FormEvent } from "react";
 import { Link, useNavigate, useParams } from "react-router";
 import { api, requestId } from "../api/client";
 import { formErrors, noErrors, type FormErrors } from "../api/errors";
@@ -254,6 +254,8 @@ export function AgentForm({ agent, onSaved, onCancel }: { agent: Agent | undefin
   }, []);
   const set = <K extends keyof Form>(k: K, v: Form[K]) => setF((x) => ({ ...x, [k]: v }));
   const err = (k: string) => errors.fields[k];
+  const formRef = useRef<HTMLFormElement>(null);
+  useFocusFirstError(formRef, errors);
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     const { agent: a, local } = fromForm(f, agent);
@@ -279,7 +281,7 @@ export function AgentForm({ agent, onSaved, onCancel }: { agent: Agent | undefin
   };
   const tools = [...new Set([...AGENTZ_TOOLS, ...f.tools])];
   return (
-    <form className="form" onSubmit={(e) => void submit(e)} noValidate aria-label={agent ? "Edit agent" : "New agent"}>
+    <form ref={formRef} className="form" onSubmit={(e) => void submit(e)} noValidate aria-label={agent ? "Edit agent" : "New agent"}>
       {errors.form && (
         <div className="error-note" role="alert">
           {errors.form}
@@ -400,6 +402,19 @@ export function AgentForm({ agent, onSaved, onCancel }: { agent: Agent | undefin
       </div>
     </form>
   );
+}
+
+/** After a failed submit, moves focus to the first invalid field (or the form's error). */
+export function useFocusFirstError(form: React.RefObject<HTMLFormElement | null>, errors: FormErrors): void {
+  useEffect(() => {
+    if (!errors.form && Object.keys(errors.fields).length === 0) return;
+    const el = form.current?.querySelector<HTMLElement>('[aria-invalid="true"], .error-note');
+    if (el) {
+      if (!el.hasAttribute("tabindex") && el.classList.contains("error-note")) el.setAttribute("tabindex", "-1");
+      el.focus();
+      el.scrollIntoView({ block: "center" });
+    }
+  }, [errors, form]);
 }
 
 function Memory({ agentId, memoryOn }: { agentId: string; memoryOn: boolean }) {

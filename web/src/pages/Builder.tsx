@@ -47,18 +47,21 @@ export default function BuilderPage() {
   const wf = useLoad(async () => (id ? api.workflows.getWorkflow({ id, version }) : undefined), [id, version]);
   const agents = useLoad(async () => (await api.agents.listAgents({ pageSize: 1000 })).agents, []);
   const tasks = useLoad(async () => (await api.tasks.listTasks({ pageSize: 50 })).tasks.filter((t) => !t.runId), []);
-  if ((id && wf.loading && !wf.data) || (agents.loading && !agents.data)) return <Loading what="the workflow" />;
-  if (id && !wf.data) return <ErrorNote error={wf.error} />;
+  // The version just saved (UpdateWorkflow returns it), shown without reading it again.
+  const [saved, setSaved] = useState<Workflow | null>(null);
+  const current = saved && saved.id === id && !version ? saved : wf.data;
+  if ((id && wf.loading && !current) || (agents.loading && !agents.data)) return <Loading what="the workflow" />;
+  if (id && !current) return <ErrorNote error={wf.error} />;
   return (
     <ReactFlowProvider>
-      <Builder key={`${wf.data?.id ?? "new"}-${wf.data?.version ?? 0}`} workflow={wf.data} agents={agents.data ?? []} tasks={tasks.data ?? []} agentsError={agents.error} />
+      <Builder key={`${current?.id ?? "new"}-${current?.version ?? 0}`} workflow={current} agents={agents.data ?? []} tasks={tasks.data ?? []} agentsError={agents.error} onSaved={setSaved} />
     </ReactFlowProvider>
   );
 }
 
 type Selection = { kind: "workflow" } | { kind: "step"; id: string };
 
-function Builder({ workflow, agents, tasks, agentsError }: { workflow: Workflow | undefined; agents: Agent[]; tasks: Task[]; agentsError: unknown }) {
+function Builder({ workflow, agents, tasks, agentsError, onSaved }: { workflow: Workflow | undefined; agents: Agent[]; tasks: Task[]; agentsError: unknown; onSaved: (w: Workflow) => void }) {
   const auth = useAuth();
   const canWrite = auth.can("write");
   const nav = useNavigate();
@@ -179,6 +182,7 @@ function Builder({ workflow, agents, tasks, agentsError }: { workflow: Workflow 
         ? await api.workflows.updateWorkflow({ workflow: body, updateMask: { paths: ["name", "description", "process", "manager_agent_id", "failure_policy", "inputs", "steps"] } })
         : await api.workflows.createWorkflow({ workflow: body, requestId: rid });
       setSaved(`Saved as version ${out.version}.`);
+      onSaved(out);
       nav(`/workflows/${out.id}`, { replace: true });
     } catch (e) {
       const ce = ConnectError.from(e);
@@ -313,7 +317,11 @@ function Builder({ workflow, agents, tasks, agentsError }: { workflow: Workflow 
             nodesConnectable={canWrite}
             elementsSelectable
             deleteKeyCode={canWrite ? ["Delete", "Backspace"] : null}
-            fitView
+            fitView={graph.nodes.length > 0}
+            fitViewOptions={{ maxZoom: 1 }}
+            defaultViewport={{ x: 0, y: 0, zoom: 1 }}
+            minZoom={0.2}
+            maxZoom={2}
             proOptions={{ hideAttribution: true }}
           >
             <Background />

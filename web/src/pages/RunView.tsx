@@ -232,7 +232,7 @@ function RunDag({ workflow, model }: { workflow: Workflow; model: RunModel }) {
     return { id: `${e.source}->${e.target}`, source: e.source, target: e.target, animated: active };
   });
   return (
-    <ReactFlow nodes={nodes} edges={edges} nodeTypes={nodeTypes} nodesDraggable={false} nodesConnectable={false} fitView proOptions={{ hideAttribution: true }}>
+    <ReactFlow nodes={nodes} edges={edges} nodeTypes={nodeTypes} nodesDraggable={false} nodesConnectable={false} fitView fitViewOptions={{ maxZoom: 1 }} proOptions={{ hideAttribution: true }}>
       <Background />
       <Controls showInteractive={false} />
     </ReactFlow>
