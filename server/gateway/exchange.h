@@ -120,10 +120,12 @@ struct az_xch {
     size_t body_len;
     char peer[64];
     struct timespec start;
-    /* the HTTP side's: its state for x, and its ready list (guarded by its own lock) */
+    /* the HTTP side's: its state for x, and its ready list (guarded by its own lock); a drained
+     * list is walked through http_drain, since a wake may requeue x (and rewrite http_next)
+     * while the list is being worked through */
     void *http;
     int http_queued;
-    az_xch *http_next;
+    az_xch *http_next, *http_drain;
 
     pthread_mutex_t mu;   /* guards everything below */
     az_upcall *up;

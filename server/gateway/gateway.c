@@ -573,11 +573,14 @@ static void on_wakeup(uv_async_t *a)
     pthread_mutex_lock(&g->mu);
     az_xch *list = g->ready;
     g->ready = NULL;
-    for (az_xch *x = list; x; x = x->http_next) x->http_queued = 0;
+    for (az_xch *x = list; x; x = x->http_next) {
+        x->http_queued = 0;
+        x->http_drain = x->http_next;
+    }
     pthread_mutex_unlock(&g->mu);
     while (list) {
         az_xch *x = list;
-        list = x->http_next;
+        list = x->http_drain;
         side *s = x->http;
         if (s) {
             /* An accepted stream waits a moment for its first event or error (see above). */
