@@ -15,6 +15,10 @@
  *             to every stream, and checks each stream got its run's whole history (gap-free
  *             sequences from 1, the same count as a replay, ending with OK).
  *
+ * --transport sse opens the same streams as Server-Sent Events through an agentz-gateway process
+ * of their own (GET /v1/runs/{id}:watch, one HTTP/1.1 connection each, driven by libcurl's
+ * multi interface on epoll) instead of gRPC, and reports the gateway's memory per stream.
+ *
  * Prints a human summary on stderr and, with --json, one JSON object on stdout. */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +31,9 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <jansson.h>
+#include <curl/curl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -54,6 +60,8 @@
 
 typedef enum scenario { SC_LATENCY, SC_FANOUT } scenario;
 static const char *const SCENARIOS[] = {"latency", "fanout"};
+typedef enum transport { TR_GRPC, TR_SSE } transport;
+static const char *const TRANSPORTS[] = {"grpc", "sse"};
 
 static struct {
     scenario sc;
@@ -62,9 +70,12 @@ static struct {
     const char *roles;
     int runs, watchers, clients, timeout_s, json, keep;
     int pause_ms; /* latency: quiet time between one run's delivery and the next cancellation */
+    transport tr;
+    const char *gateway; /* agentz-gateway binary for --transport sse */
 } opt = {.runs = 1000, .watchers = -1, .clients = 16, .timeout_s = 300, .roles = "api", .pause_ms = 10};
 
-static pid_t child;
+static pid_t child, gw_child; /* agentzd; agentz-gateway (sse) */
+static char gw_url[128];      /* "http://127.0.0.1:PORT" */
 static char target[64];
 static char token[256];
 static char base_dir[512];
@@ -96,6 +107,10 @@ static void die(const char *fmt, ...)
     fprintf(stderr, "\n");
     va_end(ap);
     if (child > 0) fprintf(stderr, "bench_events: agentzd log: %s/agentzd.log\n", base_dir);
+    if (gw_child > 0) {
+        kill(gw_child, SIGKILL);
+        waitpid(gw_child, NULL, 0);
+    }
     stop_child(SIGTERM, 30, NULL);
     if (!opt.keep && !opt.data_dir) cleanup_dir();
     exit(1);
@@ -120,13 +135,13 @@ static long proc_kb(pid_t pid, const char *field)
     return v;
 }
 
-/* The highest VmRSS over a short window (RSS moves as allocator arenas settle). */
-static long rss_settled(double seconds)
+/* The highest VmRSS of pid over a short window (RSS moves as allocator arenas settle). */
+static long rss_settled(pid_t pid, double seconds)
 {
     long best = -1;
     double until = now_s() + seconds;
     do {
-        long v = proc_kb(child, "VmRSS");
+        long v = proc_kb(pid, "VmRSS");
         if (v > best) best = v;
         usleep(100 * 1000);
     } while (now_s() < until);
@@ -389,6 +404,11 @@ struct stream {
     tag t_start, t_recv, t_status;
     int64_t last_seq;
     int durable, bad_order, ended;
+    /* --transport sse */
+    CURL *easy;
+    struct curl_slist *hdr;
+    char *buf;
+    size_t blen, bcap;
 };
 
 static stream *streams;
@@ -430,6 +450,43 @@ static void arm_recv(stream *s)
         die("cannot arm a receive");
 }
 
+/* Accounts one received event of s, whatever the transport: order, replay, latencies. */
+static void count_event(stream *s, int64_t seq, double t, int cancelled, double recv_wall,
+                        long long recv_mono)
+{
+    st.events++;
+    if (seq <= 0) return;
+    if (seq != s->last_seq + 1) s->bad_order++;
+    s->last_seq = seq;
+    if (s->durable++ == 0) {
+        st.opened_with_event++;
+        atomic_fetch_add(&a_opened, 1);
+    }
+    double from = atomic_load(&measure_from);
+    if (from > 0 && t >= from) push(&st.lat, &st.nlat, &st.caplat, recv_wall - t);
+    if (cancelled) {
+        long long c = atomic_load(&s->r->cancelled_ns);
+        /* The event can beat CancelRun's response to the client: that is a zero delay. */
+        double d = c ? (double)(recv_mono - c) / 1e9 : 0;
+        push(&st.cancel_lat, &st.ncancel, &st.capcancel, d > 0 ? d : 0);
+        long long zero = 0;
+        atomic_compare_exchange_strong(&s->r->first_ns, &zero, recv_mono);
+        atomic_fetch_add(&s->r->seen, 1);
+    }
+}
+
+/* The stream is over with status (0 = OK); from the transport's thread. */
+static void count_end(stream *s, int status, const char *details)
+{
+    s->ended = 1;
+    s->status = (grpc_status_code)status;
+    st.ended++;
+    if (status == 0) st.ended_ok++;
+    else if (!st.first_error[0])
+        snprintf(st.first_error, sizeof st.first_error, "status %d: %s", status, details);
+    atomic_fetch_add(&a_ended, 1);
+}
+
 static void on_message(stream *s)
 {
     double recv_wall = wall_s();
@@ -444,28 +501,10 @@ static void on_message(stream *s)
         agentz__v1__event__unpack(NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
     grpc_slice_unref(all);
     if (!e) die("a watch message does not parse as agentz.v1.Event");
-    st.events++;
-    if (e->sequence > 0) {
-        if (e->sequence != s->last_seq + 1) s->bad_order++;
-        s->last_seq = e->sequence;
-        if (s->durable++ == 0) {
-            st.opened_with_event++;
-            atomic_fetch_add(&a_opened, 1);
-        }
-        double t = e->time ? (double)e->time->seconds + e->time->nanos / 1e9 : 0;
-        double from = atomic_load(&measure_from);
-        if (from > 0 && t >= from) push(&st.lat, &st.nlat, &st.caplat, recv_wall - t);
-        if (e->payload_case == AGENTZ__V1__EVENT__PAYLOAD_RUN_STATUS &&
-            e->run_status->to == AGENTZ__V1__RUN_STATUS__RUN_STATUS_CANCELLED) {
-            long long c = atomic_load(&s->r->cancelled_ns);
-            /* The event can beat CancelRun's response to the client: that is a zero delay. */
-            double d = c ? (double)(recv_mono - c) / 1e9 : 0;
-            push(&st.cancel_lat, &st.ncancel, &st.capcancel, d > 0 ? d : 0);
-            long long zero = 0;
-            atomic_compare_exchange_strong(&s->r->first_ns, &zero, recv_mono);
-            atomic_fetch_add(&s->r->seen, 1);
-        }
-    }
+    double t = e->time ? (double)e->time->seconds + e->time->nanos / 1e9 : 0;
+    int cancelled = e->payload_case == AGENTZ__V1__EVENT__PAYLOAD_RUN_STATUS &&
+                    e->run_status->to == AGENTZ__V1__RUN_STATUS__RUN_STATUS_CANCELLED;
+    count_event(s, e->sequence, t, cancelled, recv_wall, recv_mono);
     protobuf_c_message_free_unpacked(&e->base, NULL);
     arm_recv(s);
 }
@@ -488,17 +527,12 @@ static void *cq_main(void *arg)
         case TAG_RECV:
             if (s->recv) on_message(s);
             break;
-        case TAG_STATUS:
-            s->ended = 1;
-            st.ended++;
-            if (s->status == GRPC_STATUS_OK) st.ended_ok++;
-            else if (!st.first_error[0]) {
-                char *d = grpc_slice_to_c_string(s->details);
-                snprintf(st.first_error, sizeof st.first_error, "status %d: %s", (int)s->status, d);
-                gpr_free(d);
-            }
-            atomic_fetch_add(&a_ended, 1);
+        case TAG_STATUS: {
+            char *d = grpc_slice_to_c_string(s->details);
+            count_end(s, (int)s->status, d);
+            gpr_free(d);
             break;
+        }
         }
     }
     return NULL;
@@ -579,6 +613,235 @@ static void free_streams(void)
     free(streams);
 }
 
+/* ---------------------------------------------------------------- SSE through the gateway */
+
+static CURLM *multi;
+static int epfd = -1;
+static long curl_wait_ms = -1;
+static pthread_t sse_thread;
+static atomic_int sse_stop;
+
+/* "2026-12-06T22:06:56.069875Z" as seconds since the epoch. */
+static double rfc3339(const char *t)
+{
+    struct tm tm = {0};
+    int n = 0;
+    if (!t || sscanf(t, "%d-%d-%dT%d:%d:%d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                     &tm.tm_min, &tm.tm_sec, &n) != 6)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    double frac = t[n] == '.' ? strtod(t + n, NULL) : 0;
+    return (double)timegm(&tm) + frac;
+}
+
+/* One SSE block (lines up to a blank line) of s. */
+static void sse_block(stream *s, char *block)
+{
+    double recv_wall = wall_s();
+    long long recv_mono = mono_ns();
+    int end = 0;
+    char *data = NULL;
+    for (char *line = strtok(block, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strcmp(line, "event: end") == 0) end = 1;
+        else if (strncmp(line, "data: ", 6) == 0) data = line + 6;
+    }
+    if (!data) return; /* comments, retry */
+    json_t *j = json_loads(data, 0, NULL);
+    if (!j) die("an SSE event of run %s is not JSON: %.200s", s->r->id, data);
+    if (end) {
+        count_end(s, (int)json_integer_value(json_object_get(j, "code")),
+                  json_string_value(json_object_get(j, "message")) ? json_string_value(json_object_get(j, "message")) : "");
+    } else {
+        const char *seq = json_string_value(json_object_get(j, "sequence"));
+        const char *to = json_string_value(json_object_get(json_object_get(j, "runStatus"), "to"));
+        count_event(s, seq ? strtoll(seq, NULL, 10) : 0, rfc3339(json_string_value(json_object_get(j, "time"))),
+                    to && strcmp(to, "RUN_STATUS_CANCELLED") == 0, recv_wall, recv_mono);
+    }
+    json_decref(j);
+}
+
+static atomic_size_t a_bytes; /* SSE streams that received any bytes (tells stuck from slow) */
+static size_t sse_write(char *p, size_t size, size_t n, void *arg)
+{
+    stream *s = arg;
+    size_t len = size * n;
+    if (!s->bcap) atomic_fetch_add(&a_bytes, 1);
+    if (s->blen + len + 1 > s->bcap) {
+        s->bcap = (s->blen + len + 1) * 2;
+        s->buf = realloc(s->buf, s->bcap);
+        if (!s->buf) die("out of memory");
+    }
+    memcpy(s->buf + s->blen, p, len);
+    s->blen += len;
+    s->buf[s->blen] = '\0';
+    char *sep;
+    size_t used = 0;
+    while ((sep = strstr(s->buf + used, "\n\n")) != NULL) {
+        *sep = '\0';
+        sse_block(s, s->buf + used);
+        used = (size_t)(sep - s->buf) + 2;
+    }
+    memmove(s->buf, s->buf + used, s->blen - used + 1);
+    s->blen -= used;
+    return len;
+}
+
+static int sse_socket(CURL *e, curl_socket_t fd, int what, void *u, void *sp)
+{
+    (void)e, (void)u, (void)sp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u),
+                             .data.fd = fd};
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) != 0) epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+    return 0;
+}
+
+static int sse_timer(CURLM *m, long ms, void *u)
+{
+    (void)m, (void)u;
+    curl_wait_ms = ms;
+    return 0;
+}
+
+/* Opens every stream and drives them on one epoll loop until told to stop. */
+static void *sse_main(void *arg)
+{
+    (void)arg;
+    static char auth[300];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    for (size_t i = 0; i < nstreams; i++) {
+        stream *s = &streams[i];
+        char url[256];
+        snprintf(url, sizeof url, "%s/v1/runs/%s:watch", gw_url, s->r->id);
+        s->easy = curl_easy_init();
+        s->hdr = curl_slist_append(curl_slist_append(NULL, "Accept: text/event-stream"), auth);
+        curl_easy_setopt(s->easy, CURLOPT_URL, url);
+        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->hdr);
+        curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, sse_write);
+        curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
+        curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
+        curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
+        curl_multi_add_handle(multi, s->easy);
+    }
+    int running = 0;
+    curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    struct epoll_event evs[256];
+    while (!atomic_load(&sse_stop)) {
+        int wait = curl_wait_ms < 0 || curl_wait_ms > 200 ? 200 : (int)curl_wait_ms;
+        int n = epoll_wait(epfd, evs, 256, wait);
+        if (n <= 0) curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        for (int i = 0; i < n; i++)
+            curl_multi_socket_action(multi, evs[i].data.fd,
+                                     (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                                         (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                                         (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0),
+                                     &running);
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(multi, &left)) != NULL) {
+            if (m->msg != CURLMSG_DONE) continue;
+            stream *s = NULL;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+            long code = 0;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
+            if (s && !s->ended) {
+                char why[160];
+                snprintf(why, sizeof why, "the SSE connection closed without an end event (HTTP %ld, %s)",
+                         code, curl_easy_strerror(m->data.result));
+                count_end(s, 2, why);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void sse_open(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    multi = curl_multi_init();
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (!multi || epfd < 0) die("cannot set up the SSE client");
+    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, sse_socket);
+    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, sse_timer);
+    pthread_create(&sse_thread, NULL, sse_main, NULL);
+}
+
+static void sse_close(void)
+{
+    atomic_store(&sse_stop, 1);
+    pthread_join(sse_thread, NULL);
+    for (size_t i = 0; i < nstreams; i++) {
+        if (!streams[i].easy) continue;
+        curl_multi_remove_handle(multi, streams[i].easy);
+        curl_easy_cleanup(streams[i].easy);
+        curl_slist_free_all(streams[i].hdr);
+        free(streams[i].buf);
+    }
+    curl_multi_cleanup(multi);
+    close(epfd);
+    curl_global_cleanup();
+}
+
+/* Starts agentz-gateway in front of agentzd and waits for its "is running" line. */
+static void start_gateway(void)
+{
+    char logp[600];
+    snprintf(logp, sizeof logp, "%s/gateway.log", base_dir);
+    int out[2];
+    if (pipe(out) != 0) die("pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int log = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(out[1], 1);
+        if (log >= 0) dup2(log, 2);
+        close(out[0]);
+        execl(opt.gateway, opt.gateway, "--listen", "127.0.0.1:0", "--upstream", target, "--access-log",
+              "off", (char *)NULL);
+        fprintf(stderr, "cannot exec %s: %s\n", opt.gateway, strerror(errno));
+        _exit(127);
+    }
+    gw_child = pid;
+    close(out[1]);
+    char buf[1024];
+    size_t len = 0;
+    double until = now_s() + 30;
+    while (!gw_url[0] && now_s() < until) {
+        struct pollfd p = {out[0], POLLIN, 0};
+        if (poll(&p, 1, 1000) <= 0) continue;
+        ssize_t n = read(out[0], buf + len, sizeof buf - 1 - len);
+        if (n <= 0) break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        char *at = strstr(buf, "is running: ");
+        if (at && strchr(at, '\n')) sscanf(at + 12, "%127s", gw_url);
+    }
+    close(out[0]);
+    if (!gw_url[0]) die("agentz-gateway did not start within 30 s (log %s)", logp);
+}
+
+static int stop_gateway(void)
+{
+    if (gw_child <= 0) return 0;
+    kill(gw_child, SIGTERM);
+    int st = 0;
+    for (int i = 0; i < 300; i++) {
+        if (waitpid(gw_child, &st, WNOHANG) == gw_child) {
+            gw_child = 0;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        usleep(100 * 1000);
+    }
+    kill(gw_child, SIGKILL);
+    waitpid(gw_child, NULL, 0);
+    gw_child = 0;
+    return -1;
+}
+
 /* Waits until counter reaches want or the timeout; returns whether it did. */
 static int wait_count(atomic_size_t *counter, size_t want, double timeout_s, const char *what)
 {
@@ -586,7 +849,11 @@ static int wait_count(atomic_size_t *counter, size_t want, double timeout_s, con
     while (atomic_load(counter) < want) {
         if (now_s() > until) return 0;
         if (now_s() - last > 5) {
-            fprintf(stderr, "bench_events: %s: %zu of %zu\n", what, atomic_load(counter), want);
+            if (opt.tr == TR_SSE)
+                fprintf(stderr, "bench_events: %s: %zu of %zu (%zu with bytes)\n", what, atomic_load(counter),
+                        want, atomic_load(&a_bytes));
+            else
+                fprintf(stderr, "bench_events: %s: %zu of %zu\n", what, atomic_load(counter), want);
             last = now_s();
         }
         usleep(10 * 1000);
@@ -812,12 +1079,15 @@ static int run_bench(json_t *out)
     fprintf(stderr, "bench_events: started %d runs in %.2f s\n", R, t_start);
 
     tap_start();
-    cq = grpc_completion_queue_create_for_next(NULL);
-    pthread_create(&cq_thread, NULL, cq_main, NULL);
     nstreams = (size_t)R * (size_t)W;
     streams = calloc(nstreams, sizeof *streams);
     if (!streams) die("out of memory");
-    open_channels((nstreams + STREAMS_PER_CONN - 1) / STREAMS_PER_CONN);
+    for (size_t i = 0; i < nstreams; i++) streams[i].r = &runs[i % (size_t)R];
+    if (opt.tr == TR_GRPC) {
+        cq = grpc_completion_queue_create_for_next(NULL);
+        pthread_create(&cq_thread, NULL, cq_main, NULL);
+        open_channels((nstreams + STREAMS_PER_CONN - 1) / STREAMS_PER_CONN);
+    }
     /* Connect every channel before measuring, so connections are not counted per stream. */
     for (size_t i = 0; i < nchannels; i++) {
         grpc_connectivity_state s = grpc_channel_check_connectivity_state(channels[i], 1);
@@ -827,26 +1097,28 @@ static int run_bench(json_t *out)
             s = grpc_channel_check_connectivity_state(channels[i], 1);
         }
     }
-    long rss0 = rss_settled(2.0);
-    long threads0 = proc_kb(child, "Threads");
+    pid_t measured = opt.tr == TR_SSE ? gw_child : child;
+    long rss0 = rss_settled(measured, 2.0);
+    long threads0 = proc_kb(measured, "Threads");
     double t0 = now_s();
-    for (size_t i = 0; i < nstreams; i++) {
-        streams[i].r = &runs[i % (size_t)R];
-        open_stream(&streams[i], channels[i / STREAMS_PER_CONN]);
-    }
+    if (opt.tr == TR_SSE)
+        sse_open();
+    else
+        for (size_t i = 0; i < nstreams; i++) open_stream(&streams[i], channels[i / STREAMS_PER_CONN]);
     /* Every stream has replayed its run's first events (so its subscription is live). */
     if (!wait_count(&a_opened, nstreams, opt.timeout_s, "streams with their replay"))
         die("only %zu of %zu streams got their replay within %d s (first error: %s)",
             atomic_load(&a_opened), nstreams, opt.timeout_s, st.first_error);
     double open_s = now_s() - t0;
-    long rss1 = rss_settled(3.0);
-    long threads1 = proc_kb(child, "Threads");
+    long rss1 = rss_settled(measured, 3.0);
+    long threads1 = proc_kb(measured, "Threads");
     double kb_per_stream = (double)(rss1 - rss0) / (double)nstreams;
     fprintf(stderr,
-            "bench_events: %zu streams (%d runs x %d) on %zu connections open and replayed in %.2f s; "
-            "agentzd VmRSS %.1f MB -> %.1f MB = %.2f kB per stream; threads %ld -> %ld\n",
-            nstreams, R, W, nchannels, open_s, rss0 / 1024.0, rss1 / 1024.0, kb_per_stream, threads0,
-            threads1);
+            "bench_events: %zu %s streams (%d runs x %d) on %zu connections open and replayed in %.2f s; "
+            "%s VmRSS %.1f MB -> %.1f MB = %.2f kB per stream; threads %ld -> %ld\n",
+            nstreams, TRANSPORTS[opt.tr], R, W, opt.tr == TR_SSE ? nstreams : nchannels, open_s,
+            opt.tr == TR_SSE ? "agentz-gateway" : "agentzd", rss0 / 1024.0, rss1 / 1024.0, kb_per_stream,
+            threads0, threads1);
     if (atomic_load(&a_ended))
         die("%zu streams ended before their run did (first: %s)", atomic_load(&a_ended), st.first_error);
 
@@ -871,8 +1143,10 @@ static int run_bench(json_t *out)
         die("only %zu of %zu streams ended within %d s of the cancellations", atomic_load(&a_ended),
             nstreams, opt.timeout_s);
     double deliver_s = now_s() - tc0;
-    grpc_completion_queue_shutdown(cq);
-    pthread_join(cq_thread, NULL);
+    if (opt.tr == TR_GRPC) {
+        grpc_completion_queue_shutdown(cq);
+        pthread_join(cq_thread, NULL);
+    }
 
     /* Every stream got its run's whole history: a replay has as many durable events. */
     size_t bad = 0;
@@ -908,11 +1182,12 @@ static int run_bench(json_t *out)
     free(to_redis);
     free(to_watcher);
     json_object_set_new(out, "scenario", json_string(SCENARIOS[opt.sc]));
+    json_object_set_new(out, "transport", json_string(TRANSPORTS[opt.tr]));
     json_object_set_new(out, "runs", json_integer(R));
     json_object_set_new(out, "pause_ms", json_integer(opt.sc == SC_LATENCY ? opt.pause_ms : 0));
     json_object_set_new(out, "watchers_per_run", json_integer(W));
     json_object_set_new(out, "streams", json_integer((json_int_t)nstreams));
-    json_object_set_new(out, "connections", json_integer((json_int_t)nchannels));
+    json_object_set_new(out, "connections", json_integer((json_int_t)(opt.tr == TR_SSE ? nstreams : nchannels)));
     json_object_set_new(out, "open_s", json_real(open_s));
     json_object_set_new(out, "rss_before_kb", json_integer(rss0));
     json_object_set_new(out, "rss_streams_kb", json_integer(rss1));
@@ -924,6 +1199,7 @@ static int run_bench(json_t *out)
     json_object_set_new(out, "messages", json_integer((json_int_t)st.events));
     json_object_set_new(out, "ended_ok", json_integer((json_int_t)st.ended_ok));
     json_object_set_new(out, "bad_streams", json_integer((json_int_t)bad));
+    if (opt.tr == TR_SSE) sse_close();
     free_streams();
     az_conn_free(c);
     free(runs);
@@ -940,8 +1216,11 @@ static void usage(void)
             "usage: bench_events --scenario latency|fanout [--agentzd PATH] [--data-dir DIR]\n"
             "                    [--runs N] [--watchers W] [--clients N] [--roles api|api,worker]\n"
             "                    [--pause-ms MS] [--timeout-s S] [--json] [--keep]\n"
+            "                    [--transport grpc|sse] [--gateway PATH]\n"
             "  latency: N=1000 runs, W=1, runs cancelled one at a time, MS=10 apart after delivery\n"
-            "  fanout:  N=1000 runs, W=10 (10,000 streams), runs cancelled all at once\n");
+            "  fanout:  N=1000 runs, W=10 (10,000 streams), runs cancelled all at once\n"
+            "  sse:     the streams as Server-Sent Events through an agentz-gateway (PATH, default\n"
+            "           next to agentzd) started in front of agentzd; memory is the gateway's\n");
     exit(2);
 }
 
@@ -952,7 +1231,8 @@ int main(int argc, char **argv)
         {"data-dir", required_argument, NULL, 'd'}, {"runs", required_argument, NULL, 'r'},
         {"watchers", required_argument, NULL, 'w'}, {"clients", required_argument, NULL, 'c'},
         {"roles", required_argument, NULL, 'R'},    {"timeout-s", required_argument, NULL, 't'},
-        {"pause-ms", required_argument, NULL, 'p'},
+        {"pause-ms", required_argument, NULL, 'p'}, {"transport", required_argument, NULL, 'T'},
+        {"gateway", required_argument, NULL, 'g'},
         {"json", no_argument, NULL, 'j'},           {"keep", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     int have_sc = 0, ch;
@@ -976,6 +1256,12 @@ int main(int argc, char **argv)
         case 'R': opt.roles = optarg; break;
         case 't': opt.timeout_s = atoi(optarg); break;
         case 'p': opt.pause_ms = atoi(optarg); break;
+        case 'T':
+            if (strcmp(optarg, "sse") == 0) opt.tr = TR_SSE;
+            else if (strcmp(optarg, "grpc") == 0) opt.tr = TR_GRPC;
+            else usage();
+            break;
+        case 'g': opt.gateway = optarg; break;
         case 'j': opt.json = 1; break;
         case 'k': opt.keep = 1; break;
         default: usage();
@@ -1000,10 +1286,25 @@ int main(int argc, char **argv)
     }
     /* The embedded PostgreSQL runs as the postgres user when we are root. */
     chmod(base_dir, 0755);
+    static char gwpath[600];
+    if (opt.tr == TR_SSE && !opt.gateway) {
+        /* agentz-gateway is built next to agentzd. */
+        snprintf(gwpath, sizeof gwpath, "%s", opt.agentzd);
+        char *slash = strrchr(gwpath, '/');
+        snprintf(slash ? slash + 1 : gwpath, sizeof gwpath - (size_t)(slash ? slash + 1 - gwpath : 0), "agentz-gateway");
+        opt.gateway = gwpath;
+    }
     grpc_init();
     start_agentzd();
+    if (opt.tr == TR_SSE) start_gateway();
     json_t *out = json_object();
     int rc = run_bench(out);
+    int gw_status = stop_gateway();
+    if (gw_status != 0) {
+        fprintf(stderr, "bench_events: agentz-gateway exited with %d after SIGTERM (log %s/gateway.log)\n",
+                gw_status, base_dir);
+        rc = 1;
+    }
     int exit_status = 0;
     stop_child(SIGTERM, 60, &exit_status);
     if (exit_status != 0) {

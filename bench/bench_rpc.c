@@ -5,7 +5,11 @@
  * Why not az_conn for the load: gRPC core shares subchannels between channels created with
  * identical arguments, so N az_conns to one target are N channels over ONE TCP connection. The
  * default transport here is a minimal unary call on a channel with a private subchannel pool;
- * --transport azconn measures the CLI's transport (and its shared connection) instead. */
+ * --transport azconn measures the CLI's transport (and its shared connection) instead.
+ *
+ * --op rest-get is GetAgent through the HTTP gateway (--gateway URL): each thread keeps one
+ * libcurl handle, hence one keep-alive HTTP/1.1 connection, so it measures the same work as
+ * --op get plus the gateway's hop and JSON. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -21,6 +25,8 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+
+#include <curl/curl.h>
 
 #include "agentz/v1/agent.pb-c.h"
 #include "conn.h"
@@ -98,9 +104,9 @@ static uint64_t hist_pct(const hist *h, double pct)
 
 /* ---------------------------------------------------------------- operations */
 
-typedef enum { OP_CREATE, OP_GET, OP_LIST, OP_HEALTH, OP_UNIMPLEMENTED } op_kind;
+typedef enum { OP_CREATE, OP_GET, OP_LIST, OP_HEALTH, OP_UNIMPLEMENTED, OP_REST_GET } op_kind;
 
-static const char *const op_names[] = {"create", "get", "list", "health", "unimplemented"};
+static const char *const op_names[] = {"create", "get", "list", "health", "unimplemented", "rest-get"};
 
 #define GET_IDS 100    /* agents GetAgent cycles through */
 #define LIST_AGENTS 200 /* agents carrying the label ListAgents selects */
@@ -115,6 +121,7 @@ typedef struct config {
     int json;
     int azconn; /* --transport azconn */
     const char *token; /* --token: sent as "authorization: Bearer <token>" */
+    const char *gateway; /* --gateway: base URL of the HTTP gateway for rest-get */
     char auth[600];    /* "Bearer <token>" */
     char run_id[16];
 } config;
@@ -135,6 +142,10 @@ typedef struct worker {
     int first_status;
     char first_error[AZ_MSG_MAX];
     uint64_t seq;
+    CURL *curl;                 /* rest-get: one keep-alive connection per thread */
+    struct curl_slist *headers;
+    char *body;                 /* the response being read */
+    size_t body_len, body_cap;
 } worker;
 
 static int64_t now_us(void)
@@ -261,6 +272,47 @@ static az_err create_one(worker *w, const char *name, const char *label_key, con
     return err;
 }
 
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+    worker *w = arg;
+    size_t len = size * n;
+    if (w->body_len + len + 1 > w->body_cap) {
+        size_t cap = (w->body_len + len + 1) * 2;
+        char *nb = realloc(w->body, cap);
+        if (!nb) return 0;
+        w->body = nb;
+        w->body_cap = cap;
+    }
+    memcpy(w->body + w->body_len, p, len);
+    w->body_len += len;
+    w->body[w->body_len] = '\0';
+    return len;
+}
+
+/* GetAgent as GET {gateway}/v1/agents/{id}: 200 and a body naming the id is a success. */
+static int rest_get(worker *w, int *status, char *msg)
+{
+    const char *id = get_ids[(w->seq++ + (uint64_t)w->index * 7) % GET_IDS];
+    char url[512];
+    snprintf(url, sizeof url, "%s/v1/agents/%s", cfg.gateway, id);
+    curl_easy_setopt(w->curl, CURLOPT_URL, url);
+    w->body_len = 0;
+    CURLcode rc = curl_easy_perform(w->curl);
+    long code = 0;
+    curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &code);
+    *status = code == 200 ? 0 : (int)code;
+    if (rc != CURLE_OK) {
+        snprintf(msg, AZ_MSG_MAX, "GET %.300s: %s", url, curl_easy_strerror(rc));
+        *status = -1;
+        return 0;
+    }
+    if (code != 200 || !w->body || !strstr(w->body, id)) {
+        snprintf(msg, AZ_MSG_MAX, "GET %.200s: HTTP %ld: %.200s", url, code, w->body ? w->body : "");
+        return 0;
+    }
+    return 1;
+}
+
 /* One call of the configured operation. Returns 1 on success. */
 static int run_op(worker *w, int *status, char *msg)
 {
@@ -312,6 +364,7 @@ static int run_op(worker *w, int *status, char *msg)
         }
         break;
     }
+    case OP_REST_GET: return rest_get(w, status, msg);
     default:
         return 0;
     }
@@ -351,7 +404,7 @@ static int setup(worker *c)
 {
     char msg[AZ_MSG_MAX], name[96];
     int status;
-    if (cfg.op == OP_GET) {
+    if (cfg.op == OP_GET || cfg.op == OP_REST_GET) {
         for (int i = 0; i < GET_IDS; i++) {
             snprintf(name, sizeof name, "bench-%s-get-%d", cfg.run_id, i);
             if (create_one(c, name, "bench", cfg.run_id, get_ids[i], &status, msg) != AZ_OK) {
@@ -395,7 +448,7 @@ static int parse_duration(const char *s, int64_t *us)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: bench_rpc --server HOST:PORT --op create|get|list|health|unimplemented\n"
+            "usage: bench_rpc --server HOST:PORT --op create|get|list|health|unimplemented|rest-get\n"
             "                 [--concurrency N] [--duration 10s] [--warmup 2s]\n"
             "                 [--timeout-ms MS] [--transport private|azconn] [--token T] [--json]\n"
             "  --token T         bearer token (an API key, e.g. DATA/admin.key's content)\n"
@@ -406,6 +459,8 @@ static void usage(FILE *f)
             "  --transport T     private (default): one channel and TCP connection per thread;\n"
             "                    azconn: one az_conn per thread (gRPC shares their connection)\n"
             "  --json            print one JSON object instead of the text line\n"
+            "  --gateway URL     the HTTP gateway for --op rest-get (http://127.0.0.1:8080);\n"
+            "                    --server still names agentzd, which creates the agents\n"
             "Exits 1 when more than 1%% of the calls failed, 2 on bad usage or setup failure.\n");
 }
 
@@ -417,6 +472,7 @@ static int parse_args(int argc, char **argv)
         {"warmup", required_argument, 0, 'w'},     {"timeout-ms", required_argument, 0, 't'},
         {"json", no_argument, 0, 'j'},             {"help", no_argument, 0, 'h'},
         {"transport", required_argument, 0, 'T'}, {"token", required_argument, 0, 'k'},
+        {"gateway", required_argument, 0, 'g'},
         {0, 0, 0, 0},
     };
     int have_op = 0, ch;
@@ -480,6 +536,7 @@ static int parse_args(int argc, char **argv)
                 return -1;
             }
             break;
+        case 'g': cfg.gateway = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -490,6 +547,10 @@ static int parse_args(int argc, char **argv)
     }
     if (!have_op) {
         fprintf(stderr, "bench_rpc: --op is required\n");
+        return -1;
+    }
+    if ((cfg.op == OP_REST_GET) != !!cfg.gateway) {
+        fprintf(stderr, "bench_rpc: --gateway goes with --op rest-get, and only with it\n");
         return -1;
     }
     return 0;
@@ -555,6 +616,22 @@ int main(int argc, char **argv)
         }
     }
     if (setup(&ws[0])) return 2;
+    if (cfg.op == OP_REST_GET) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        for (int i = 0; i < cfg.concurrency; i++) {
+            worker *w = &ws[i];
+            if (!(w->curl = curl_easy_init())) return 2;
+            char h[700];
+            snprintf(h, sizeof h, "Authorization: %s", cfg.auth);
+            w->headers = cfg.token ? curl_slist_append(NULL, h) : NULL;
+            curl_easy_setopt(w->curl, CURLOPT_HTTPHEADER, w->headers);
+            curl_easy_setopt(w->curl, CURLOPT_WRITEFUNCTION, on_body);
+            curl_easy_setopt(w->curl, CURLOPT_WRITEDATA, w);
+            curl_easy_setopt(w->curl, CURLOPT_TCP_NODELAY, 1L);
+            curl_easy_setopt(w->curl, CURLOPT_NOSIGNAL, 1L);
+            if (cfg.timeout_ms > 0) curl_easy_setopt(w->curl, CURLOPT_TIMEOUT_MS, (long)cfg.timeout_ms);
+        }
+    }
 
     int64_t t0 = now_us();
     t_measure = t0 + cfg.warmup_us;
@@ -594,6 +671,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_rpc: first error: %s: %s\n",
                 az_conn_status_name(first_err->first_status), first_err->first_error);
     for (int i = 0; i < cfg.concurrency; i++) {
+        if (ws[i].curl) curl_easy_cleanup(ws[i].curl);
+        curl_slist_free_all(ws[i].headers);
+        free(ws[i].body);
         az_conn_free(ws[i].conn);
         if (ws[i].channel) grpc_channel_destroy(ws[i].channel);
         if (ws[i].cq) {

@@ -7,12 +7,15 @@
 # scenario in a subdirectory, and prints a second table.
 #
 # Environment (all optional):
-#   OPS="create get list health unimplemented"   CONCURRENCY="1 8 32"   (OPS= skips the RPC table)
+#   OPS="create get rest-get list health unimplemented"   CONCURRENCY="1 8 32"   (OPS= skips the RPC
+#       table; rest-get is GetAgent through the gateway, run right after get so the two sit side
+#       by side, and a REST / gRPC ratio table follows)
 #   DURATION=10s  WARMUP=1s   TIMEOUT_MS=10000   TRANSPORT=private|azconn
 #   ENGINE="throughput drain slowcalls"   (ENGINE= skips the engine table)
 #   ENGINE_TASKS=2000 (throughput, drain)  SLOWCALLS=5000 (tasks and AGENTZ_WORKER_CONCURRENCY)
 #   ENGINE_CLIENTS=16   SLOWCALLS_ARGS="--chunk-delay-ms 10000" (extra bench_engine arguments)
-#   EVENTS="latency fanout"   (EVENTS= skips the real-time table; bench_events starts its own agentzd)
+#   EVENTS="latency fanout sse-latency sse-fanout"   (EVENTS= skips the real-time table;
+#       bench_events starts its own agentzd; the sse- scenarios watch through an agentz-gateway)
 #   EVENTS_RUNS=1000   EVENTS_WATCHERS=10 (fanout: streams = runs x watchers)
 #   BUILD_DIR=build   SKIP_BUILD=1 (use the existing binaries)   KEEP_BENCH_DIR=1
 # With the defaults the run takes about 5 minutes. Exit status: 0 when every run passed and the
@@ -20,7 +23,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-OPS=${OPS-"create get list health unimplemented"}
+OPS=${OPS-"create get rest-get list health unimplemented"}
 CONCURRENCY=${CONCURRENCY:-"1 8 32"}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-1s}
@@ -32,13 +35,13 @@ ENGINE_TASKS=${ENGINE_TASKS:-2000}
 SLOWCALLS=${SLOWCALLS:-5000}
 ENGINE_CLIENTS=${ENGINE_CLIENTS:-16}
 SLOWCALLS_ARGS=${SLOWCALLS_ARGS:-}
-EVENTS=${EVENTS-"latency fanout"}
+EVENTS=${EVENTS-"latency fanout sse-latency sse-fanout"}
 EVENTS_RUNS=${EVENTS_RUNS:-1000}
 EVENTS_WATCHERS=${EVENTS_WATCHERS:-10}
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
     cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$BUILD_DIR" -j2 --target agentzd bench_rpc bench_engine bench_events >/dev/null
+    cmake --build "$BUILD_DIR" -j2 --target agentzd agentz-gateway bench_rpc bench_engine bench_events >/dev/null
 fi
 AGENTZD=$BUILD_DIR/bin/agentzd
 BENCH=$BUILD_DIR/bin/bench_rpc
@@ -69,15 +72,17 @@ status=0
 rc=0
 
 if [[ -n $OPS ]]; then
-# API only (the table measures the API, not execution) and no rate limits (they would measure
-# the limiter); calls carry the local admin key the embedded default writes.
+# API and gateway only (the table measures the API, not execution) and no rate limits (they
+# would measure the limiter); calls carry the local admin key the embedded default writes.
 AGENTZ_RATE_LIMIT=0 AGENTZ_RATE_LIMIT_WORKSPACE=0 AGENTZ_RATE_LIMIT_EXPENSIVE=0 \
-    "$AGENTZD" --data-dir "$DIR/data" --listen 127.0.0.1:0 --roles api >"$DIR/stdout" 2>"$DIR/agentzd.log" &
+    "$AGENTZD" --data-dir "$DIR/data" --listen 127.0.0.1:0 --roles api,gateway \
+    --gateway-listen 127.0.0.1:0 >"$DIR/stdout" 2>"$DIR/agentzd.log" &
 PID=$!
 TARGET=
 for _ in $(seq 240); do
     TARGET=$(sed -n 's/.*gRPC at \([0-9.:]*\).*/\1/p' "$DIR/stdout" | head -1)
-    [[ -n $TARGET ]] && break
+    GATEWAY=$(sed -n 's|^web UI: \(http://[0-9.:]*\)/.*|\1|p' "$DIR/stdout" | head -1)
+    [[ -n $TARGET && -n $GATEWAY ]] && break
     kill -0 "$PID" 2>/dev/null || break
     sleep 0.5
 done
@@ -98,15 +103,20 @@ case $TARGET in
 esac
 
 rows=()
+declare -A rate
 for op in $OPS; do
     for c in $CONCURRENCY; do
         echo "run.sh: $op at concurrency $c for $DURATION" >&2
+        extra=()
+        [[ $op == rest-get ]] && extra=(--gateway "$GATEWAY")
         if ! out=$("$BENCH" --server "$TARGET" --op "$op" --concurrency "$c" --duration "$DURATION" \
-            --warmup "$WARMUP" --timeout-ms "$TIMEOUT_MS" --transport "$TRANSPORT" --token "$TOKEN" --json); then
+            --warmup "$WARMUP" --timeout-ms "$TIMEOUT_MS" --transport "$TRANSPORT" --token "$TOKEN" \
+            "${extra[@]}" --json); then
             status=1
             echo "run.sh: $op at concurrency $c failed" >&2
         fi
         [[ -n $out ]] || { rows+=("| $op | $c | failed | | | | | |"); continue; }
+        rate[$op,$c]=$(field ops_per_s "$out")
         rows+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s |' "$op" "$c" \
             "$(field ops_per_s "$out")" "$(field p50_ms "$out")" "$(field p90_ms "$out")" \
             "$(field p99_ms "$out")" "$(field max_ms "$out")" "$(field errors "$out")")")
@@ -131,6 +141,17 @@ echo
 echo "| op | concurrency | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
+if [[ " $OPS " == *" get "* && " $OPS " == *" rest-get "* ]]; then
+    # The gateway's target: REST within 1.5x of direct gRPC, i.e. a ratio of at least 0.67.
+    echo
+    echo "| GetAgent at concurrency | gRPC ops/s | REST (gateway) ops/s | REST / gRPC |"
+    echo "|---:|---:|---:|---:|"
+    for c in $CONCURRENCY; do
+        g=${rate[get,$c]:-} r=${rate[rest-get,$c]:-}
+        [[ -n $g && -n $r ]] || continue
+        printf '| %s | %s | %s | %s |\n' "$c" "$g" "$r" "$(awk -v g="$g" -v r="$r" 'BEGIN { printf "%.2f", r / g }')"
+    done
+fi
 echo "agentzd stopped with exit status $rc" >&2
 fi
 
@@ -178,13 +199,14 @@ fi
 vrows=()
 for sc in $EVENTS; do
     case $sc in
-    latency) args=(--runs "$EVENTS_RUNS" --watchers 1) ;;
-    fanout) args=(--runs "$EVENTS_RUNS" --watchers "$EVENTS_WATCHERS") ;;
-    *) echo "run.sh: unknown EVENTS scenario $sc (latency, fanout)" >&2; status=1; continue ;;
+    latency) args=(--scenario latency --runs "$EVENTS_RUNS" --watchers 1) ;;
+    fanout) args=(--scenario fanout --runs "$EVENTS_RUNS" --watchers "$EVENTS_WATCHERS") ;;
+    sse-latency) args=(--scenario latency --transport sse --runs "$EVENTS_RUNS" --watchers 1) ;;
+    sse-fanout) args=(--scenario fanout --transport sse --runs "$EVENTS_RUNS" --watchers "$EVENTS_WATCHERS") ;;
+    *) echo "run.sh: unknown EVENTS scenario $sc (latency, fanout, sse-latency, sse-fanout)" >&2; status=1; continue ;;
     esac
     echo "run.sh: events scenario $sc" >&2
-    if ! out=$("$BENCH_EVENTS" --scenario "$sc" --agentzd "$AGENTZD" --data-dir "$DIR/events-$sc" \
-        --json "${args[@]}"); then
+    if ! out=$("$BENCH_EVENTS" --agentzd "$AGENTZD" --data-dir "$DIR/events-$sc" --json "${args[@]}"); then
         status=1
         echo "run.sh: events scenario $sc failed; log in $DIR/events-$sc/agentzd.log" >&2
         [[ -n ${KEEP_BENCH_DIR:-} ]] || tail -20 "$DIR/events-$sc/agentzd.log" >&2 || true
