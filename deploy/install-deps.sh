@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package needed to build, run and test AGENTZ. Idempotent and quick when
-# everything is present (dpkg-query only; apt-get update runs only when something is missing).
-# Never prompts: CI runs this with no standard input.
+# Installs every Debian 12 package needed to build and run AGENTZ (and, with --test, to test it:
+# Chromium for the web UI's browser tests). Idempotent and quick when everything is present
+# (dpkg-query only; apt-get update runs only when something is missing). Checks that Node.js and
+# npm are recent enough for the web UI. Never prompts: CI runs this with no standard input.
 set -euo pipefail
 
 PACKAGES=(
@@ -27,7 +28,13 @@ PACKAGES=(
     openssl
     # the gateway suites drive it with curl as well as with python's http.client
     curl
+    # the web UI is built with Node.js and npm (npm ships with the machine's nodejs)
+    nodejs
 )
+# Only the test command needs these: the browser the web UI's end-to-end tests drive (Playwright
+# launches Debian's chromium; browsers are never downloaded).
+TEST_PACKAGES=(chromium fonts-dejavu-core)
+NODE_MIN=20.19
 
 say() { printf 'install-deps: %s\n' "$*"; }
 
@@ -44,9 +51,34 @@ missing_from() {
     done
 }
 
+case "${1:-}" in
+    "") ;;
+    --test) PACKAGES+=("${TEST_PACKAGES[@]}") ;;
+    *) printf 'usage: deploy/install-deps.sh [--test]\n' >&2; exit 2 ;;
+esac
+
+# Vite needs Node.js >= 20.19; Debian 12's own nodejs is 18, so a machine needs a newer one.
+check_node() {
+    local v
+    if ! v=$(node --version 2>/dev/null); then
+        say "node is not installed" >&2
+        return 1
+    fi
+    v=${v#v}
+    if [[ $(printf '%s\n%s\n' "$NODE_MIN" "$v" | sort -V | head -n 1) != "$NODE_MIN" ]]; then
+        say "node $v is older than $NODE_MIN, which the web UI's build needs" >&2
+        return 1
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        say "npm is not installed (it ships with Node.js $NODE_MIN+)" >&2
+        return 1
+    fi
+}
+
 mapfile -t missing < <(missing_from "${PACKAGES[@]}")
 
 if [[ ${#missing[@]} -eq 0 ]]; then
+    check_node
     say "all ${#PACKAGES[@]} packages already installed, nothing to do"
     exit 0
 fi
@@ -79,3 +111,4 @@ if [[ ${#still_missing[@]} -ne 0 ]]; then
     exit 1
 fi
 say "installed ${missing[*]}"
+check_node
