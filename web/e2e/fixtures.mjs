@@ -7,12 +7,14 @@
  * @param {{ name: string, steps: number, llm?: Record<string, unknown> }} o
  */
 export async function makeWorkflow(stack, o) {
-  const a = await stack.rest("POST", "/v1/agents", { name: `${o.name}-agent`, role: "Writer", goal: "Write", backstory: "Writes things.", ...(o.llm ? { llm: o.llm } : {}) });
+  // unique per call, so a stack that has seen the suite before works too
+  const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
+  const a = await stack.rest("POST", "/v1/agents", { name: `${o.name}-agent-${tag}`, role: "Writer", goal: "Write", backstory: "Writes things.", ...(o.llm ? { llm: o.llm } : {}) });
   if (a.status !== 200) throw new Error(`CreateAgent: ${a.status} ${JSON.stringify(a.json)}`);
   const steps = Array.from({ length: o.steps }, (_, i) => ({ id: `s${i + 1}`, agentId: a.json.id, description: `Part ${i + 1}`, expectedOutput: "Text" }));
-  const w = await stack.rest("POST", "/v1/workflows", { name: o.name, process: "PROCESS_SEQUENTIAL", steps });
+  const w = await stack.rest("POST", "/v1/workflows", { name: `${o.name}-${tag}`, process: "PROCESS_SEQUENTIAL", steps });
   if (w.status !== 200) throw new Error(`CreateWorkflow: ${w.status} ${JSON.stringify(w.json)}`);
-  return { agentId: /** @type {string} */ (a.json.id), workflowId: /** @type {string} */ (w.json.id) };
+  return { agentId: /** @type {string} */ (a.json.id), agentName: /** @type {string} */ (a.json.name), workflowId: /** @type {string} */ (w.json.id) };
 }
 
 /**

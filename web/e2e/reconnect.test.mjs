@@ -6,22 +6,29 @@ import assert from "node:assert/strict";
 import { launch, shot } from "./browser.mjs";
 import { makeWorkflow, runCounts, startRun } from "./fixtures.mjs";
 import { startStack } from "./stack.mjs";
+import { tcpProxy } from "./tcp-proxy.mjs";
 
 /** @type {Awaited<ReturnType<typeof startStack>>} */
 let stack;
 /** @type {Awaited<ReturnType<typeof launch>>} */
 let b;
+/** @type {Awaited<ReturnType<typeof tcpProxy>>} */
+let proxy;
 
 before(async () => {
   // Slow answers (600 characters, 4 per chunk, 25 ms apart: about 4 s a step) so the run is
   // still going while the connection drops.
   stack = await startStack({ fakeArgs: ["--text", "word ".repeat(120), "--chunk-size", "4", "--chunk-delay-ms", "25"] });
+  // The browser reaches the gateway through a relay the test can cut.
+  proxy = await tcpProxy(stack.origin);
   b = await launch();
-  await b.page.goto(stack.uiUrl);
+  b.page.setDefaultTimeout(20_000);
+  await b.page.goto(`${proxy.origin}/#token=${stack.token}`);
   await b.page.getByRole("heading", { name: "Agents" }).waitFor();
 });
 after(async () => {
   await b?.close();
+  await proxy?.close();
   await stack?.stop();
 });
 
@@ -47,13 +54,21 @@ async function allSequences(page) {
 test("a dropped connection reconnects and resumes by sequence, no line twice", async () => {
   const { workflowId } = await makeWorkflow(stack, { name: "reconnect", steps: 3 });
   const runId = await startRun(stack, workflowId);
-  const { page, context } = b;
-  await page.goto(new URL(`/runs/${runId}`, stack.origin).toString());
+  const { page } = b;
+  await page.goto(new URL(`/runs/${runId}`, proxy.origin).toString());
   await page.locator('.step-live[data-status="running"]').first().waitFor({ timeout: 60_000 });
-  await context.setOffline(true);
-  await page.locator('.stream[data-phase="reconnecting"]').waitFor({ timeout: 20_000 });
+  // the snapshot can show a running step before the watch is open: wait for its first event
+  await page.locator('.stream[data-phase="live"]').waitFor();
+  assert.ok(proxy.dropAll() > 0, "the page had a connection open");
+  await page.waitForFunction(() => {
+    const s = document.querySelector(".stream");
+    const phase = s?.getAttribute("data-phase");
+    return phase === "reconnecting" || phase === "failed" || Number(s?.getAttribute("data-reconnects")) >= 1;
+  });
+  assert.notEqual(await page.locator(".stream").getAttribute("data-phase"), "failed", (await page.locator(".stream").textContent()) ?? "");
   await shot(page, "run-reconnecting");
-  await context.setOffline(false);
+  // and once more while it is reconnecting or just back
+  proxy.dropAll();
   await page.locator('.run-view[data-run-status="succeeded"]').waitFor({ timeout: 120_000 });
   assert.ok(Number(await page.locator(".stream").getAttribute("data-reconnects")) >= 1, "the stream was reopened");
   const live = await runCounts(page);
@@ -74,7 +89,7 @@ test("a reload in the middle of a run picks the run up again", async () => {
   const { workflowId } = await makeWorkflow(stack, { name: "reload", steps: 3 });
   const runId = await startRun(stack, workflowId);
   const { page } = b;
-  await page.goto(new URL(`/runs/${runId}`, stack.origin).toString());
+  await page.goto(new URL(`/runs/${runId}`, proxy.origin).toString());
   await page.locator('.step-live[data-step="s2"][data-status="running"]').waitFor({ timeout: 60_000 });
   await page.reload();
   // after the reload: s1 is still shown finished (no step moves back), s2 continues live

@@ -12,7 +12,7 @@ let stack;
 /** @type {Awaited<ReturnType<typeof launch>>} */
 let b;
 let viewerKey = "";
-const ids = { agentId: "", workflowId: "" };
+const ids = { agentId: "", agentName: "", workflowId: "" };
 
 before(async () => {
   stack = await startStack();
@@ -50,7 +50,7 @@ test("a viewer signs in with a pasted key and sees no edit controls", async () =
   assert.equal(await page.getByRole("link", { name: "Secrets" }).count(), 0);
   await shot(page, "viewer-agents");
   await page.goto(new URL(`/agents/${ids.agentId}`, stack.origin).toString());
-  await page.getByRole("heading", { name: "viewer-crew-agent" }).waitFor();
+  await page.getByRole("heading", { name: ids.agentName }).waitFor();
   assert.equal(await page.getByRole("button", { name: "Edit" }).count(), 0);
   assert.equal(await page.getByRole("button", { name: "Delete" }).count(), 0);
   assert.equal(await page.getByRole("button", { name: "Clear memory" }).count(), 0);

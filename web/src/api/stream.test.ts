@@ -128,6 +128,7 @@ describe("resumable streams", () => {
     expect(resumeSequenceFromMessage("nope")).toBeNull();
     expect(isReconnectable(Code.ResourceExhausted)).toBe(true);
     expect(isReconnectable(Code.Unauthenticated)).toBe(false);
+    expect(isReconnectable(Code.Canceled)).toBe(true);
     expect(backoffDelay(1, () => 0.5)).toBe(250);
     expect(backoffDelay(3, () => 0.5)).toBe(1000);
     expect(backoffDelay(30, () => 0.5)).toBe(10000);

@@ -42,6 +42,9 @@ export function isReconnectable(code: Code): boolean {
     case Code.Internal: // a truncated grpc-web body
     case Code.DeadlineExceeded:
     case Code.Aborted:
+    // The browser reports a connection cut under a stream as cancelled; a stop() of our own
+    // is recognised before this is asked.
+    case Code.Canceled:
       return true;
     default:
       return false;

@@ -47,6 +47,10 @@ function RunView({ initial, workflow, workflowError }: { initial: WorkflowRun; w
       open: (after, signal) => api.workflows.watchRun({ runId: initial.id, afterSequence: after, includeTokens: true }, { signal }),
       after: store.getSnapshot().model.lastSequence,
       onEvent: (e) => store.push(e),
+      // Fold in what is queued before the state says "finished", so the two never disagree.
+      onState: (st) => {
+        if (st.phase !== "live" && st.phase !== "connecting") store.flush();
+      },
       endsWhenDone: true,
     }),
     [initial.id, gen],
