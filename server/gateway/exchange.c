@@ -1,8 +1,11 @@
 /* Exchanges: the request of an HTTP client becomes one upstream gRPC call, and the call's events
  * (headers, messages, status) become response chunks for the HTTP side. Events arrive on the
  * upstream's completion-queue thread, so decoding and JSON encoding happen there, off the HTTP
- * loop. Streams read one upstream message per chunk written (az_xch_ack): a slow client slows its
- * own gRPC stream, and the server's slow-consumer bound applies to it, nothing else. */
+ * loop. A stream holds at most AZ_XCH_WINDOW messages the client has not taken yet: below that the
+ * completion-queue thread asks for the next message itself, at the window the stream waits for the
+ * HTTP side to take one (az_xch_ack). So a slow client slows its own gRPC stream, and the server's
+ * slow-consumer bound applies to it, nothing else — and the HTTP loop rarely enters gRPC, whose
+ * calls run other calls' pending transport work on the caller's thread. */
 #include "exchange.h"
 
 #include <ctype.h>
@@ -148,8 +151,20 @@ az_chunk *az_xch_take(az_xch *x, int *next_is_end)
 void az_xch_ack(az_xch *x)
 {
     pthread_mutex_lock(&x->mu);
-    az_upcall_read(x->up);
+    if (x->window > 0) x->window--;
+    if (x->throttled && x->window < AZ_XCH_WINDOW) {
+        x->throttled = 0;
+        az_upcall_read(x->up);
+    }
     pthread_mutex_unlock(&x->mu);
+}
+
+/* After a stream message was queued: read the next one now, or wait for the client at the
+ * window. Call with x->mu held, on the completion-queue thread. */
+static void next_message_locked(az_xch *x)
+{
+    if (++x->window < AZ_XCH_WINDOW) az_upcall_read(x->up);
+    else x->throttled = 1;
 }
 
 void az_xch_close(az_xch *x)
@@ -441,6 +456,7 @@ static void on_stream(az_xch *x, const az_upev *ev)
         x->messages++;
         if (err == AZ_OK) {
             push_data_locked(x, (uint8_t *)out, n, 1);
+            next_message_locked(x);
         } else {
             /* An event that cannot be shown ends the stream rather than vanish silently. */
             az_warn("cannot encode a stream message of %s: %s", x->route->method->grpc_path, msg);
@@ -527,7 +543,10 @@ static void on_grpcweb(az_xch *x, const az_upev *ev)
             return;
         }
         stream_head_locked(x);
-        if (out) push_data_locked(x, out, n, 1);
+        if (out) {
+            push_data_locked(x, out, n, 1);
+            next_message_locked(x);
+        }
         pthread_mutex_unlock(&x->mu);
         wake(x);
         return;

@@ -18,6 +18,8 @@
 #include "upstream.h"
 
 #define AZ_XCH_MAX_EXTRA 8 /* extra response headers per head */
+/* Stream messages an exchange holds for its client at most (see exchange.c). */
+#define AZ_XCH_WINDOW 8
 
 typedef enum az_xch_kind {
     AZ_XCH_LOCAL = 0, /* answered by the gateway itself */
@@ -135,6 +137,8 @@ struct az_xch {
     int headers_in;       /* STREAM: accepted upstream, head not sent yet */
     int close_after;      /* close the connection after this response */
     int messages;
+    int window;           /* stream messages queued or being written, not yet taken */
+    int throttled;        /* at the window: the next read waits for az_xch_ack */
     int unary_counted;
     char request_id[80];
     char *resp;           /* a unary answer kept for the status */
@@ -180,7 +184,7 @@ void az_xch_push(az_xch *x, az_chunk *c);
  * chunk follows it directly, so the last write can carry the end. */
 az_chunk *az_xch_take(az_xch *x, int *next_is_end);
 
-/* A data chunk with ack set was written: the upstream may send the next message. */
+/* A data chunk with ack set was written: the stream's window has room again. */
 void az_xch_ack(az_xch *x);
 
 /* The HTTP side is gone: drop queued chunks, cancel the upstream call. */

@@ -1,7 +1,7 @@
 /* The gateway's HTTP server: h2o (HTTP/1.1, HTTP/2 by ALPN and h2c, WebSocket through wslay) on a
  * libuv loop of its own thread. A request is read and classified here, then run as an exchange
  * (exchange.c) whose response chunks come back through a ready list and are written as h2o asks
- * for more (its generator's proceed), so no response holds more than one chunk in memory. */
+ * for more (its generator's proceed), one chunk at a time. */
 #include "gateway.h"
 
 #include <ctype.h>
