@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/pbjson.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcweb.h"
 
@@ -37,6 +38,7 @@ const char *const az_xch_header_names[AZ_NHDR] = {
     [AZ_H_AC_METHOD] = "access-control-request-method",
     [AZ_H_AC_HEADERS] = "access-control-request-headers",
     [AZ_H_WS_PROTOCOL] = "sec-websocket-protocol",
+    [AZ_H_CONNECT_TIMEOUT] = "connect-timeout-ms",
 };
 
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
@@ -262,8 +264,14 @@ static void push_end_locked(az_xch *x, int ws_close, const char *reason)
 }
 
 /* An error for an HTTP client; call with x->mu held. */
+static void connect_error_locked(az_xch *x, int code, const char *message);
+
 static void error_locked(az_xch *x, int http_status, int code, const char *message)
 {
+    if (x->kind == AZ_XCH_CONNECT) {
+        connect_error_locked(x, code, message);
+        return;
+    }
     if (x->kind == AZ_XCH_WS) {
         char *out = NULL;
         size_t n = 0;
@@ -298,6 +306,9 @@ void az_xch_fail(az_xch *x, int http_status, int code, const char *fmt, ...)
 
 static const char *stream_ctype(const az_xch *x)
 {
+    if (x->kind == AZ_XCH_CONNECT)
+        return x->connect_stream ? (x->json ? "application/connect+json" : "application/connect+proto")
+                                 : (x->json ? "application/json" : "application/proto");
     if (x->kind == AZ_XCH_GRPCWEB)
         return x->text ? "application/grpc-web-text+proto" : "application/grpc-web+proto";
     return x->fmt == AZ_EVENTFMT_SSE ? "text/event-stream; charset=utf-8" : "application/x-ndjson";
@@ -600,6 +611,165 @@ static void on_grpcweb(az_xch *x, const az_upev *ev)
     }
 }
 
+/* ------------------------------------------------------------------ the Connect protocol */
+
+/* Connect's names of the gRPC codes (connectrpc.com/docs/protocol#error-codes). */
+static const char *const CONNECT_CODES[] = {
+    "ok",          "canceled",          "unknown",        "invalid_argument", "deadline_exceeded",
+    "not_found",   "already_exists",    "permission_denied", "resource_exhausted",
+    "failed_precondition", "aborted",   "out_of_range",   "unimplemented",    "internal",
+    "unavailable", "data_loss",         "unauthenticated",
+};
+
+static const char *connect_code(int status)
+{
+    return status >= 0 && (size_t)status < sizeof CONNECT_CODES / sizeof *CONNECT_CODES
+               ? CONNECT_CODES[status] : "unknown";
+}
+
+/* {"code":"not_found","message":"..."} (a streaming end wraps it in {"error": …}). */
+static char *connect_error_json(int status, const char *message, int wrap)
+{
+    json_t *e = json_pack("{s:s,s:s}", "code", connect_code(status), "message", message ? message : "");
+    if (!e) return NULL;
+    json_t *root = wrap ? json_pack("{s:o}", "error", e) : e;
+    char *out = root ? json_dumps(root, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref(root ? root : e);
+    return out;
+}
+
+/* A Connect envelope: flags, 4-byte big-endian length, payload. */
+static uint8_t *envelope(uint8_t flags, const uint8_t *data, size_t len, size_t *out_len)
+{
+    uint8_t *e = malloc(5 + len);
+    if (!e) return NULL;
+    e[0] = flags;
+    e[1] = (uint8_t)(len >> 24);
+    e[2] = (uint8_t)(len >> 16);
+    e[3] = (uint8_t)(len >> 8);
+    e[4] = (uint8_t)len;
+    if (len) memcpy(e + 5, data, len);
+    *out_len = 5 + len;
+    return e;
+}
+
+/* One response message in x's codec: the bytes as they came, or their JSON. */
+static uint8_t *connect_message(az_xch *x, const az_upev *ev, size_t *len, char *msg)
+{
+    if (!x->json) {
+        uint8_t *b = malloc(ev->len ? ev->len : 1);
+        if (b && ev->len) memcpy(b, ev->data, ev->len);
+        *len = ev->len;
+        if (!b) az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        return b;
+    }
+    const ProtobufCMessageDescriptor *d = x->rpc ? x->rpc->output : NULL;
+    ProtobufCMessage *m = d ? protobuf_c_message_unpack(d, NULL, ev->len, ev->data) : NULL;
+    char *json = NULL;
+    if (!m) az_fail(msg, AZ_ERR_INTERNAL, "the server's response does not decode");
+    else if (az_pbjson_encode(m, 0, &json, msg) != AZ_OK) json = NULL;
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (json) *len = strlen(json);
+    return (uint8_t *)json;
+}
+
+static void on_connect(az_xch *x, const az_upev *ev)
+{
+    switch (ev->kind) {
+    case AZ_UPEV_HEADERS:
+        pthread_mutex_lock(&x->mu);
+        copy_request_id(x, ev->md);
+        if (x->connect_stream && ev->md && ev->md->count > 0) stream_head_locked(x);
+        pthread_mutex_unlock(&x->mu);
+        if (x->connect_stream) wake(x);
+        return;
+    case AZ_UPEV_MESSAGE: {
+        char msg[AZ_MSG_MAX];
+        size_t n = 0;
+        uint8_t *body = connect_message(x, ev, &n, msg);
+        pthread_mutex_lock(&x->mu);
+        x->messages++;
+        if (!x->connect_stream) {
+            free(x->resp);
+            x->resp = (char *)body;
+            x->resp_len = n;
+            if (!body) x->resp_err = az_fail(x->resp_msg, AZ_ERR_INTERNAL, "%s", msg);
+            pthread_mutex_unlock(&x->mu);
+            return;
+        }
+        stream_head_locked(x);
+        size_t en = 0;
+        uint8_t *e = body ? envelope(0, body, n, &en) : NULL;
+        free(body);
+        if (e) {
+            push_data_locked(x, e, en, 1);
+            next_message_locked(x);
+        } else {
+            x->close_after = 1;
+            az_upcall_cancel(x->up);
+        }
+        pthread_mutex_unlock(&x->mu);
+        wake(x);
+        return;
+    }
+    case AZ_UPEV_STATUS: {
+        const char *message;
+        int status = final_status(x, ev, &message);
+        pthread_mutex_lock(&x->mu);
+        copy_request_id(x, ev->md);
+        if (x->connect_stream && status == 0) {
+            /* Streams always answer 200; the end-of-stream message says how it went. */
+            stream_head_locked(x);
+            size_t en = 0;
+            uint8_t *e = envelope(0x02, (const uint8_t *)"{}", 2, &en);
+            if (e) push_data_locked(x, e, en, 0);
+            else x->close_after = 1;
+            push_end_locked(x, 0, NULL);
+        } else if (!x->connect_stream && status == 0 && x->resp_err == AZ_OK && x->resp) {
+            respond_locked(x, 200, stream_ctype(x), (uint8_t *)x->resp, x->resp_len, 0);
+            x->resp = NULL;
+        } else {
+            if (status == 0) {
+                status = x->resp ? az_err_grpc_status(x->resp_err) : 13;
+                message = x->resp ? x->resp_msg : "the server returned OK without a response";
+            }
+            connect_error_locked(x, status, message);
+        }
+        pthread_mutex_unlock(&x->mu);
+        wake(x);
+        upstream_done(x);
+        return;
+    }
+    }
+}
+
+/* A Connect error: the unary JSON error with its HTTP status, or (streaming) a 200 stream that
+ * only ends; call with x->mu held. */
+static void connect_error_locked(az_xch *x, int status, const char *message)
+{
+    if (x->connect_stream) {
+        stream_head_locked(x);
+        char *json = connect_error_json(status, message, 1);
+        size_t en = 0;
+        uint8_t *e = json ? envelope(0x02, (const uint8_t *)json, strlen(json), &en) : NULL;
+        free(json);
+        if (e) push_data_locked(x, e, en, 0);
+        push_end_locked(x, 0, NULL);
+    } else {
+        char *json = connect_error_json(status, message, 0);
+        respond_locked(x, az_transcode_http_status(status), "application/json", (uint8_t *)json,
+                       json ? strlen(json) : 0, 0);
+    }
+}
+
+static void connect_fail(az_xch *x, int status, const char *message)
+{
+    pthread_mutex_lock(&x->mu);
+    connect_error_locked(x, status, message);
+    pthread_mutex_unlock(&x->mu);
+    wake(x);
+}
+
 static void on_health(az_xch *x, const az_upev *ev)
 {
     if (ev->kind == AZ_UPEV_MESSAGE) {
@@ -638,6 +808,7 @@ static void on_upstream(void *arg, const az_upev *ev)
     case AZ_XCH_WS: on_stream(x, ev); break;
     case AZ_XCH_GRPCWEB: on_grpcweb(x, ev); break;
     case AZ_XCH_HEALTH: on_health(x, ev); break;
+    case AZ_XCH_CONNECT: on_connect(x, ev); break;
     case AZ_XCH_LOCAL: break;
     }
 }
@@ -693,6 +864,12 @@ static int64_t call_timeout(const az_xch *x, int streaming)
     } else if (x->kind == AZ_XCH_GRPCWEB && x->hv[AZ_H_GRPC_TIMEOUT]) {
         if ((ms = parse_grpc_timeout(x->hv[AZ_H_GRPC_TIMEOUT], x->hl[AZ_H_GRPC_TIMEOUT])) < 0) return -1;
         given = 1;
+    } else if (x->kind == AZ_XCH_CONNECT && x->hv[AZ_H_CONNECT_TIMEOUT]) {
+        char *end;
+        long long v = strtoll(x->hv[AZ_H_CONNECT_TIMEOUT], &end, 10);
+        if (*end || v < 0 || x->hl[AZ_H_CONNECT_TIMEOUT] > 10) return -1;
+        ms = v;
+        given = 1;
     } else if (!streaming) {
         ms = env->call_timeout_ms;
     }
@@ -712,8 +889,10 @@ static void start_call(az_xch *x, const char *method, int streaming, const uint8
     az_xch_env *env = x->env;
     int64_t timeout = call_timeout(x, streaming);
     if (timeout < 0) {
-        az_xch_fail(x, 0, 3, "header %s: not a duration like 5s, 250ms or 2m",
-                    x->hv[AZ_H_TIMEOUT] ? "X-Request-Timeout" : "grpc-timeout");
+        az_xch_fail(x, 0, 3, "header %s: not a valid timeout",
+                    x->hv[AZ_H_TIMEOUT] ? "X-Request-Timeout (a duration like 5s, 250ms or 2m)"
+                    : x->kind == AZ_XCH_CONNECT ? "Connect-Timeout-Ms (milliseconds, at most 10 digits)"
+                                                : "grpc-timeout");
         return;
     }
     az_upmd md[8];
@@ -830,6 +1009,49 @@ static void run_grpcweb(az_xch *x)
     free(req);
 }
 
+/* A Connect request: the body as a message (unary), or its one envelope (streaming), in JSON
+ * or binary protobuf. */
+static void run_connect(az_xch *x)
+{
+    char msg[AZ_MSG_MAX];
+    const uint8_t *body = x->body;
+    size_t len = x->body_len;
+    if (x->connect_stream) {
+        if (len < 5 || (body[0] & 0x01) || ((size_t)body[1] << 24 | (size_t)body[2] << 16 |
+                                            (size_t)body[3] << 8 | body[4]) != len - 5) {
+            connect_fail(x, (len >= 5 && (body[0] & 0x01)) ? 12 : 3,
+                         (len >= 5 && (body[0] & 0x01)) ? "compressed Connect messages are not supported"
+                                                         : "the request is not one Connect envelope");
+            return;
+        }
+        body += 5;
+        len -= 5;
+    }
+    if (!x->rpc) {
+        connect_fail(x, 12, "no such method");
+        return;
+    }
+    uint8_t *packed = NULL;
+    if (x->json) {
+        ProtobufCMessage *m = NULL;
+        if (az_pbjson_decode(x->rpc->input, (const char *)body, len, NULL, &m, msg) != AZ_OK) {
+            connect_fail(x, 3, msg);
+            return;
+        }
+        len = protobuf_c_message_get_packed_size(m);
+        packed = malloc(len ? len : 1);
+        if (packed) protobuf_c_message_pack(m, packed);
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (!packed) {
+            connect_fail(x, 8, "out of memory");
+            return;
+        }
+        body = packed;
+    }
+    start_call(x, x->rpc->grpc_path, x->rpc->server_streaming, body, len);
+    free(packed);
+}
+
 void az_xch_run(az_xch *x)
 {
     switch (x->kind) {
@@ -838,6 +1060,7 @@ void az_xch_run(az_xch *x)
     case AZ_XCH_WS: run_rest(x); break;
     case AZ_XCH_GRPCWEB: run_grpcweb(x); break;
     case AZ_XCH_HEALTH: start_call(x, HEALTH_METHOD, 0, (const uint8_t *)"", 0); break;
+    case AZ_XCH_CONNECT: run_connect(x); break;
     case AZ_XCH_LOCAL: break;
     }
 }

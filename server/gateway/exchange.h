@@ -28,6 +28,8 @@ typedef enum az_xch_kind {
     AZ_XCH_WS,        /* REST server stream over WebSocket */
     AZ_XCH_GRPCWEB,   /* grpc-web, unary or server streaming */
     AZ_XCH_HEALTH,    /* /readyz: an upstream health check */
+    AZ_XCH_CONNECT,   /* the Connect protocol: unary (application/proto|json) or streaming
+                         (application/connect+proto|json) */
 } az_xch_kind;
 
 /* The request headers the gateway reads. */
@@ -49,6 +51,7 @@ enum {
     AZ_H_AC_METHOD,
     AZ_H_AC_HEADERS,
     AZ_H_WS_PROTOCOL,
+    AZ_H_CONNECT_TIMEOUT,
     AZ_NHDR
 };
 
@@ -102,6 +105,8 @@ struct az_xch {
     az_xch_kind kind;
     az_eventfmt fmt;
     int text;             /* grpc-web-text */
+    int json;             /* Connect: the JSON codec (else binary protobuf) */
+    int connect_stream;   /* Connect: the enveloped streaming form */
     int head_only;        /* HEAD: headers without a body */
     int64_t fixed_timeout_ms;
     /* the request, set by the HTTP side before az_xch_run */

@@ -910,6 +910,28 @@ static int route_rest(az_gateway *g, az_xch *x, method m)
     return 1;
 }
 
+/* The Connect protocol's content types: application/proto and application/json for unary
+ * calls, application/connect+proto and application/connect+json for streams. Sets x's codec;
+ * returns 0 for anything else. */
+static int connect_codec(az_xch *x, const char *ct)
+{
+    static const struct {
+        const char *type;
+        int json, stream;
+    } types[] = {
+        {"application/proto", 0, 0},         {"application/json", 1, 0},
+        {"application/connect+proto", 0, 1}, {"application/connect+json", 1, 1},
+    };
+    size_t n = strcspn(ct, "; ");
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        if (strlen(types[i].type) != n || strncasecmp(ct, types[i].type, n) != 0) continue;
+        x->json = types[i].json;
+        x->connect_stream = types[i].stream;
+        return 1;
+    }
+    return 0;
+}
+
 /* Classifies and runs (or answers) a request whose headers and body x holds. */
 static void dispatch(az_gateway *g, az_xch *x, method m)
 {
@@ -938,6 +960,21 @@ static void dispatch(az_gateway *g, az_xch *x, method m)
         x->rpc = az_routes_find_method(g->routes, x->uri, x->uri_len);
         if (x->rpc && x->rpc->client_streaming) {
             az_xch_fail(x, 0, 12, "%s is client streaming, which grpc-web cannot carry", x->uri);
+            return;
+        }
+        az_xch_run(x);
+        return;
+    }
+    if (ct && m == M_POST && x->uri[0] == '/' && strncmp(x->uri, "/v1/", 4) != 0 &&
+        connect_codec(x, ct)) {
+        x->kind = AZ_XCH_CONNECT;
+        x->rpc = az_routes_find_method(g->routes, x->uri, x->uri_len);
+        if (!x->rpc) {
+            az_xch_fail(x, 0, 12, "method %s is not served by this gateway", x->uri);
+            return;
+        }
+        if (x->rpc->client_streaming) {
+            az_xch_fail(x, 0, 12, "%s is client streaming, which the gateway cannot carry", x->uri);
             return;
         }
         az_xch_run(x);
