@@ -10,7 +10,8 @@ import { chromium } from "playwright-core";
 export const WEB = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const ROOT = resolve(WEB, "..");
 export const OUT = join(WEB, "e2e", "out");
-export const SHOTS = join(WEB, "..", "docs", "ui");
+/** Screenshots of the screens, linked from docs/ui.md. */
+export const SHOTS = join(WEB, "e2e", "screenshots");
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
@@ -46,7 +47,7 @@ export async function launch(opts = {}) {
 }
 
 /**
- * Saves a screenshot of the page as <dir>/<name>.png: docs/ui/ (linked from docs/ui.md) for the
+ * Saves a screenshot of the page as <dir>/<name>.png: e2e/screenshots/ (linked from docs/ui.md) for the
  * screens of the real stack, e2e/out/ for checks that run without a server.
  * @param {import("playwright-core").Page} page
  * @param {string} name

@@ -2,7 +2,7 @@
 // End to end against the real stack (agentzd with the gateway, the fake LLM): create an agent
 // (with a server validation error on the way), build a two-step workflow on the canvas, save a
 // second version and diff it, run it and watch it finish live, and see it in analytics; then
-// the admin screens. Saves a screenshot of every screen to docs/ui/.
+// the admin screens. Saves a screenshot of every screen to e2e/screenshots/.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { launch, shot } from "./browser.mjs";
@@ -136,6 +136,7 @@ test("runs the workflow and watches it finish live", async () => {
   const seqs = await page.locator(".event[data-seq]").evaluateAll((els) => els.map((e) => e.getAttribute("data-seq")).filter((s) => s !== "0"));
   assert.equal(new Set(seqs).size, seqs.length, "no event line twice");
   assert.equal(await page.getByTestId("run-progress").textContent(), "2/2 steps");
+  await page.waitForTimeout(400); // let the progress bars' transitions end before the picture
   await shot(page, "run-done");
 });
 

@@ -51,7 +51,7 @@ function WorkspaceSwitcher() {
   }, [clerk, auth.creds.active]);
   const options = auth.creds.credentials.map((c) => ({
     id: c.id,
-    label: `${c.workspaceId ? c.workspaceId.slice(0, 8) : "unknown workspace"} · ${roleName(c.role)} · ${c.source}`,
+    label: `${c.workspaceId ? c.workspaceId.slice(0, 8) : "unchecked"} · ${roleName(c.role)} · ${c.source}`,
   }));
   return (
     <div className="switcher">

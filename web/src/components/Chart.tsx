@@ -10,7 +10,7 @@ export interface Series {
   color?: string;
 }
 
-export function LineChart(props: { title: string; x: number[]; series: Series[]; height?: number; format?: (v: number) => string; xIsTime?: boolean }) {
+export function LineChart(props: { title: string; x: number[]; series: Series[]; height?: number; format?: (v: number) => string; xIsTime?: boolean; yRange?: [number, number] }) {
   const ref = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const [failed, setFailed] = useState<string | null>(null);
@@ -28,7 +28,7 @@ export function LineChart(props: { title: string; x: number[]; series: Series[];
         const opts: uPlot.Options = {
           width: Math.max(240, el.clientWidth),
           height,
-          scales: { x: { time: props.xIsTime ?? true } },
+          scales: { x: { time: props.xIsTime ?? true }, ...(props.yRange ? { y: { range: props.yRange } } : {}) },
           axes: [
             { stroke: css.getPropertyValue("--muted"), grid: { stroke: css.getPropertyValue("--grid") } },
             { stroke: css.getPropertyValue("--muted"), grid: { stroke: css.getPropertyValue("--grid") }, values: (_u, vals) => vals.map((v) => fmt(v)) },

@@ -69,13 +69,17 @@ export default function Analytics() {
         </select>
       </div>
       <ErrorNote error={workflows.error ?? agents.error} />
-      {wfId ? <WorkflowAnalyticsView key={`${wfId}-${win}`} workflowId={wfId} win={win} /> : workflows.data && <p className="muted">No workflows yet.</p>}
+      {wfId ? (
+        <WorkflowAnalyticsView key={`${wfId}-${win}`} workflowId={wfId} win={win} name={(workflows.data ?? []).find((w) => w.id === wfId)?.name ?? wfId.slice(0, 8)} />
+      ) : (
+        workflows.data && <p className="muted">No workflows yet.</p>
+      )}
       <AgentAnalyticsView key={`${agentId}-${win}`} agentId={agentId} win={win} agentName={(agents.data ?? []).find((a) => a.id === agentId)?.name ?? ""} />
     </section>
   );
 }
 
-function WorkflowAnalyticsView({ workflowId, win }: { workflowId: string; win: string }) {
+function WorkflowAnalyticsView({ workflowId, win, name }: { workflowId: string; win: string; name: string }) {
   const end = useMemo(() => Date.now(), []);
   const w = WINDOWS[win] ?? WINDOWS["7d"]!;
   const total = useLoad(() => api.workflows.getWorkflowAnalytics({ workflowId, startTime: ts(end - w.ms), endTime: ts(end) }), [workflowId, win]);
@@ -103,7 +107,7 @@ function WorkflowAnalyticsView({ workflowId, win }: { workflowId: string; win: s
   return (
     <section aria-labelledby="wf-an-h">
       <h2 id="wf-an-h">
-        Workflow <Link to={`/workflows/${workflowId}`}>{workflowId.slice(0, 8)}</Link> · {w.label}
+        Workflow <Link to={`/workflows/${workflowId}`}>{name}</Link> · {w.label}
       </h2>
       <ErrorNote error={total.error ?? series.error} />
       {!a ? (
@@ -164,7 +168,7 @@ function WorkflowAnalyticsView({ workflowId, win }: { workflowId: string; win: s
       {series.data && (
         <div className="charts">
           <LineChart title="Run duration" x={charts.x} series={charts.dur} format={(v) => `${v.toFixed(1)}s`} />
-          <LineChart title="Success rate" x={charts.x} series={charts.rate} format={(v) => `${v.toFixed(0)}%`} />
+          <LineChart title="Success rate" x={charts.x} series={charts.rate} format={(v) => `${v.toFixed(0)}%`} yRange={[0, 100]} />
           <LineChart title="Runs and retries" x={charts.x} series={charts.runs} />
           <LineChart title="Tokens" x={charts.x} series={charts.tokens} />
           <LineChart title="Cost" x={charts.x} series={charts.cost} format={(v) => `$${v.toFixed(3)}`} />
@@ -231,7 +235,7 @@ function AgentAnalyticsView({ agentId, win, agentName }: { agentId: string; win:
       {series.data && (
         <div className="charts">
           <LineChart title="Task duration" x={charts.x} series={charts.dur} format={(v) => `${v.toFixed(1)}s`} />
-          <LineChart title="Task success rate" x={charts.x} series={charts.rate} format={(v) => `${v.toFixed(0)}%`} />
+          <LineChart title="Task success rate" x={charts.x} series={charts.rate} format={(v) => `${v.toFixed(0)}%`} yRange={[0, 100]} />
           <LineChart title="Tasks and retries" x={charts.x} series={charts.tasks} />
           <LineChart title="Tokens" x={charts.x} series={charts.tokens} />
           <LineChart title="Cost" x={charts.x} series={charts.cost} format={(v) => `$${v.toFixed(3)}`} />

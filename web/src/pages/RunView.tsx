@@ -27,12 +27,13 @@ export default function RunViewPage() {
   const { id = "" } = useParams();
   const run = useLoad(() => api.workflows.getRun({ id }), [id]);
   const wf = useLoad(async () => (run.data ? api.workflows.getWorkflow({ id: run.data.workflowId, version: run.data.workflowVersion }) : undefined), [run.data?.workflowId, run.data?.workflowVersion]);
+  const agents = useLoad(async () => new Map((await api.agents.listAgents({ pageSize: 1000 })).agents.map((a) => [a.id, a.name || a.role])), []);
   if (run.loading && !run.data) return <Loading what="the run" />;
   if (!run.data) return <ErrorNote error={run.error} />;
-  return <RunView key={id} initial={run.data} workflow={wf.data} workflowError={wf.error} />;
+  return <RunView key={id} initial={run.data} workflow={wf.data} workflowError={wf.error} agentNames={agents.data ?? new Map<string, string>()} />;
 }
 
-function RunView({ initial, workflow, workflowError }: { initial: WorkflowRun; workflow: Workflow | undefined; workflowError: unknown }) {
+function RunView({ initial, workflow, workflowError, agentNames }: { initial: WorkflowRun; workflow: Workflow | undefined; workflowError: unknown; agentNames: Map<string, string> }) {
   const auth = useAuth();
   const [store] = useState(() => new RunEventStore(runFromSnapshot(initial)));
   const snap = useSyncExternalStore(store.subscribe, store.getSnapshot);
@@ -131,7 +132,7 @@ function RunView({ initial, workflow, workflowError }: { initial: WorkflowRun; w
         <div className="dag" aria-label="Steps graph" role="region">
           {workflow ? (
             <ReactFlowProvider>
-              <RunDag workflow={workflow} model={m} />
+              <RunDag workflow={workflow} model={m} agentNames={agentNames} />
             </ReactFlowProvider>
           ) : (
             <Loading what="the graph" />
@@ -211,7 +212,7 @@ function mergeSnapshot(m: RunModel, r: WorkflowRun): RunModel {
   return { ...fresh, steps, lastSequence: m.lastSequence, lastEventMs: m.lastEventMs };
 }
 
-function RunDag({ workflow, model }: { workflow: Workflow; model: RunModel }) {
+function RunDag({ workflow, model, agentNames }: { workflow: Workflow; model: RunModel; agentNames: Map<string, string> }) {
   const graph = useMemo(() => workflowToGraph(workflow), [workflow]);
   const nodes: StepFlowNode[] = graph.nodes.map((n) => {
     const s = model.steps[n.id];
@@ -223,7 +224,7 @@ function RunDag({ workflow, model }: { workflow: Workflow; model: RunModel }) {
       connectable: false,
       data: {
         stepId: n.id,
-        agent: n.step.agentId ? n.step.agentId.slice(0, 8) : "manager",
+        agent: n.step.agentId ? (agentNames.get(n.step.agentId) ?? n.step.agentId.slice(0, 8)) : "the manager",
         description: n.step.description,
         status: s ? taskClass(s.status) : "pending",
         statusLabel: s ? taskStatusName(s.status) : "pending",
