@@ -94,7 +94,8 @@ struct wsconn {
     h2o_websocket_conn_t *ws;
     int busy;             /* inside a call that may close the connection */
     int dead;             /* h2o closed it while busy: free when not */
-    int stalled;          /* a message waits in wslay: ack once it drained */
+    int stalled;          /* messages wait in wslay: ack them once it drained */
+    int pending_acks;     /* stream messages handed to wslay and not yet acknowledged */
     int closing;          /* our close frame is queued */
     int close_code;       /* a close waiting for the data queued before it (wslay sends control
                              frames first, which would drop that data) */
@@ -401,8 +402,14 @@ static void ws_close_when_drained(wsconn *w)
     w->close_code = 0;
 }
 
-/* Hands queued chunks to wslay: a message at a time, the next one only once the last left
- * wslay's queue. */
+/* Tells the exchange that every message handed to wslay left its queue. */
+static void ws_ack(wsconn *w)
+{
+    for (; w->pending_acks > 0; w->pending_acks--) az_xch_ack(w->s.x);
+}
+
+/* Hands queued chunks to wslay; their window slots are given back once wslay's queue ran
+ * empty, so a client that does not read holds the stream at its window. */
 static void pump_ws(wsconn *w)
 {
     if (!w->ws || w->stalled || w->closing) return;
@@ -412,7 +419,7 @@ static void pump_ws(wsconn *w)
         return;
     }
     w->busy = 1;
-    int ack = 0, wrote = 0;
+    int wrote = 0;
     az_chunk *c;
     while (!w->closing && (c = az_xch_take(w->s.x, NULL)) != NULL) {
         if (c->kind == AZ_CHUNK_DATA) {
@@ -420,8 +427,8 @@ static void pump_ws(wsconn *w)
             if (wslay_event_queue_msg(w->ws->ws_ctx, &m) == 0) {
                 w->s.bytes_out += c->len;
                 wrote = 1;
-                ack |= c->ack;
             }
+            w->pending_acks += c->ack;
         } else if (c->kind == AZ_CHUNK_END) {
             w->close_code = c->ws_close ? c->ws_close : 1000;
             snprintf(w->close_reason, sizeof w->close_reason, "%s", c->reason);
@@ -438,9 +445,9 @@ static void pump_ws(wsconn *w)
         return;
     }
     if (w->closing) watch(&w->s);
-    if (ack && w->ws) {
+    if (w->pending_acks && w->ws) {
         if (wslay_event_get_queued_msg_count(w->ws->ws_ctx) == 0) {
-            az_xch_ack(w->s.x);
+            ws_ack(w);
         } else {
             w->stalled = 1;
             watch(&w->s);
@@ -504,8 +511,14 @@ static void on_tick(uv_timer_t *t)
                 keep = 1; /* the 101 is still being written */
             } else if (w->stalled) {
                 if (wslay_event_get_queued_msg_count(w->ws->ws_ctx) == 0) {
+                    /* Drained: give the window back and write what came meanwhile (pump_ws
+                     * watches again if needed, and may free w, so leave the list first). */
                     w->stalled = 0;
-                    az_xch_ack(s->x);
+                    ws_ack(w);
+                    unwatch(s);
+                    pump_ws(w);
+                    s = next;
+                    continue;
                 } else {
                     keep = 1;
                 }
