@@ -65,6 +65,22 @@ test("imports a CrewAI crew with its warnings; the same files again give the sam
   assert.equal(second, first, "the same import returns the workflow created the first time");
 });
 
+test("the builder shows the server's error on the step it names", async () => {
+  const { page } = b;
+  await page.goto(new URL("/workflows", stack.origin).toString());
+  await page.getByRole("link", { name: `ai-news-${tag}` }).click();
+  await page.waitForFunction(() => document.querySelectorAll(".step-node").length === 2);
+  // drop the declared inputs: the steps' {topic} placeholders are then undeclared
+  await page.getByRole("button", { name: "remove input topic" }).click();
+  await page.getByRole("button", { name: "remove input current_year" }).click();
+  await page.getByRole("button", { name: "Save as new version" }).click();
+  const err = page.getByTestId("save-error");
+  await err.waitFor();
+  assert.match((await err.textContent()) ?? "", /^INVALID_ARGUMENT: workflow\.steps\[0\] \("research_task"\)\.description: placeholder \{topic\} is not declared in inputs/);
+  await page.locator('.step-node.has-issue[data-step="research_task"]').waitFor();
+  await shot(page, "builder-error");
+});
+
 test("instantiates a built-in template", async () => {
   const { page } = b;
   await page.goto(new URL("/workflows", stack.origin).toString());

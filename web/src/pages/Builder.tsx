@@ -70,7 +70,7 @@ function Builder({ workflow, agents, tasks, agentsError, onSaved }: { workflow: 
   const [meta, setMeta] = useState<Meta>(() => metaOf(workflow));
   const [sel, setSel] = useState<Selection>({ kind: "workflow" });
   const [issues, setIssues] = useState<GraphIssue[]>([]);
-  const [serverError, setServerError] = useState<{ text: string; stepId: string | null; path: string | null } | null>(null);
+  const [serverError, setServerError] = useState<{ text: string; detail: string; stepId: string | null; path: string | null } | null>(null);
   const [saving, setSaving] = useState(false);
   const [saved, setSaved] = useState<string | null>(null);
   const [running, setRunning] = useState(false);
@@ -83,7 +83,7 @@ function Builder({ workflow, agents, tasks, agentsError, onSaved }: { workflow: 
   const issueByStep = useMemo(() => {
     const m = new Map<string, string>();
     for (const i of issues) if (i.stepId && !m.has(i.stepId)) m.set(i.stepId, i.message);
-    if (serverError?.stepId) m.set(serverError.stepId, serverError.text);
+    if (serverError?.stepId) m.set(serverError.stepId, serverError.detail);
     return m;
   }, [issues, serverError]);
 
@@ -189,7 +189,8 @@ function Builder({ workflow, agents, tasks, agentsError, onSaved }: { workflow: 
       const fe = parseFieldError(ce.rawMessage);
       const idx = fe.segments[0] === "workflow" && fe.segments[1] === "steps" && typeof fe.segments[2] === "number" ? fe.segments[2] : null;
       const stepId = fe.stepId ?? (idx !== null ? (steps[idx]?.id ?? null) : null);
-      setServerError({ text: `${codeName(ce.code)}: ${ce.rawMessage}`, stepId, path: fe.path });
+      const field = fe.segments.slice(3).join(".").replace(/\.(\d+)/g, "[$1]");
+      setServerError({ text: `${codeName(ce.code)}: ${ce.rawMessage}`, detail: field ? `${field}: ${fe.detail}` : fe.detail, stepId, path: fe.path });
       if (stepId) setSel({ kind: "step", id: stepId });
     } finally {
       setSaving(false);
