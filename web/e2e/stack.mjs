@@ -124,8 +124,8 @@ export async function startStack(opts = {}) {
     AGENTZ_RATE_LIMIT_WORKSPACE: "0",
     AGENTZ_RATE_LIMIT_EXPENSIVE: "0",
     AGENTZ_STREAM_HEARTBEAT: "2s",
-    // Where the gateway finds the built app (phase 2: align with the gateway's own setting).
-    AGENTZ_WEB_DIR: join(WEB, "dist"),
+    // Where the gateway finds the built app (its default is web/dist of the source tree).
+    AGENTZ_GATEWAY_WEB_DIR: join(WEB, "dist"),
     ...(opts.env ?? {}),
   });
   const dataDir = join(dir, "data");
@@ -136,7 +136,7 @@ export async function startStack(opts = {}) {
         join(BIN, "agentzd"),
         ["--roles", "api,worker,gateway", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"],
         env,
-        /web UI: (http:\/\/[^/\s]+)\/#token=(\S+)/,
+        /web UI: (http:\/\/[^/\s#]+)\/?#token=(\S+)/,
         join(dir, "agentzd.log"),
         120_000,
       )
