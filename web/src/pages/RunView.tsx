@@ -71,6 +71,20 @@ function RunView({ initial, workflow, workflowError, agentNames }: { initial: Wo
     };
   }, [stream?.phase, initial.id, store]);
 
+  // A step that finished: read the run again for its output (token deltas are best effort, and
+  // a page opened mid-step saw only the end of them).
+  useEffect(() => {
+    if (m.completedSteps === 0 || stream?.phase === "ended") return;
+    let live = true;
+    api.workflows.getRun({ id: initial.id }).then(
+      (r) => live && setFinal(r),
+      () => {},
+    );
+    return () => {
+      live = false;
+    };
+  }, [m.completedSteps, initial.id, stream?.phase]);
+
   useEffect(() => {
     if (isTerminalRun(m.status)) return;
     const t = setInterval(() => setNow(Date.now()), 1000);
@@ -161,7 +175,7 @@ function RunView({ initial, workflow, workflowError, agentNames }: { initial: Wo
                 </p>
               )}
               {(out || s.tokens) && (
-                <pre className={`output${out ? "" : " live"}`} data-testid={`tokens-${sid}`}>
+                <pre className={`output${out ? "" : " live"}`} data-testid={`tokens-${sid}`} aria-label={out ? `${sid} output` : `${sid}: the model's text so far`}>
                   {out ?? s.tokens}
                 </pre>
               )}
