@@ -24,15 +24,18 @@ static az_err wrap(const char *prefix, const char *json, const char *suffix, cha
 }
 
 az_err az_eventfmt_message(az_eventfmt f, const ProtobufCMessageDescriptor *desc,
-                           const uint8_t *data, size_t len, char **out, size_t *out_len, char *msg)
+                           const uint8_t *data, size_t len, char **out, size_t *out_len,
+                           int64_t *sequence, char *msg)
 {
     *out = NULL;
     *out_len = 0;
+    if (sequence) *sequence = 0;
     ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data);
     if (!m) return az_fail(msg, AZ_ERR_INTERNAL, "the server sent a message that is not a %s", desc->name);
     char *json = NULL;
     az_err err = AZ_OK;
     const Agentz__V1__Event *ev = desc == &agentz__v1__event__descriptor ? (const void *)m : NULL;
+    if (ev && sequence) *sequence = ev->sequence;
     if (f == AZ_EVENTFMT_SSE && ev && ev->payload_case == AGENTZ__V1__EVENT__PAYLOAD_HEARTBEAT) {
         /* A comment keeps the connection warm without waking EventSource listeners. */
         char line[96];

@@ -21,12 +21,14 @@ typedef enum az_eventfmt {
 
 /* Formats one message of type desc (serialized, len bytes) for f. For agentz.v1.Event: SSE
  * gives durable events (sequence > 0) an "id:" line, so EventSource's Last-Event-ID resumes
- * exactly; heartbeats become SSE comments (": heartbeat <time>"). On AZ_OK *out (*out_len
- * bytes, NUL-terminated) is freed with free(). On error *out is NULL and msg says why:
+ * exactly; heartbeats become SSE comments (": heartbeat <time>"); *sequence (may be NULL) is
+ * set to the event's sequence (0 for ephemeral events and other message types). On AZ_OK *out
+ * (*out_len bytes, NUL-terminated) is freed with free(). On error *out is NULL and msg says why:
  * AZ_ERR_INTERNAL for bytes that are not a desc, AZ_ERR_INVALID for a message pbjson cannot
  * encode, AZ_ERR_NOMEM. */
 az_err az_eventfmt_message(az_eventfmt f, const ProtobufCMessageDescriptor *desc,
-                           const uint8_t *data, size_t len, char **out, size_t *out_len, char *msg);
+                           const uint8_t *data, size_t len, char **out, size_t *out_len,
+                           int64_t *sequence, char *msg);
 
 /* The end of a stream with gRPC status (and message): SSE "event: end" with the
  * google.rpc.Status JSON as data (also for OK, so EventSource clients know not to reconnect);

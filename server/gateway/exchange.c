@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/pbjson.h"
@@ -78,6 +79,25 @@ int az_chunk_header(az_chunk *c, const char *name, const char *value, size_t vle
     c->extra[c->nextra][1] = v;
     c->nextra++;
     return 0;
+}
+
+void az_xch_request_id(az_xch *x)
+{
+    const char *v = x->hv[AZ_H_REQID];
+    size_t n = x->hl[AZ_H_REQID];
+    int ok = v && n > 0 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++) ok = v[i] > 0x20 && v[i] < 0x7f && v[i] != '"';
+    if (ok) {
+        memcpy(x->request_id, v, n);
+        x->request_id[n] = '\0';
+        return;
+    }
+    /* Unique across gateways and restarts without coordination: time, pid, a counter. */
+    static atomic_uint_fast64_t counter;
+    uint64_t k = atomic_fetch_add(&counter, 1) + 1;
+    snprintf(x->request_id, sizeof x->request_id, "gw%012llx%06x%08llx",
+             (unsigned long long)time(NULL) & 0xffffffffffffull, (unsigned)getpid() & 0xffffff,
+             (unsigned long long)k & 0xffffffffull);
 }
 
 az_xch *az_xch_new(az_xch_env *env)
@@ -204,6 +224,7 @@ static void respond_locked(az_xch *x, int status, const char *ctype, uint8_t *bo
     h->ctype = ctype;
     h->content_length = (long long)len;
     if (x->request_id[0]) az_chunk_header(h, "x-request-id", x->request_id, strlen(x->request_id));
+    if (status == 405 && x->allow) az_chunk_header(h, "allow", x->allow, strlen(x->allow));
     push_locked(x, h);
     if (d) {
         d->data = body;
@@ -390,12 +411,18 @@ static void copy_request_id(az_xch *x, const grpc_metadata_array *md)
     }
 }
 
-/* A stream the gateway cut at shutdown ends UNAVAILABLE, so its client resumes elsewhere. */
-static int final_status(const az_xch *x, const az_upev *ev, const char **message)
+/* A stream the gateway cut at shutdown ends UNAVAILABLE, so its client resumes elsewhere: for
+ * Event streams from the last sequence it was given. Call with x->mu held. */
+static int final_status(az_xch *x, const az_upev *ev, const char **message)
 {
     *message = ev->details;
     if (ev->status == 1 && atomic_load(x->env->stopping)) {
-        *message = "gateway shutting down; reconnect and resume";
+        if (x->kind == AZ_XCH_STREAM || x->kind == AZ_XCH_WS)
+            snprintf(x->final_msg, sizeof x->final_msg,
+                     "gateway shutting down; resume with after_sequence = %lld", (long long)x->last_seq);
+        else
+            snprintf(x->final_msg, sizeof x->final_msg, "gateway shutting down; reconnect and resume");
+        *message = x->final_msg;
         return 14;
     }
     return ev->status;
@@ -423,8 +450,8 @@ static void on_rest(az_xch *x, const az_upev *ev)
     }
     case AZ_UPEV_STATUS: {
         const char *message;
-        int status = final_status(x, ev, &message);
         pthread_mutex_lock(&x->mu);
+        int status = final_status(x, ev, &message);
         copy_request_id(x, ev->md);
         if (status != 0) {
             error_locked(x, 0, status, message);
@@ -461,8 +488,11 @@ static void on_stream(az_xch *x, const az_upev *ev)
         char msg[AZ_MSG_MAX];
         char *out = NULL;
         size_t n = 0;
-        az_err err = az_eventfmt_message(x->fmt, x->route->method->output, ev->data, ev->len, &out, &n, msg);
+        int64_t seq = 0;
+        az_err err = az_eventfmt_message(x->fmt, x->route->method->output, ev->data, ev->len, &out, &n,
+                                         &seq, msg);
         pthread_mutex_lock(&x->mu);
+        if (seq > x->last_seq) x->last_seq = seq;
         stream_head_locked(x);
         x->messages++;
         if (err == AZ_OK) {
@@ -480,8 +510,8 @@ static void on_stream(az_xch *x, const az_upev *ev)
     }
     case AZ_UPEV_STATUS: {
         const char *message;
-        int status = final_status(x, ev, &message);
         pthread_mutex_lock(&x->mu);
+        int status = final_status(x, ev, &message);
         copy_request_id(x, ev->md);
         if (!x->head_queued && x->kind != AZ_XCH_WS && status != 0) {
             /* Nothing was streamed yet: a plain HTTP error says it best. */
@@ -564,7 +594,9 @@ static void on_grpcweb(az_xch *x, const az_upev *ev)
     }
     case AZ_UPEV_STATUS: {
         const char *message;
+        pthread_mutex_lock(&x->mu);
         int status = final_status(x, ev, &message);
+        pthread_mutex_unlock(&x->mu);
         /* Trailing metadata rides in the trailer frame; keys are slices, so copy them out. */
         az_upmd md[32];
         char keys[32][64];
@@ -714,8 +746,8 @@ static void on_connect(az_xch *x, const az_upev *ev)
     }
     case AZ_UPEV_STATUS: {
         const char *message;
-        int status = final_status(x, ev, &message);
         pthread_mutex_lock(&x->mu);
+        int status = final_status(x, ev, &message);
         copy_request_id(x, ev->md);
         if (x->connect_stream && status == 0) {
             /* Streams always answer 200; the end-of-stream message says how it went. */
@@ -906,7 +938,7 @@ static void start_call(az_xch *x, const char *method, int streaming, const uint8
         else bearer = NULL;
     }
     add_md(md, &n, 8, "x-api-key", x->hv[AZ_H_APIKEY], x->hl[AZ_H_APIKEY]);
-    add_md(md, &n, 8, "x-request-id", x->hv[AZ_H_REQID], x->hl[AZ_H_REQID]);
+    add_md(md, &n, 8, "x-request-id", x->request_id[0] ? x->request_id : NULL, strlen(x->request_id));
     add_md(md, &n, 8, "traceparent", x->hv[AZ_H_TRACEPARENT], x->hl[AZ_H_TRACEPARENT]);
     add_md(md, &n, 8, "tracestate", x->hv[AZ_H_TRACESTATE], x->hl[AZ_H_TRACESTATE]);
     /* The client's address, after the proxies in front of us. */
@@ -971,7 +1003,13 @@ static void run_rest(az_xch *x)
     ProtobufCMessage *m = NULL;
     az_err err = az_transcode_request(x->route, x->b, x->nb, x->q, x->nq, (const char *)x->body,
                                       x->body_len, NULL, &m, msg);
-    if (err == AZ_OK && x->route->method->server_streaming) err = apply_last_event_id(x, m, msg);
+    if (err == AZ_OK && x->route->method->server_streaming) {
+        err = apply_last_event_id(x, m, msg);
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(m->descriptor, "after_sequence");
+        if (err == AZ_OK && f && f->type == PROTOBUF_C_TYPE_INT64)
+            x->last_seq = *(const int64_t *)((const char *)m + f->offset);
+    }
     if (err) {
         protobuf_c_message_free_unpacked(m, NULL);
         az_xch_fail(x, 0, az_err_grpc_status(err), "%s", msg);

@@ -108,6 +108,7 @@ struct az_xch {
     int json;             /* Connect: the JSON codec (else binary protobuf) */
     int connect_stream;   /* Connect: the enveloped streaming form */
     int head_only;        /* HEAD: headers without a body */
+    const char *allow;    /* static: the Allow header of a 405 answer */
     int64_t fixed_timeout_ms;
     /* the request, set by the HTTP side before az_xch_run */
     char *uri;            /* decoded path, NUL-terminated */
@@ -151,8 +152,16 @@ struct az_xch {
     az_err resp_err;
     char resp_msg[AZ_MSG_MAX];
     int health;
+    int64_t last_seq;     /* Event streams: the last durable sequence queued for the client (or
+                             the request's after_sequence): where a cut stream resumes */
+    char final_msg[160];
     az_xch *live_next, *live_prev;
 };
+
+/* Sets x->request_id: the client's X-Request-Id when it is a valid id (1..64 printable ASCII
+ * characters without spaces or quotes), else a new unique one; sent upstream as x-request-id and
+ * on every response. Call once the headers are set. */
+void az_xch_request_id(az_xch *x);
 
 /* A new exchange with one reference (the HTTP side's); NULL when out of memory. */
 az_xch *az_xch_new(az_xch_env *env);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <uv.h>
 
@@ -50,6 +51,7 @@
 #define STREAM_HEAD_DELAY_MS 250
 #define WS_CLOSE_WAIT_MS 2000  /* a WebSocket that does not answer our close frame is cut */
 #define DRAIN_MS 1500          /* shutdown: connections get this long to finish, then are cut */
+#define CUT_WAIT_MS 500        /* ... and h2o this long to close the cut ones */
 
 /* The API's CSP: nothing may be loaded or framed from a JSON response. */
 static const char CSP_API[] = "default-src 'none'; frame-ancestors 'none'";
@@ -132,6 +134,8 @@ struct az_gateway {
     atomic_int draining; /* the loop is to close its listener and wind down */
     int64_t drain_until;
     int conns;           /* accepted TCP connections still open */
+    struct tcpconn *tcpall; /* ... all of them, so shutdown can cut those left */
+    int cut;             /* the drain deadline passed and the rest were cut */
     side *watch;         /* exchanges waiting on time (head delay, WebSocket drain/close) */
     wsconn *wsall;       /* every open WebSocket */
 
@@ -139,6 +143,8 @@ struct az_gateway {
     az_xch *ready;
     int loop_alive;
 };
+
+static void cut_connections(az_gateway *g);
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -538,7 +544,11 @@ static void on_tick(uv_timer_t *t)
         /* Idle HTTP/1.1 connections wait for their next request: end that wait now. */
         g->ctx.http1.req_timeout.timeout = 0;
         h2o_timeout_run(&g->loop, &g->ctx.http1.req_timeout, h2o_now(&g->loop));
-        if (g->conns == 0 || now >= g->drain_until) uv_stop(&g->loop);
+        if (g->conns > 0 && now >= g->drain_until && !g->cut) {
+            cut_connections(g);
+            g->cut = 1;
+        }
+        if (g->conns == 0 || now >= g->drain_until + CUT_WAIT_MS) uv_stop(&g->loop);
         return;
     }
     if (!g->watch) {
@@ -897,6 +907,7 @@ static int route_rest(az_gateway *g, az_xch *x, method m)
         h->ctype = "application/json";
         h->content_length = (long long)len;
         az_chunk_header(h, "allow", allow, strlen(allow));
+        az_chunk_header(h, "x-request-id", x->request_id, strlen(x->request_id));
         d->data = (uint8_t *)json;
         d->len = len;
         az_xch_push(x, h);
@@ -954,6 +965,7 @@ static void dispatch(az_gateway *g, az_xch *x, method m)
         return;
     }
     if (m == M_OTHER) {
+        x->allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
         az_xch_fail(x, 405, 12, "unsupported HTTP method");
         return;
     }
@@ -965,6 +977,7 @@ static void dispatch(az_gateway *g, az_xch *x, method m)
     const char *ct = x->hv[AZ_H_CTYPE];
     if (ct && strncasecmp(ct, "application/grpc-web", 20) == 0) {
         if (m != M_POST) {
+            x->allow = "POST, OPTIONS";
             az_xch_fail(x, 405, 12, "grpc-web calls are POST, not %s", name);
             return;
         }
@@ -996,6 +1009,7 @@ static void dispatch(az_gateway *g, az_xch *x, method m)
     for (size_t i = 0; i < sizeof LOCAL / sizeof *LOCAL; i++) {
         if (strcmp(x->uri, LOCAL[i].path) != 0) continue;
         if (m != M_GET && m != M_HEAD) {
+            x->allow = "GET, HEAD";
             az_xch_fail(x, 405, 12, "%s takes GET, not %s", x->uri, name);
             return;
         }
@@ -1028,6 +1042,7 @@ static int read_request(az_gateway *g, az_xch *x, h2o_req_t *req, const char **w
         *why = "out of memory";
         return 500;
     }
+    az_xch_request_id(x);
     size_t qat = req->query_at == SIZE_MAX ? req->path.len : req->query_at;
     if (req->path.len > URI_MAX) {
         *why = "the request URI is too long";
@@ -1162,27 +1177,51 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ------------------------------------------------------------------ listening */
 
+/* An accepted connection: h2o owns the handle (and closes it); we keep a list to cut. */
+typedef struct tcpconn {
+    uv_tcp_t tcp; /* first, so the handle is the connection */
+    struct tcpconn *next, *prev;
+} tcpconn;
+
 static void on_conn_closed(uv_handle_t *handle)
 {
     az_gateway *g = handle->loop->data;
+    tcpconn *c = (tcpconn *)handle;
+    if (c->prev) c->prev->next = c->next;
+    else if (g->tcpall == c) g->tcpall = c->next;
+    if (c->next) c->next->prev = c->prev;
     g->conns--;
-    free(handle);
+    free(c);
+}
+
+/* Past the drain deadline: shut the sockets down under h2o, so each of its connections sees
+ * the end of its stream and closes itself the usual way (closing a handle h2o owns behind its
+ * back would make it close the handle twice). */
+static void cut_connections(az_gateway *g)
+{
+    for (tcpconn *c = g->tcpall; c; c = c->next) {
+        uv_os_fd_t fd;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) shutdown(fd, SHUT_RDWR);
+    }
 }
 
 static void on_accept(uv_stream_t *listener, int status)
 {
     az_gateway *g = listener->loop->data;
     if (status != 0) return;
-    uv_tcp_t *conn = malloc(sizeof *conn);
-    if (!conn) return;
-    uv_tcp_init(listener->loop, conn);
-    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
-        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+    tcpconn *c = calloc(1, sizeof *c);
+    if (!c) return;
+    uv_tcp_init(listener->loop, &c->tcp);
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
+    c->next = g->tcpall;
+    if (c->next) c->next->prev = c;
+    g->tcpall = c;
     g->conns++;
-    uv_tcp_nodelay(conn, 1);
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, on_conn_closed);
+    uv_tcp_nodelay(&c->tcp, 1);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, on_conn_closed);
     h2o_accept(&g->accept_ctx, sock);
 }
 
@@ -1416,9 +1455,10 @@ void az_gateway_stop(az_gateway *g)
     }
 }
 
+/* Our own handles and h2o's timers; connections are h2o's to close (see cut_connections). */
 static void close_handle(uv_handle_t *h, void *arg)
 {
-    if (!uv_is_closing(h)) uv_close(h, h->type == UV_TCP && h != arg ? (uv_close_cb)free : NULL);
+    if (!uv_is_closing(h) && (h->type != UV_TCP || h == arg)) uv_close(h, NULL);
 }
 
 void az_gateway_free(az_gateway *g)
@@ -1431,13 +1471,13 @@ void az_gateway_free(az_gateway *g)
     if (g->ctx.loop) {
         /* Connections still open at this point are cut; h2o's state of those goes with the
          * process (disposing of the context under them would trip its assertions). */
-        for (wsconn *w = g->wsall, *n; w; w = n) {
-            n = w->all_next;
-            if (w->ws) h2o_websocket_close(w->ws);
-            w->ws = NULL;
-            ws_free(w);
-        }
         if (g->conns == 0) {
+            for (wsconn *w = g->wsall, *n; w; w = n) {
+                n = w->all_next;
+                if (w->ws) h2o_websocket_close(w->ws);
+                w->ws = NULL;
+                ws_free(w);
+            }
             /* The shutdown request arms a context-wide graceful-shutdown timer of its own;
              * with every connection gone it has nothing left to do. */
             if (h2o_timeout_is_linked(&g->ctx.http2._graceful_shutdown_timeout))
@@ -1457,9 +1497,14 @@ void az_gateway_free(az_gateway *g)
             }
         }
     }
-    uv_walk(&g->loop, close_handle, &g->listener);
-    uv_run(&g->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&g->loop);
+    if (g->conns == 0) {
+        uv_walk(&g->loop, close_handle, &g->listener);
+        uv_run(&g->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&g->loop);
+    } else {
+        az_warn("gateway shutdown: %d connection(s) did not close after being cut; leaving them to the process exit",
+                g->conns);
+    }
     /* The upstream waits for every call's STATUS, which drops the exchanges' last references. */
     az_upstream_free(g->up);
     for (az_xch *x = g->ready, *n; x; x = n) {

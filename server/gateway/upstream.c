@@ -83,7 +83,11 @@ struct az_upcall {
 
 /* ------------------------------------------------------------------ channels */
 
-static grpc_channel *open_channel(az_upstream *u, int ordinal)
+/* stream: a channel for server streams, whose HTTP/2 windows stay small (no BDP probing, 64 KiB
+ * read-ahead per stream). gRPC otherwise grows them to megabytes, and a client that stops reading
+ * would park that much in this process instead of filling the server's per-stream queue, which is
+ * what cuts a slow consumer off (with the sequence to resume from). */
+static grpc_channel *open_channel(az_upstream *u, int ordinal, int stream)
 {
     /* A distinct argument per channel keeps gRPC from sharing one connection among them. */
     grpc_arg args[4] = {
@@ -94,9 +98,14 @@ static grpc_channel *open_channel(az_upstream *u, int ordinal)
         {.type = GRPC_ARG_STRING, .key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING,
          .value.string = (char *)"agentz-gateway/" AZ_VERSION},
     };
-    grpc_arg all[5];
+    grpc_arg all[8];
     memcpy(all, args, sizeof args);
     size_t n = 4;
+    if (stream) {
+        all[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_HTTP2_BDP_PROBE, .value.integer = 0};
+        all[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                              .value.integer = 64 << 10};
+    }
     if (u->cfg.server_name && *u->cfg.server_name)
         all[n++] = (grpc_arg){.type = GRPC_ARG_STRING, .key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
                               .value.string = (char *)u->cfg.server_name};
@@ -364,7 +373,7 @@ az_err az_upstream_new(const az_upstream_config *cfg, az_upstream **out, char *m
         goto fail;
     }
     for (int i = 0; i < u->cfg.unary_channels; i++) {
-        if (!(u->unary[i].ch = open_channel(u, i))) {
+        if (!(u->unary[i].ch = open_channel(u, i, 0))) {
             err = az_fail(msg, AZ_ERR_INTERNAL, "cannot create a channel to %s", u->target);
             goto fail;
         }
@@ -441,7 +450,7 @@ static az_err place_locked(az_upstream *u, az_upcall *c, grpc_channel **ch, char
                 u->streams = grown;
                 u->capstreams = cap;
             }
-            grpc_channel *nc = open_channel(u, u->cfg.unary_channels + u->nstreams);
+            grpc_channel *nc = open_channel(u, u->cfg.unary_channels + u->nstreams, 1);
             if (!nc) return az_fail(msg, AZ_ERR_INTERNAL, "cannot create a channel to %s", u->target);
             u->streams[u->nstreams] = (channel){.ch = nc, .streams = 0};
             pick = &u->streams[u->nstreams++];
