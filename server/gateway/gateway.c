@@ -52,6 +52,7 @@
 #define WS_CLOSE_WAIT_MS 2000  /* a WebSocket that does not answer our close frame is cut */
 #define DRAIN_MS 1500          /* shutdown: connections get this long to finish, then are cut */
 #define CUT_WAIT_MS 500        /* ... and h2o this long to close the cut ones */
+#define SWEEP_MS 250           /* how often slow HTTP/1 requests are looked for (408) */
 
 /* The API's CSP: nothing may be loaded or framed from a JSON response. */
 static const char CSP_API[] = "default-src 'none'; frame-ancestors 'none'";
@@ -80,6 +81,19 @@ struct side {
     size_t bytes_out;
 };
 
+typedef struct tcpconn tcpconn;
+/* An accepted connection: h2o owns the handle (and closes it); we keep a list to cut, and
+ * what the 408 sweep needs to know. */
+struct tcpconn {
+    uv_tcp_t tcp;        /* first, so the handle is the connection */
+    tcpconn *next, *prev;
+    h2o_socket_t *sock;  /* NULL once h2o disposed of it */
+    void *h1;            /* plaintext: h2o's HTTP/1 connection, sock->data while it speaks HTTP/1 */
+    int inflight;        /* requests handed to on_req and not yet disposed of */
+    int64_t wait_since;  /* when the connection began waiting for its next request */
+    int timed_out;       /* 408 sent */
+};
+
 typedef struct hreq {
     side s;
     h2o_generator_t gen;
@@ -88,6 +102,7 @@ typedef struct hreq {
     int sending;          /* waiting for proceed */
     int started;          /* h2o_start_response was called */
     int finished;         /* the final h2o_send was made */
+    tcpconn *conn;        /* HTTP/1 requests: their connection, told when the request ends */
 } hreq;
 
 typedef struct wsconn wsconn;
@@ -134,8 +149,9 @@ struct az_gateway {
     atomic_int draining; /* the loop is to close its listener and wind down */
     int64_t drain_until;
     int conns;           /* accepted TCP connections still open */
-    struct tcpconn *tcpall; /* ... all of them, so shutdown can cut those left */
+    tcpconn *tcpall;     /* ... all of them, so shutdown can cut those left */
     int cut;             /* the drain deadline passed and the rest were cut */
+    uv_timer_t sweep;    /* answers HTTP/1 requests that do not arrive in time with 408 */
     side *watch;         /* exchanges waiting on time (head delay, WebSocket drain/close) */
     wsconn *wsall;       /* every open WebSocket */
 
@@ -145,6 +161,8 @@ struct az_gateway {
 };
 
 static void cut_connections(az_gateway *g);
+static void conn_request_done(tcpconn *c);
+static tcpconn *conn_of(h2o_req_t *req);
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -355,6 +373,8 @@ static void on_hreq_dispose(void *p)
 {
     hreq *h = p;
     az_xch *x = h->s.x;
+    if (h->conn) conn_request_done(h->conn);
+    h->conn = NULL;
     unwatch(&h->s);
     h->req = NULL;
     if (!x) return; /* the exchange went on as a WebSocket */
@@ -1132,6 +1152,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     h->req = req;
     h->s.g = g;
     h->s.m = method_of(req->method);
+    if ((h->conn = conn_of(req)) != NULL) h->conn->inflight++;
     if (!x) {
         h2o_send_error_generic(req, 503, "Service Unavailable", "out of memory", 0);
         return 0;
@@ -1177,11 +1198,70 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ------------------------------------------------------------------ listening */
 
-/* An accepted connection: h2o owns the handle (and closes it); we keep a list to cut. */
-typedef struct tcpconn {
-    uv_tcp_t tcp; /* first, so the handle is the connection */
-    struct tcpconn *next, *prev;
-} tcpconn;
+
+static void on_sock_close(void *data) { ((tcpconn *)data)->sock = NULL; }
+
+static void conn_request_done(tcpconn *c)
+{
+    c->inflight--;
+    c->wait_since = now_ms();
+}
+
+/* The connection behind an HTTP/1 request (NULL for HTTP/2 and for sockets not ours). */
+static tcpconn *conn_of(h2o_req_t *req)
+{
+    if (req->version >= 0x200 || !req->conn->callbacks->get_socket) return NULL;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    return sock && sock->on_close.cb == on_sock_close ? sock->on_close.data : NULL;
+}
+
+/* h2o closes an HTTP/1 connection whose request is too slow without a word (its req_timeout,
+ * set a second later as a backstop). The gateway answers first: a plaintext HTTP/1 connection
+ * with part of a request read, none being handled, nothing being written, and the request
+ * timeout passed since it began waiting gets a 408 and has its socket shut down, which h2o
+ * sees as the end of input and closes the connection itself. Over TLS the bytes would need
+ * h2o's TLS state, so those connections are closed by h2o only. */
+static void on_sweep(uv_timer_t *t)
+{
+    az_gateway *g = t->data;
+    int64_t now = now_ms();
+    for (tcpconn *c = g->tcpall; c; c = c->next) {
+        h2o_socket_t *sock = c->sock;
+        if (!sock || !c->h1 || sock->data != c->h1 || c->inflight > 0 || c->timed_out) continue;
+        if (sock->input->size == 0 || h2o_socket_is_writing(sock)) continue;
+        if (now - c->wait_since < g->cfg.request_timeout_ms) continue;
+        char body[200], head[400];
+        int bl = snprintf(body, sizeof body,
+                          "{\"code\":4,\"message\":\"the request did not arrive within %d ms "
+                          "(AGENTZ_GATEWAY_REQUEST_TIMEOUT)\",\"details\":[]}",
+                          g->cfg.request_timeout_ms);
+        int hl = snprintf(head, sizeof head,
+                          "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %d\r\nConnection: close\r\nCache-Control: no-store\r\n"
+                          "X-Content-Type-Options: nosniff\r\n\r\n",
+                          bl);
+        uv_os_fd_t fd;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) continue;
+        struct iovec iov[2] = {{head, (size_t)hl}, {body, (size_t)bl}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+        /* A few hundred bytes into an idle socket's send buffer: this does not block. */
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+        shutdown(fd, SHUT_RDWR);
+        c->timed_out = 1;
+        if (g->cfg.access_log) {
+            char peer[64] = "-";
+            struct sockaddr_storage sa;
+            int sl = sizeof sa;
+            if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &sl) == 0)
+                h2o_socket_getnumerichost((struct sockaddr *)&sa, (socklen_t)sl, peer);
+            char fields[200];
+            snprintf(fields, sizeof fields, "method=- path=- status=408 bytes=%zu peer=%s",
+                     (size_t)sock->input->size, peer);
+            az_log_kv(AZ_LOG_INFO, "http", fields);
+        }
+    }
+}
 
 static void on_conn_closed(uv_handle_t *handle)
 {
@@ -1220,9 +1300,19 @@ static void on_accept(uv_stream_t *listener, int status)
     if (c->next) c->next->prev = c;
     g->tcpall = c;
     g->conns++;
+    c->wait_since = now_ms();
     uv_tcp_nodelay(&c->tcp, 1);
     h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, on_conn_closed);
+    if (!sock) {
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        return;
+    }
+    c->sock = sock;
+    sock->on_close.cb = on_sock_close;
+    sock->on_close.data = c;
     h2o_accept(&g->accept_ctx, sock);
+    /* Plaintext: h2o made its HTTP/1 connection synchronously (TLS ones wait for the handshake). */
+    if (!g->tls && c->sock) c->h1 = c->sock->data;
 }
 
 static az_err make_ssl(az_gateway *g, char *msg)
@@ -1373,6 +1463,9 @@ az_err az_gateway_new(const az_gateway_config *cfg, az_gateway **out, char *msg)
     g->wakeup.data = g;
     uv_timer_init(&g->loop, &g->tick);
     g->tick.data = g;
+    uv_timer_init(&g->loop, &g->sweep);
+    g->sweep.data = g;
+    uv_timer_start(&g->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
 
     az_err err;
     static const ProtobufCServiceDescriptor *const services[] = {
@@ -1403,7 +1496,8 @@ az_err az_gateway_new(const az_gateway_config *cfg, az_gateway **out, char *msg)
     /* h2o refuses bodies past its own limit bluntly (an HTTP/2 stream reset): give it room, so
      * the gateway answers bodies over max_body_bytes with its JSON 413 itself. */
     g->config.max_request_entity_size = (size_t)c->max_body_bytes * 2;
-    g->config.http1.req_timeout = (uint64_t)c->request_timeout_ms;
+    /* A backstop a second later than the gateway's own 408 (see on_sweep). */
+    g->config.http1.req_timeout = (uint64_t)c->request_timeout_ms + 1000;
     g->config.http1.upgrade_to_http2 = 1; /* h2c: prior knowledge and Upgrade */
     g->config.http2.idle_timeout = 60000;
     g->config.http2.graceful_shutdown_timeout = DRAIN_MS;

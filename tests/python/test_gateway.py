@@ -1447,6 +1447,49 @@ class T08Misc(unittest.TestCase):
         self.assertEqual(rc, 0, gw.log_tail())
 
 
+    def test_slow_requests_get_408(self):
+        """A request that does not arrive within AGENTZ_GATEWAY_REQUEST_TIMEOUT is 408 with a JSON
+        status (headers or body too slow); an idle keep-alive connection is just closed."""
+        gw = Proc([GATEWAY_BIN, "--listen", "127.0.0.1:0", "--upstream", GRPC_ADDR, "--web-dir", "",
+                   "--request-timeout", "2s"], "python-gateway-408.log")
+        try:
+            host = gw.wait_line(GW_READY_RE, timeout=20).group(2)
+            h, port = host.rsplit(":", 1)
+
+            def slow(data):
+                s = socket.create_connection((h, int(port)), timeout=10)
+                t0 = time.monotonic()
+                s.sendall(data)
+                out = b""
+                while True:
+                    b = s.recv(4096)
+                    if not b:
+                        break
+                    out += b
+                s.close()
+                return time.monotonic() - t0, out
+
+            for name, data in (("headers", b"GET /v1/whoami HTTP/1.1\r\nHost: x\r\nX-Api-Key: k"),
+                               ("body", b"POST /v1/agents HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                        b"application/json\r\nContent-Length: 100\r\n\r\n{\"name\":")):
+                took, out = slow(data)
+                head, _, body = out.partition(b"\r\n\r\n")
+                self.assertTrue(head.startswith(b"HTTP/1.1 408 "), (name, out))
+                self.assertIn(b"connection: close", head.lower(), name)
+                st = json.loads(body)
+                self.assertEqual(st["code"], 4, name)
+                self.assertIn("AGENTZ_GATEWAY_REQUEST_TIMEOUT", st["message"], name)
+                self.assertTrue(1.8 <= took <= 4.5, (name, took))
+            took, out = slow(b"")
+            self.assertEqual(out, b"", "an idle connection is closed without an answer")
+            self.assertTrue(took <= 6, took)
+            # The gateway goes on serving prompt requests.
+            self.assertEqual(call("GET", "/v1/whoami", host=host).status, 200)
+        finally:
+            rc = gw.stop()
+        self.assertEqual(rc, 0, gw.log_tail())
+
+
 class T09Tls(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
