@@ -56,28 +56,6 @@ function stop(child, ms) {
 }
 
 /**
- * The few REST calls of the test setup made with the CLI instead, for a hand-started stack
- * without the gateway's REST mapping (AGENTZ_E2E_GRPC=HOST:PORT of agentzd's gRPC).
- * @param {string} grpc @param {string} token @param {string} method @param {string} path @param {unknown} body
- * @returns {Promise<{ status: number, json: any }>} json: proto3 JSON of the result
- */
-async function viaCli(grpc, token, method, path, body) {
-  const { spawnSync } = await import("node:child_process");
-  /** @type {string[]} */
-  let args;
-  const run = /^\/v1\/workflows\/([^/]+)\/runs$/.exec(path);
-  const b = /** @type {Record<string, string>} */ (body ?? {});
-  if (method === "POST" && path === "/v1/agents") args = ["agents", "create", "-f", "-"];
-  else if (method === "POST" && path === "/v1/workflows") args = ["workflows", "create", "-f", "-"];
-  else if (method === "POST" && run) args = ["runs", "start", run[1] ?? ""];
-  else if (method === "POST" && path === "/v1/apiKeys") args = ["keys", "create", "--name", b.name ?? "", "--role", (b.role ?? "").replace("ROLE_", "").toLowerCase()];
-  else throw new Error(`viaCli: ${method} ${path} is not mapped`);
-  const r = spawnSync(join(BIN, "agentz"), ["--server", grpc, "--token", token, "-o", "json", ...args], { input: JSON.stringify(body ?? {}), encoding: "utf8" });
-  if (r.status !== 0) return { status: /PERMISSION_DENIED/.test(r.stderr) ? 403 : 400, json: { message: r.stderr } };
-  return { status: 200, json: JSON.parse(r.stdout) };
-}
-
-/**
  * @param {{ fakeArgs?: string[], env?: Record<string, string> }} [opts]
  */
 export async function startStack(opts = {}) {
@@ -96,7 +74,6 @@ export async function startStack(opts = {}) {
       log: () => "",
       /** @param {string} method @param {string} path @param {unknown} [body] @param {string} [auth] @returns {Promise<{ status: number, json: any }>} json: proto3 JSON */
       async rest(method, path, body, auth = tok) {
-        if (process.env.AGENTZ_E2E_GRPC) return viaCli(process.env.AGENTZ_E2E_GRPC, auth, method, path, body);
         const r = await fetch(`${u.origin}${path}`, { method, headers: { authorization: `Bearer ${auth}`, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
         const text = await r.text();
         return { status: r.status, json: text ? JSON.parse(text) : null };
