@@ -51,7 +51,7 @@
 #define STREAM_HEAD_DELAY_MS 250
 #define WS_CLOSE_WAIT_MS 2000  /* a WebSocket that does not answer our close frame is cut */
 #define DRAIN_MS 1500          /* shutdown: connections get this long to finish, then are cut */
-#define CUT_WAIT_MS 500        /* ... and h2o this long to close the cut ones */
+#define CUT_WAIT_MS 1000       /* ... and h2o this long to close the cut ones */
 #define SWEEP_MS 250           /* how often slow HTTP/1 requests are looked for (408) */
 
 /* The API's CSP: nothing may be loaded or framed from a JSON response. */
@@ -92,6 +92,7 @@ struct tcpconn {
     int inflight;        /* requests handed to on_req and not yet disposed of */
     int64_t wait_since;  /* when the connection began waiting for its next request */
     int timed_out;       /* 408 sent */
+    int stuck;           /* sweeps that saw h2o wait on a write libuv no longer has */
 };
 
 typedef struct hreq {
@@ -684,6 +685,10 @@ static int decode_path(az_xch *x, const char *raw, size_t n, const char **why)
     }
     long long len = pct_decode(raw, n, 0, x->uri);
     if (len < 0 || x->uri[0] != '/') {
+        /* The access log shows the path as it came. */
+        memcpy(x->uri, raw, n);
+        x->uri[n] = '\0';
+        x->uri_len = 0;
         *why = "the path is not a valid percent-encoded absolute path (an encoded '/' is not allowed)";
         return -1;
     }
@@ -1227,6 +1232,21 @@ static void on_sweep(uv_timer_t *t)
     int64_t now = now_ms();
     for (tcpconn *c = g->tcpall; c; c = c->next) {
         h2o_socket_t *sock = c->sock;
+        if (sock && h2o_socket_is_writing(sock) && !uv_is_writable((uv_stream_t *)&c->tcp) &&
+            uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+            /* h2o 2.2 ignores uv_write's own failure: after a read error (a client's RST) libuv
+             * refuses writes at once, and h2o waits forever for the completion of the write it
+             * tried (over TLS, always the close_notify of its shutdown), leaking the socket and
+             * its descriptor. Seen on two sweeps in a row (a completion libuv has queued runs
+             * within one loop turn), give h2o the completion it missed, as the failure it was. */
+            if (c->stuck++ >= 1) {
+                h2o_socket_cb cb = sock->_cb.write;
+                sock->_cb.write = NULL;
+                cb(sock, h2o_socket_error_io);
+            }
+            continue;
+        }
+        c->stuck = 0;
         if (!sock || !c->h1 || sock->data != c->h1 || c->inflight > 0 || c->timed_out) continue;
         if (sock->input->size == 0 || h2o_socket_is_writing(sock)) continue;
         if (now - c->wait_since < g->cfg.request_timeout_ms) continue;

@@ -1552,6 +1552,38 @@ class T09Tls(unittest.TestCase):
         self.assertIn(b'event: end\ndata: {"code":0,', body)
 
 
+    def test_reset_tls_connections_are_released(self):
+        """TLS clients that reset their connections (mid-stream or idle) leave no descriptor behind."""
+        fds = lambda: len(os.listdir("/proc/%d/fd" % self.gw.p.pid))
+        tls = ssl.create_default_context(cafile=self.cert)
+
+        def reset_streams(n):
+            for _ in range(n):
+                s = Stream("/v1/agents:watch?labelSelector=none%3D" + uid(), host=self.host, tls=tls)
+                self.assertEqual(s.status, 200)
+                s.abort()  # SO_LINGER 0: an RST
+
+        def reset_idle(n):
+            h, p = self.host.rsplit(":", 1)
+            for _ in range(n):
+                sock = tls.wrap_socket(socket.create_connection((h, int(p)), timeout=TIMEOUT), server_hostname=h)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    got += sock.recv(4096)
+                self.assertTrue(got.startswith(b"HTTP/1.1 200"), got)
+                time.sleep(0.05)  # the connection waits for its next request
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+
+        reset_streams(1)  # the upstream's stream connection is made once, then shared
+        time.sleep(3)
+        base = fds()
+        reset_streams(20)
+        reset_idle(20)
+        wait_for(lambda: fds() <= base, timeout=10,
+                 what="the gateway to release 40 reset TLS connections (%d descriptors, %d before)" % (fds(), base))
+
     def test_zz_sigterm_ends_streams_with_unavailable(self):
         """Last of the class: SIGTERM to the standalone gateway with an open SSE stream."""
         with Stream("/v1/agents:watch?labelSelector=none%3D" + uid(), host=self.host,
