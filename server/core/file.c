@@ -25,18 +25,20 @@ az_err az_file_read(const char *path, char **out, size_t *len, char *msg)
     for (;;) {
         /* Keep one byte free for the terminating NUL. */
         if (cap - n < 2) {
-            if (cap >= AZ_FILE_MAX) {
+            /* The last size holds AZ_FILE_MAX bytes, the NUL, and one byte more to see past it. */
+            if (n > AZ_FILE_MAX) {
                 err = az_fail(msg, AZ_ERR_INVALID, "cannot read %s: larger than %u bytes", shown,
                               AZ_FILE_MAX);
                 goto done;
             }
-            char *bigger = realloc(buf, cap * 2);
+            size_t grown = cap * 2 > (size_t)AZ_FILE_MAX + 2 ? (size_t)AZ_FILE_MAX + 2 : cap * 2;
+            char *bigger = realloc(buf, grown);
             if (!bigger) {
                 err = az_fail(msg, AZ_ERR_NOMEM, "cannot read %s: out of memory", shown);
                 goto done;
             }
             buf = bigger;
-            cap *= 2;
+            cap = grown;
         }
         size_t got = fread(buf + n, 1, cap - n - 1, f);
         n += got;

@@ -119,6 +119,15 @@ az_err az_opts_load(const az_opt_table *tables, size_t nt, int argc, char **argv
 {
     az_err err;
     char origin[128];
+    /* Every field a table lists starts out zero, so a setting without a default is 0 or NULL
+     * rather than what the struct held before. */
+    for (size_t t = 0; t < nt; t++) {
+        for (size_t i = 0; i < tables[t].n; i++) {
+            void *field = (char *)tables[t].base + tables[t].opts[i].off;
+            if (tables[t].opts[i].kind == AZ_OPT_STR) *(char **)field = NULL;
+            else *(int *)field = 0;
+        }
+    }
     for (size_t t = 0; t < nt; t++) {
         for (size_t i = 0; i < tables[t].n; i++) {
             const az_opt *o = &tables[t].opts[i];

@@ -41,7 +41,8 @@ typedef struct az_opt_table {
     const char *prefix;
 } az_opt_table;
 
-/* Fills every table's struct (zeroed first) from defaults, then the environment, then argv[1..]
+/* Fills the fields every table lists (each set to 0/NULL first: strings a previous load left
+ * must have been released with az_opts_free) from defaults, then the environment, then argv[1..]
  * (flags win; "--flag value" or "--flag=value"). On AZ_ERR_INVALID msg is one line naming the
  * flag or variable and its problem; the structs are then unspecified but freeable with
  * az_opts_free. AZ_ERR_NOMEM when a string cannot be copied. */

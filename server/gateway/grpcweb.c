@@ -8,6 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+static int b64_digit(uint8_t c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
 /* Decodes base64 that may be several padded chunks back to back ("AAAA" "AA==" "AAAA"), as
  * grpc-web-text clients may send it. Returns the decoded length, or -1 on invalid input. */
 static long long b64_chunks(const uint8_t *in, size_t len, uint8_t *out)
@@ -22,10 +27,14 @@ static long long b64_chunks(const uint8_t *in, size_t len, uint8_t *out)
         if (len - i < 4) return -1;
         uint8_t quad[4];
         memcpy(quad, in + i, 4);
+        /* Padding only at the end of a group, never more than two: EVP_DecodeBlock alone
+         * takes "A===" or "Y=M=" and makes bytes up. */
+        if (!b64_digit(quad[0]) || !b64_digit(quad[1]) || (!b64_digit(quad[2]) && quad[2] != '=') ||
+            (!b64_digit(quad[3]) && quad[3] != '=') || (quad[2] == '=' && quad[3] != '='))
+            return -1;
         int n = EVP_DecodeBlock(out + o, quad, 4);
         if (n != 3) return -1;
         int pad = (quad[3] == '=') + (quad[2] == '=');
-        if (quad[2] == '=' && quad[3] != '=') return -1;
         o += (size_t)(3 - pad);
         i += 4;
     }
@@ -150,6 +159,16 @@ static int reserved(const char *key)
     return 0;
 }
 
+/* gRPC metadata keys are [0-9a-z_.-]; anything else (a space, a colon, CR/LF) would forge
+ * trailer lines. */
+static int legal_key(const char *k)
+{
+    for (; *k; k++)
+        if (!((*k >= 'a' && *k <= 'z') || (*k >= '0' && *k <= '9') || *k == '_' || *k == '.' || *k == '-'))
+            return 0;
+    return 1;
+}
+
 az_err az_grpcweb_trailers(int status, const char *message, const az_upmd *md, size_t nmd,
                            int text, uint8_t **out, size_t *out_len)
 {
@@ -164,7 +183,7 @@ az_err az_grpcweb_trailers(int status, const char *message, const az_upmd *md, s
     for (size_t i = 0; i < nmd; i++) {
         const char *k = md[i].key;
         size_t kl = strlen(k);
-        if (!kl || reserved(k)) continue;
+        if (!kl || reserved(k) || !legal_key(k)) continue;
         int bin = kl > 4 && strcmp(k + kl - 4, "-bin") == 0;
         if (!bin) {
             int ok = 1;

@@ -243,6 +243,18 @@ static void arm_recv_locked(az_upcall *c)
     }
 }
 
+/* Marks c cancelled; returns 1 the first time. Call with c->mu held. A stream the caller was
+ * not reading (at its window) may have had its status in already, held back for messages no
+ * one will now read: a read on it completes at once on the completion-queue thread, which
+ * delivers STATUS there (never on the caller's thread, which may hold its own locks). */
+static int cancel_locked(az_upcall *c)
+{
+    int first = !c->cancelled;
+    c->cancelled = 1;
+    if (c->start_done) arm_recv_locked(c);
+    return first;
+}
+
 /* Hands a received byte buffer to the callback as one contiguous message. */
 static void deliver_message(az_upcall *c, grpc_byte_buffer *bb)
 {
@@ -397,7 +409,12 @@ void az_upstream_free(az_upstream *u)
     if (!u) return;
     pthread_mutex_lock(&u->mu);
     u->closing = 1;
-    for (az_upcall *c = u->live; c; c = c->next) grpc_call_cancel(c->call, NULL);
+    for (az_upcall *c = u->live; c; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        cancel_locked(c);
+        pthread_mutex_unlock(&c->mu);
+        grpc_call_cancel(c->call, NULL);
+    }
     /* Every call's STATUS follows its cancellation; wait until the callers released them. */
     while (u->open_calls > 0) pthread_cond_wait(&u->cv, &u->mu);
     pthread_mutex_unlock(&u->mu);
@@ -611,8 +628,7 @@ void az_upcall_cancel(az_upcall *c)
 {
     if (!c) return;
     pthread_mutex_lock(&c->mu);
-    int first = !c->cancelled;
-    c->cancelled = 1;
+    int first = cancel_locked(c);
     pthread_mutex_unlock(&c->mu);
     if (first) grpc_call_cancel(c->call, NULL);
 }
