@@ -23,6 +23,11 @@ test("the bundle runs under the gateway CSP and handles #token=", async () => {
     assert.equal(new URL(b.page.url()).pathname, "/runs/abc", "the route is kept");
     const stored = await b.page.evaluate(() => localStorage.getItem("agentz.credentials.v1") ?? "");
     assert.match(stored, /agz_local_test_key/);
+    // A second #token= in the same tab (only the fragment changes, no reload) is taken too.
+    await b.page.evaluate(() => {
+      window.location.hash = "token=agz_second_key";
+    });
+    await b.page.waitForFunction(() => window.location.hash === "" && (localStorage.getItem("agentz.credentials.v1") ?? "").includes("agz_second_key"));
     // No server answers WhoAmI here, so the screen says why instead of pretending to be signed in.
     await b.page.getByRole("alert").first().waitFor();
     assert.deepEqual(csp, []);

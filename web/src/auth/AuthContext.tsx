@@ -156,6 +156,19 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     };
   }, [activate, persist]);
 
+  // A "#token=" opened in a tab that already runs the app changes only the fragment: no reload,
+  // so take the key from it here too (and strip it from the address bar, as at load).
+  useEffect(() => {
+    const onHash = () => {
+      if (!/[#&]token=/.test(window.location.hash)) return;
+      const s = consumeTokenFragment(window.location, window.history, credsRef.current, Date.now(), newId);
+      persist(s);
+      void activate(s);
+    };
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, [activate, persist]);
+
   const signInWithKey = useCallback(
     async (token: string, source = "pasted key") => {
       const t = token.trim();
