@@ -8,8 +8,8 @@
 #
 # Environment (all optional):
 #   OPS="create get rest-get list health unimplemented"   CONCURRENCY="1 8 32"   (OPS= skips the RPC
-#       table; rest-get is GetAgent through the gateway, run right after get so the two sit side
-#       by side, and a REST / gRPC ratio table follows)
+#       table; rest-get is GetAgent through the gateway, run right after get at each concurrency
+#       so the two meet the same conditions, and a REST / gRPC ratio table follows)
 #   DURATION=10s  WARMUP=1s   TIMEOUT_MS=10000   TRANSPORT=private|azconn
 #   ENGINE="throughput drain slowcalls"   (ENGINE= skips the engine table)
 #   ENGINE_TASKS=2000 (throughput, drain)  SLOWCALLS=5000 (tasks and AGENTZ_WORKER_CONCURRENCY)
@@ -104,23 +104,32 @@ esac
 
 rows=()
 declare -A rate
+# rest-get runs right after get at each concurrency, so the pair meets the same conditions
+# (PostgreSQL's background work, the VM's neighbours) and the ratio compares like with like.
+pairs=()
 for op in $OPS; do
+    [[ $op == rest-get && " $OPS " == *" get "* ]] && continue
     for c in $CONCURRENCY; do
-        echo "run.sh: $op at concurrency $c for $DURATION" >&2
-        extra=()
-        [[ $op == rest-get ]] && extra=(--gateway "$GATEWAY")
-        if ! out=$("$BENCH" --server "$TARGET" --op "$op" --concurrency "$c" --duration "$DURATION" \
-            --warmup "$WARMUP" --timeout-ms "$TIMEOUT_MS" --transport "$TRANSPORT" --token "$TOKEN" \
-            "${extra[@]}" --json); then
-            status=1
-            echo "run.sh: $op at concurrency $c failed" >&2
-        fi
-        [[ -n $out ]] || { rows+=("| $op | $c | failed | | | | | |"); continue; }
-        rate[$op,$c]=$(field ops_per_s "$out")
-        rows+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s |' "$op" "$c" \
-            "$(field ops_per_s "$out")" "$(field p50_ms "$out")" "$(field p90_ms "$out")" \
-            "$(field p99_ms "$out")" "$(field max_ms "$out")" "$(field errors "$out")")")
+        pairs+=("$op $c")
+        [[ $op == get && " $OPS " == *" rest-get "* ]] && pairs+=("rest-get $c")
     done
+done
+for pair in "${pairs[@]}"; do
+    op=${pair% *} c=${pair#* }
+    echo "run.sh: $op at concurrency $c for $DURATION" >&2
+    extra=()
+    [[ $op == rest-get ]] && extra=(--gateway "$GATEWAY")
+    if ! out=$("$BENCH" --server "$TARGET" --op "$op" --concurrency "$c" --duration "$DURATION" \
+        --warmup "$WARMUP" --timeout-ms "$TIMEOUT_MS" --transport "$TRANSPORT" --token "$TOKEN" \
+        "${extra[@]}" --json); then
+        status=1
+        echo "run.sh: $op at concurrency $c failed" >&2
+    fi
+    [[ -n $out ]] || { rows+=("| $op | $c | failed | | | | | |"); continue; }
+    rate[$op,$c]=$(field ops_per_s "$out")
+    rows+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s |' "$op" "$c" \
+        "$(field ops_per_s "$out")" "$(field p50_ms "$out")" "$(field p90_ms "$out")" \
+        "$(field p99_ms "$out")" "$(field max_ms "$out")" "$(field errors "$out")")")
 done
 
 kill -TERM "$PID"
