@@ -530,7 +530,8 @@ static int run(const az_config *cfg)
         char *key = NULL;
         char keypath[4096];
         snprintf(keypath, sizeof keypath, "%s/admin.key", embed ? az_embed_data_dir(embed) : "");
-        if (embed && !attached && az_file_read(keypath, &key, NULL, msg) == AZ_OK) {
+        int have_key = embed && !attached && az_file_read(keypath, &key, NULL, msg) == AZ_OK;
+        if (have_key) {
             key[strcspn(key, "\r\n")] = '\0';
             printf("web UI: %s#token=%s\n", web_url, key);
             explicit_bzero(key, strlen(key));
@@ -538,7 +539,11 @@ static int run(const az_config *cfg)
             printf("web UI: %s\n", web_url);
         }
         free(key);
-        printf("  REST:  curl %sv1/agents\n", web_url);
+        /* A line to paste as it is: with the key file's path, never the key itself. */
+        if (have_key)
+            printf("  REST:  curl -H \"Authorization: Bearer $(cat %s)\" %sv1/agents\n", keypath, web_url);
+        else
+            printf("  REST:  curl -H \"Authorization: Bearer $AGENTZ_TOKEN\" %sv1/agents\n", web_url);
     }
     fflush(stdout);
 
