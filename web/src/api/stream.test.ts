@@ -35,6 +35,29 @@ describe("dedupe by sequence", () => {
 });
 
 describe("resumable streams", () => {
+  it("is live once the server accepted the stream, before any event", async () => {
+    const states: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const s = runResumable<Ev>({
+      open: (_after, _signal, opened) =>
+        (async function* () {
+          opened(); // the response headers
+          await held; // a quiet stream: no event yet
+          yield ev(1);
+        })(),
+      onEvent: () => {},
+      onState: (x) => states.push(x.phase),
+      endsWhenDone: true,
+      sleep: noSleep,
+    });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(s.state.phase).toBe("live");
+    release();
+    expect((await s.done).phase).toBe("ended");
+    expect(states[0]).toBe("connecting");
+  });
+
   it("reopens after RESOURCE_EXHAUSTED from the last sequence, with no duplicated lines", async () => {
     const srv = server([
       { events: [ev(1), ev(0, "tok"), ev(2), ev(3)], end: new ConnectError("stream consumer too slow; resume with after_sequence = 3", Code.ResourceExhausted) },

@@ -74,8 +74,11 @@ export interface StreamState {
 }
 
 export interface ResumableOptions<E extends Sequenced> {
-  /** Opens the stream from after (exclusive). */
-  open: (after: bigint, signal: AbortSignal) => AsyncIterable<E>;
+  /**
+   * Opens the stream from after (exclusive). Call opened when the server has accepted it (its
+   * response headers, e.g. as the call's onHeader): a quiet stream is live before its first event.
+   */
+  open: (after: bigint, signal: AbortSignal, opened: () => void) => AsyncIterable<E>;
   /** Called for every event that is not a duplicate, in order. */
   onEvent: (e: E) => void;
   onState?: (s: StreamState) => void;
@@ -127,7 +130,10 @@ export function runResumable<E extends Sequenced>(o: ResumableOptions<E>): Resum
     for (;;) {
       let gotEvent = false;
       try {
-        const it = o.open(dedupe.last, ctl.signal);
+        const opened = () => {
+          if (!ctl.signal.aborted && state.phase === "connecting") set({ phase: "live", error: undefined, retryInMs: undefined });
+        };
+        const it = o.open(dedupe.last, ctl.signal, opened);
         if (state.reconnects > 0) o.onReconnected?.();
         for await (const e of it) {
           if (ctl.signal.aborted) break;

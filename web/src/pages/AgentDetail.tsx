@@ -116,7 +116,7 @@ export default function AgentDetail() {
     if (e.payload.case === "agentMetrics") setLive(e.payload.value);
   }, []);
   const stream = useResumable<Event>(
-    () => (id ? { open: (after, signal) => api.agents.watchAgents({ agentIds: [id], afterSequence: after, includeMetrics: true }, { signal }), onEvent, endsWhenDone: false } : null),
+    () => (id ? { open: (after, signal, opened) => api.agents.watchAgents({ agentIds: [id], afterSequence: after, includeMetrics: true }, { signal, onHeader: opened }), onEvent, endsWhenDone: false } : null),
     [id],
   );
   const metrics = useLoad(async () => (id ? api.agents.getAgentMetrics({ agentId: id }) : undefined), [id]);

@@ -50,7 +50,7 @@ export default function Agents() {
   );
   const stream = useResumable<Event>(
     () => ({
-      open: (after, signal) => api.agents.watchAgents({ afterSequence: after }, { signal }),
+      open: (after, signal, opened) => api.agents.watchAgents({ afterSequence: after }, { signal, onHeader: opened }),
       onEvent,
       // after_sequence 0 means "only new events": after a gap, read the statuses again
       onReconnected: () => list.reload(),

@@ -45,7 +45,7 @@ function RunView({ initial, workflow, workflowError, agentNames }: { initial: Wo
 
   const stream = useResumable<Event>(
     () => ({
-      open: (after, signal) => api.workflows.watchRun({ runId: initial.id, afterSequence: after, includeTokens: true }, { signal }),
+      open: (after, signal, opened) => api.workflows.watchRun({ runId: initial.id, afterSequence: after, includeTokens: true }, { signal, onHeader: opened }),
       after: store.getSnapshot().model.lastSequence,
       onEvent: (e) => store.push(e),
       // Fold in what is queued before the state says "finished", so the two never disagree.

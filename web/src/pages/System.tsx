@@ -16,7 +16,7 @@ export default function System() {
   const [interval, setIntervalS] = useState(2);
   const stream = useResumable<Event>(
     () => ({
-      open: (_after, signal) => api.system.streamMetrics({ interval: { seconds: BigInt(interval) } }, { signal }),
+      open: (_after, signal, opened) => api.system.streamMetrics({ interval: { seconds: BigInt(interval) } }, { signal, onHeader: opened }),
       onEvent: (e) => {
         if (e.payload.case !== "metrics") return;
         const m = e.payload.value;

@@ -38,7 +38,7 @@ export default function TaskDetail() {
     },
     [reloadAll],
   );
-  const stream = useResumable<Event>(() => ({ open: (after, signal) => api.tasks.watchTask({ taskId: id, afterSequence: after, includeTokens: true }, { signal }), onEvent, endsWhenDone: true }), [id]);
+  const stream = useResumable<Event>(() => ({ open: (after, signal, opened) => api.tasks.watchTask({ taskId: id, afterSequence: after, includeTokens: true }, { signal, onHeader: opened }), onEvent, endsWhenDone: true }), [id]);
   const t = task.data;
   useEffect(() => {
     if (t?.status !== TaskStatus.BACKOFF) return;
