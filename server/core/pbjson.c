@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text.h"
+
 /* Objects and arrays nested deeper than this are refused both ways: it bounds our recursion
  * (and jansson's) and catches pointer cycles in hand-built messages. */
 #define MAX_DEPTH 64
@@ -296,36 +298,6 @@ static const ProtobufCFieldDescriptor *wkt_field(ctx *c, const ProtobufCMessageD
 
 /* ---- text helpers: UTF-8, base64, numbers, calendar ---- */
 
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char b = s[i];
-        size_t k;
-        uint32_t cp, min;
-        if (b < 0x80) {
-            i++;
-            continue;
-        } else if ((b & 0xE0) == 0xC0) {
-            k = 1, cp = b & 0x1F, min = 0x80;
-        } else if ((b & 0xF0) == 0xE0) {
-            k = 2, cp = b & 0x0F, min = 0x800;
-        } else if ((b & 0xF8) == 0xF0) {
-            k = 3, cp = b & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i <= k) return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xC0) != 0x80) return false;
-            cp = cp << 6 | (s[i + j] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        i += k + 1;
-    }
-    return true;
-}
-
 static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static void b64_encode(sbuf *s, const uint8_t *p, size_t n)
@@ -592,7 +564,7 @@ static az_err enc_string(ctx *c, const ProtobufCFieldDescriptor *f, const void *
     const char *s = *(const char *const *)p;
     if (!s) s = "";
     size_t n = strlen(s);
-    if (!utf8_valid((const unsigned char *)s, n))
+    if (!az_text_utf8_valid((const char *)s, n))
         return fail(c, AZ_ERR_INVALID, "string is not valid UTF-8");
     return made(c, json_stringn_nocheck(s, n), out);
 }
@@ -921,7 +893,7 @@ static az_err encode_map(ctx *c, const ProtobufCFieldDescriptor *f, const Protob
         }
         size_t mark = path_map_key(c, key.buf);
         json_t *v = NULL;
-        if (!utf8_valid((const unsigned char *)key.buf, key.len))
+        if (!az_text_utf8_valid((const char *)key.buf, key.len))
             err = fail(c, AZ_ERR_INVALID, "map key is not valid UTF-8");
         else
             err = scalars[vf->type].enc(c, vf, CSLOT(entries[i], vf), &v);

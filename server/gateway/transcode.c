@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/pbjson.h"
+#include "core/text.h"
 
 /* Longest query parameter name or value, and path value, accepted. */
 #define MAX_TEXT 8192
@@ -84,36 +85,6 @@ static ProtobufCMessage *new_message(tc *c, const ProtobufCMessageDescriptor *d)
 
 static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
 static bool is_lower(char ch) { return ch >= 'a' && ch <= 'z'; }
-
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char b = s[i];
-        size_t k;
-        uint32_t cp, min;
-        if (b < 0x80) {
-            i++;
-            continue;
-        } else if ((b & 0xE0) == 0xC0) {
-            k = 1, cp = b & 0x1F, min = 0x80;
-        } else if ((b & 0xF0) == 0xE0) {
-            k = 2, cp = b & 0x0F, min = 0x800;
-        } else if ((b & 0xF8) == 0xF0) {
-            k = 3, cp = b & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i <= k) return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xC0) != 0x80) return false;
-            cp = cp << 6 | (s[i + j] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        i += k + 1;
-    }
-    return true;
-}
 
 /* Whether the C string name is exactly the n bytes at s (which may hold NULs). */
 static bool span_is(const char *name, const char *s, size_t n)
@@ -341,7 +312,7 @@ static az_err conv_string(tc *c, const ProtobufCFieldDescriptor *f, const char *
 {
     (void)f;
     if (memchr(v, '\0', n)) return bad(c, "contains a NUL byte");
-    if (!utf8_valid((const unsigned char *)v, n)) return bad(c, "not valid UTF-8");
+    if (!az_text_utf8_valid((const char *)v, n)) return bad(c, "not valid UTF-8");
     char *s = pb_alloc(c, n + 1);
     if (!s) return nomem(c);
     memcpy(s, v, n);
@@ -356,7 +327,7 @@ static az_err conv_json_string(tc *c, const ProtobufCFieldDescriptor *f, const c
                                void *slot)
 {
     if (memchr(v, '\0', n)) return bad(c, "contains a NUL byte");
-    if (!utf8_valid((const unsigned char *)v, n)) return bad(c, "not valid UTF-8");
+    if (!az_text_utf8_valid((const char *)v, n)) return bad(c, "not valid UTF-8");
     json_t *j = json_stringn_nocheck(v, n);
     if (!j) return nomem(c);
     char root[SHOW_MAX + 64];
@@ -959,7 +930,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 {
     size_t k = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3
                                 : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
-    return k && k <= n && utf8_valid(s, k) ? k : 0;
+    return k && k <= n && az_text_utf8_valid((const char *)s, k) ? k : 0;
 }
 
 az_err az_transcode_status_json(int grpc_code, const char *message, char **out, size_t *len)
