@@ -244,7 +244,7 @@ static void set_presence(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
         memcpy(QSLOT(m, f), &id, sizeof id);
     } else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
                f->type != PROTOBUF_C_TYPE_MESSAGE) {
-        *(protobuf_c_boolean *)QSLOT(m, f) = 1; /* proto2 has_ flag */
+        *(protobuf_c_boolean *)QSLOT(m, f) = 1; /* proto2 and proto3 optional has_ flag */
     }
 }
 
@@ -1605,6 +1605,13 @@ int az_pbjson_is_map(const ProtobufCMessageDescriptor *parent, const ProtobufCFi
 {
     return parent && f && is_map(parent, f);
 }
+
+uint32_t az_pbjson_oneof_case(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    return oneof_case(m, f);
+}
+
+void az_pbjson_mark_present(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) { set_presence(m, f); }
 
 /* Error paths start at root, or at the message's short name. */
 static void path_start(ctx *c, const char *root, const ProtobufCMessageDescriptor *desc)

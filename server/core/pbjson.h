@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -33,6 +34,13 @@ az_err az_pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *json
  * marks nothing, so this is the shape test the codec itself uses: a repeated nested message
  * "<Name>Entry" with exactly key = 1 and value = 2. */
 int az_pbjson_is_map(const ProtobufCMessageDescriptor *parent, const ProtobufCFieldDescriptor *f);
+
+/* The member a oneof holds: the field number in its case slot (0 = none); f is any member. */
+uint32_t az_pbjson_oneof_case(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
+
+/* Records that f of m was given a value: sets a oneof's case to f, or the has_ flag of an
+ * optional scalar (strings and messages have none). Changes nothing else. */
+void az_pbjson_mark_present(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
 
 /* Like az_pbjson_decode, from a value the caller has already parsed with jansson (j is not
  * modified and stays the caller's): a caller that must look at the JSON first (or report syntax

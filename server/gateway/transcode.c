@@ -463,29 +463,11 @@ static void clear_unset(tc *c, const ProtobufCFieldDescriptor *f, void *slot)
 
 /* ---- presence ---- */
 
-static uint32_t oneof_case(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
-{
-    uint32_t v; /* the case member is a C enum; memcpy keeps the access well defined */
-    memcpy(&v, (const char *)m + f->quantifier_offset, sizeof v);
-    return v;
-}
-
-static void set_presence(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
-{
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-        uint32_t id = f->id;
-        memcpy(QSLOT(m, f), &id, sizeof id);
-    } else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
-               f->type != PROTOBUF_C_TYPE_MESSAGE) {
-        *(protobuf_c_boolean *)QSLOT(m, f) = 1; /* proto2 and proto3 optional has_ flag */
-    }
-}
-
 /* Whether f of m holds a value (as pbjson decides what to print). */
 static bool is_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 {
     const char *slot = (const char *)m + f->offset;
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) return oneof_case(m, f) == f->id;
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) return az_pbjson_oneof_case(m, f) == f->id;
     if (f->label == PROTOBUF_C_LABEL_REPEATED)
         return *(const size_t *)((const char *)m + f->quantifier_offset) > 0;
     if (f->type == PROTOBUF_C_TYPE_MESSAGE) return *(ProtobufCMessage *const *)slot != NULL;
@@ -611,8 +593,8 @@ static ProtobufCMessage *descend(tc *c, ProtobufCMessage *m, const qref *q, size
 {
     for (size_t k = 0; k < depth; k++) {
         const ProtobufCFieldDescriptor *f = q->chain[k];
-        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) && oneof_case(m, f) != 0 &&
-            oneof_case(m, f) != f->id) {
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) && az_pbjson_oneof_case(m, f) != 0 &&
+            az_pbjson_oneof_case(m, f) != f->id) {
             *err = bad(c, "another member of its oneof is already set");
             return NULL;
         }
@@ -622,7 +604,7 @@ static ProtobufCMessage *descend(tc *c, ProtobufCMessage *m, const qref *q, size
                 *err = nomem(c);
                 return NULL;
             }
-            set_presence(m, f);
+            az_pbjson_mark_present(m, f);
         }
         m = *sub;
     }
@@ -640,10 +622,10 @@ static az_err apply_query(tc *c, ProtobufCMessage *m, const az_query_param *qp, 
     const ProtobufCFieldDescriptor *f = q[i].chain[q[i].depth - 1];
     if (f->label != PROTOBUF_C_LABEL_REPEATED) {
         /* the field is still at its default: the body and the path never set query fields */
-        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) && oneof_case(parent, f) != 0)
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) && az_pbjson_oneof_case(parent, f) != 0)
             return bad(c, "another member of its oneof is already set");
         err = convert(c, f, qp[i].value, qp[i].value_len, SLOT(parent, f));
-        if (!err) set_presence(parent, f);
+        if (!err) az_pbjson_mark_present(parent, f);
         return err;
     }
     size_t count = 0, size = convs[f->type].size;
@@ -709,7 +691,7 @@ static az_err decode_body(tc *c, const az_route *r, const char *body, size_t len
                 if (sub) protobuf_c_message_free_unpacked(sub, c->alloc);
             } else {
                 *(ProtobufCMessage **)SLOT(*out, f) = sub;
-                set_presence(*out, f);
+                az_pbjson_mark_present(*out, f);
             }
         }
         json_decref(j);
@@ -729,7 +711,7 @@ static az_err decode_body(tc *c, const az_route *r, const char *body, size_t len
                                in->name);
         }
         *(ProtobufCMessage **)SLOT(*out, f) = sub;
-        set_presence(*out, f);
+        az_pbjson_mark_present(*out, f);
     }
     return AZ_OK;
 }
@@ -771,7 +753,7 @@ static az_err apply_path(tc *c, ProtobufCMessage *m, const az_httprule_binding *
     if ((err = convert(c, f, b->value, b->len, &value)) != AZ_OK) return err;
     if (!is_set(parent, f)) {
         if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-            if (oneof_case(parent, f) != 0) { /* the slot is another member's */
+            if (az_pbjson_oneof_case(parent, f) != 0) { /* the slot is another member's */
                 free_value(c, f, &value);
                 return bad(c, "another member of its oneof is already set");
             }
@@ -779,7 +761,7 @@ static az_err apply_path(tc *c, ProtobufCMessage *m, const az_httprule_binding *
             clear_unset(c, f, SLOT(parent, f)); /* the body may have written "" */
         }
         memcpy(SLOT(parent, f), &value, convs[f->type].size);
-        set_presence(parent, f);
+        az_pbjson_mark_present(parent, f);
         return AZ_OK;
     }
     bool same = same_value(f, SLOT(parent, f), &value);
