@@ -4,8 +4,8 @@
 
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 
