@@ -52,6 +52,9 @@ export function useCan(p: Permission): boolean {
 
 const newId = () => crypto.randomUUID();
 
+/** How long a saved Clerk session waits for Clerk to load before the sign-in screen shows. */
+const CLERK_WAIT_MS = 10_000;
+
 export function AuthProvider({ children }: { children: ReactNode }) {
   const [creds, setCreds] = useState<CredentialState>(() => {
     const s = consumeTokenFragment(window.location, window.history, loadCredentials(localStorage), Date.now(), newId);
@@ -112,40 +115,56 @@ export function AuthProvider({ children }: { children: ReactNode }) {
       setStatus("signedOut");
     });
     let cancelled = false;
+    /** Loads Clerk beside everything else: the app never waits on it unless a Clerk session
+     * is the credential to restore, and then only CLERK_WAIT_MS. */
+    const attachClerk = async (publishableKey: string): Promise<boolean> => {
+      try {
+        const c = await loadClerk(publishableKey);
+        if (cancelled) return false;
+        clerkRef.current = c;
+        setClerk(c);
+        // Signing in, out, or switching organization (= workspace) re-reads who we are.
+        let lastOrg = c.organization?.id ?? null;
+        let lastSession = c.session?.id ?? null;
+        c.addListener(({ session, organization }) => {
+          const org = organization?.id ?? null;
+          const sid = session?.id ?? null;
+          if (org === lastOrg && sid === lastSession) return;
+          lastOrg = org;
+          lastSession = sid;
+          if (sid) {
+            const next = { ...credsRef.current, active: "clerk" };
+            persist(next);
+            void activate(next);
+          } else if (credsRef.current.active === "clerk") {
+            const next = { ...credsRef.current, active: null };
+            persist(next);
+            void activate(next);
+          }
+        });
+        // Signed in with Clerk already (another tab) while this one showed the sign-in screen.
+        if (c.session && credsRef.current.active === null) {
+          const next = { ...credsRef.current, active: "clerk" };
+          persist(next);
+          void activate(next);
+        }
+        return true;
+      } catch (e) {
+        if (!cancelled) setProblem(`Clerk could not be loaded: ${e instanceof Error ? e.message : String(e)}`);
+        return false;
+      }
+    };
     (async () => {
       const cfg = await fetchUiConfig();
       if (cancelled) return;
       setConfig(cfg);
       let s = credsRef.current;
-      if (cfg.clerkPublishableKey) {
-        try {
-          const c = await loadClerk(cfg.clerkPublishableKey);
-          if (cancelled) return;
-          clerkRef.current = c;
-          setClerk(c);
-          // Signing in, out, or switching organization (= workspace) re-reads who we are.
-          let lastOrg = c.organization?.id ?? null;
-          let lastSession = c.session?.id ?? null;
-          c.addListener(({ session, organization }) => {
-            const org = organization?.id ?? null;
-            const sid = session?.id ?? null;
-            if (org === lastOrg && sid === lastSession) return;
-            lastOrg = org;
-            lastSession = sid;
-            if (sid) {
-              const next = { ...credsRef.current, active: "clerk" };
-              persist(next);
-              void activate(next);
-            } else if (credsRef.current.active === "clerk") {
-              const next = { ...credsRef.current, active: null };
-              persist(next);
-              void activate(next);
-            }
-          });
-          if (c.session && (s.active === null || s.active === "clerk")) s = { ...s, active: "clerk" };
-        } catch (e) {
-          setProblem(`Clerk could not be loaded: ${e instanceof Error ? e.message : String(e)}`);
-        }
+      const clerkLoaded = cfg.clerkPublishableKey ? attachClerk(cfg.clerkPublishableKey) : null;
+      if (s.active === "clerk" && clerkLoaded) {
+        const loaded = await Promise.race([clerkLoaded, new Promise<false>((r) => setTimeout(() => r(false), CLERK_WAIT_MS))]);
+        if (cancelled) return;
+        if (!loaded && !clerkRef.current) setProblem(`Clerk did not load within ${CLERK_WAIT_MS / 1000} s; sign in with an API key, or reload to try again.`);
+        if (clerkRef.current && !clerkRef.current.session) s = { ...s, active: null };
       }
       if (s.active === "clerk" && !clerkRef.current) s = { ...s, active: null };
       persist(s);
