@@ -6,6 +6,9 @@
  *               instantly by the fake; reports tasks/second end to end and the queue-to-start
  *               latency (start_time - create_time) p50/p99, plus the same latency on an idle
  *               system (one task at a time).
+ *   drain       N tasks queued behind an API-only agentzd, then --workers worker-only agentzds
+ *               started on the same data dir; reports their rate alone and the CPU seconds the
+ *               workers, PostgreSQL and Redis spent per task.
  *   slowcalls   N tasks (default 5000) with AGENTZ_WORKER_CONCURRENCY=N whose model calls the fake
  *               holds open (delay before the first byte, or slow chunks); waits until the fake
  *               sees N requests in flight at once, samples agentzd's resident memory before and at
@@ -13,6 +16,7 @@
  *               takes until every call is aborted.
  *
  * Prints a human summary on stderr and, with --json, one JSON object on stdout. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -39,6 +43,7 @@
 #include "fakellm.h"
 
 #define CALL_TIMEOUT_MS 60000
+#define MAX_WORKERS 64
 
 typedef enum scenario { SC_THROUGHPUT, SC_SLOWCALLS, SC_DRAIN } scenario;
 static const char *const SCENARIOS[] = {"throughput", "slowcalls", "drain"};
@@ -52,14 +57,16 @@ static struct {
     int idle_samples;
     int delay_ms, chunk_delay_ms;
     int worker_concurrency;
+    int workers; /* drain: worker processes */
     int timeout_s;
     int json;
     int keep;
 } opt = {.tasks = -1, .clients = 16, .idle_samples = 20, .delay_ms = -1, .worker_concurrency = -1,
-         .timeout_s = 600};
+         .workers = 1, .timeout_s = 600};
 
 static pid_t child;  /* agentzd with the API (and, but in drain, the worker) */
-static pid_t worker; /* drain: the worker-only agentzd */
+static pid_t workers[MAX_WORKERS]; /* drain: the worker-only agentzds */
+static int n_workers;
 static char target[64];
 static char token[256];
 static char base_dir[512];
@@ -96,7 +103,7 @@ static void die(const char *fmt, ...)
         snprintf(log, sizeof log, "%s/agentzd.log", base_dir);
         fprintf(stderr, "bench_engine: agentzd log: %s\n", log);
     }
-    stop_proc(&worker, SIGTERM, 30, NULL);
+    for (int i = 0; i < n_workers; i++) stop_proc(&workers[i], SIGTERM, 30, NULL);
     stop_proc(&child, SIGTERM, 30, NULL);
     if (fake) fakellm_stop(fake);
     if (!opt.keep && !opt.data_dir) cleanup_dir();
@@ -124,6 +131,75 @@ static long proc_kb(pid_t pid, const char *field)
 }
 
 static long proc_threads(pid_t pid) { return proc_kb(pid, "Threads"); }
+
+/* CPU seconds (user + system) pid has used, its reaped children's too when children is set, and
+ * its parent's pid into ppid; -1 if pid is gone. */
+static double proc_cpu_s(pid_t pid, int children, pid_t *ppid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    /* The command name may hold spaces and parentheses: the fields start after the last ')'. */
+    char *p = strrchr(line, ')');
+    int pp = 0;
+    unsigned long ut = 0, st = 0;
+    long cut = 0, cst = 0;
+    if (!p || sscanf(p + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %ld %ld", &pp, &ut,
+                     &st, &cut, &cst) != 5)
+        return -1;
+    if (ppid) *ppid = pp;
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    return (double)(ut + st + (children ? (unsigned long)(cut + cst) : 0)) / tick;
+}
+
+/* The pid in the first line of a pid file; 0 if unreadable. */
+static pid_t pid_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    long v = 0;
+    if (fscanf(f, "%ld", &v) != 1) v = 0;
+    fclose(f);
+    return (pid_t)v;
+}
+
+/* CPU seconds of the embedded PostgreSQL: the postmaster, the backends and background processes
+ * alive now, and (through the postmaster's reaped-children counters) those that have exited. */
+static double pg_cpu_s(void)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/data/pg/postmaster.pid", base_dir);
+    pid_t pm = pid_file(path);
+    if (pm <= 0) return -1;
+    double sum = proc_cpu_s(pm, 1, NULL);
+    if (sum < 0) return -1;
+    DIR *d = opendir("/proc");
+    if (!d) return -1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == pm) continue;
+        pid_t pp = 0;
+        double c = proc_cpu_s((pid_t)pid, 0, &pp);
+        if (c >= 0 && pp == pm) sum += c;
+    }
+    closedir(d);
+    return sum;
+}
+
+/* CPU seconds of the embedded redis-server (its pid file under data/run); -1 if unknown. */
+static double redis_cpu_s(void)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/data/run/redis.pid", base_dir);
+    pid_t pid = pid_file(path);
+    return pid > 0 ? proc_cpu_s(pid, 1, NULL) : -1;
+}
 
 static int read_token(const char *data)
 {
@@ -186,7 +262,7 @@ static pid_t start_agentzd(const char *roles, int worker_concurrency, const char
     close(out[0]);
     if (!where[0]) {
         if (!child) child = pid; /* so that die() stops it */
-        else worker = pid;
+        else if (n_workers < MAX_WORKERS) workers[n_workers++] = pid;
         die("agentzd --roles %s did not become ready within 180 s (log %s)", roles, logp);
     }
     return pid;
@@ -735,8 +811,8 @@ static int slowcalls(json_t *out)
 
 /* ---------------------------------------------------------------- drain */
 
-/* Tasks queued behind an API-only agentzd, then one worker process started: its rate alone,
- * without the CreateTask rate in the way. */
+/* Tasks queued behind an API-only agentzd, then opt.workers worker processes started: their rate
+ * alone, without the CreateTask rate in the way, and what each task cost in CPU. */
 static int drain(json_t *out)
 {
     fakellm_reply r = {.kind = FAKELLM_TEXT, .text = "Done.", .chunk_size = 16};
@@ -748,9 +824,11 @@ static int drain(json_t *out)
      * start and stop one first so that the tasks queued next are delivered to the group rather
      * than waiting for the reconciler to republish them. */
     char wtarget[64];
-    worker = start_agentzd("worker", opt.worker_concurrency, "worker-prime.log", wtarget);
+    workers[0] = start_agentzd("worker", opt.worker_concurrency, "worker-prime.log", wtarget);
+    n_workers = 1;
     int pexit = 0;
-    stop_proc(&worker, SIGTERM, 60, &pexit);
+    stop_proc(&workers[0], SIGTERM, 60, &pexit);
+    n_workers = 0;
     if (pexit != 0) die("the priming worker exited %d", pexit);
     int n = opt.tasks;
     char(*ids)[40] = calloc((size_t)n, sizeof *ids);
@@ -763,11 +841,23 @@ static int drain(json_t *out)
     fprintf(stderr, "bench_engine: created %d tasks in %.2f s (%.0f/s); %ld queued, no worker yet\n",
             n, create_s, n / create_s, queued);
     if (queued != n) die("expected %d queued tasks, GetTaskStats says %ld", n, queued);
+    /* CPU is counted from here: the API process answers the polls below, the stores do the work. */
+    double pg0 = pg_cpu_s(), redis0 = redis_cpu_s(), api0 = proc_cpu_s(child, 1, NULL);
     double t0 = now_s();
-    worker = start_agentzd("worker", opt.worker_concurrency, "worker.log", wtarget);
+    for (int i = 0; i < opt.workers; i++) {
+        char log[32];
+        snprintf(log, sizeof log, i ? "worker-%d.log" : "worker.log", i + 1);
+        workers[n_workers] = start_agentzd("worker", opt.worker_concurrency, log, wtarget);
+        n_workers++;
+    }
     double ready_s = now_s() - t0;
     s = wait_finished(c, agent_id, n, opt.timeout_s, "drain");
     double wall = now_s() - t0;
+    /* Before the workers stop: their counters go with them. */
+    double worker_cpu = 0;
+    for (int i = 0; i < n_workers; i++) worker_cpu += proc_cpu_s(workers[i], 1, NULL);
+    double pg_cpu = pg_cpu_s() - pg0, redis_cpu = redis_cpu_s() - redis0;
+    double api_cpu = proc_cpu_s(child, 1, NULL) - api0;
     long failed = (long)s->failed;
     protobuf_c_message_free_unpacked(&s->base, NULL);
     qsort(ids, (size_t)n, sizeof *ids, cmp_id);
@@ -777,19 +867,35 @@ static int drain(json_t *out)
     /* Server clock: first start to last end, i.e. without the worker's start-up. */
     double exec_span = set.tm.max_end - set.tm.min_start;
     int wexit = 0;
-    stop_proc(&worker, SIGTERM, 60, &wexit);
+    for (int i = 0; i < n_workers; i++) {
+        int e = 0;
+        stop_proc(&workers[i], SIGTERM, 60, &e);
+        if (e && !wexit) wexit = e;
+    }
+    n_workers = 0;
     fprintf(stderr,
-            "bench_engine: drain: one worker ran %d queued tasks in %.2f s from its start = %.0f "
+            "bench_engine: drain: %d worker(s) ran %d queued tasks in %.2f s from their start = %.0f "
             "tasks/s (ready after %.2f s; first start to last end on the server clock %.2f s = "
-            "%.0f tasks/s); worker exited %d\n",
-            n, wall, n / wall, ready_s, exec_span, exec_span > 0 ? n / exec_span : 0, wexit);
+            "%.0f tasks/s); workers exited %d\n"
+            "bench_engine: CPU per task: workers %.0f us, postgresql %.0f us, redis %.0f us, api "
+            "process %.0f us\n",
+            opt.workers, n, wall, n / wall, ready_s, exec_span, exec_span > 0 ? n / exec_span : 0,
+            wexit, worker_cpu * 1e6 / n, pg_cpu * 1e6 / n, redis_cpu * 1e6 / n, api_cpu * 1e6 / n);
     json_object_set_new(out, "tasks", json_integer(n));
+    json_object_set_new(out, "workers", json_integer(opt.workers));
     json_object_set_new(out, "wall_s", json_real(wall));
     json_object_set_new(out, "tasks_per_s", json_real(n / wall));
     json_object_set_new(out, "worker_ready_s", json_real(ready_s));
     json_object_set_new(out, "exec_span_s", json_real(exec_span));
     json_object_set_new(out, "exec_tasks_per_s", json_real(exec_span > 0 ? n / exec_span : 0));
     json_object_set_new(out, "worker_exit", json_integer(wexit));
+    /* CPU seconds over the drain (-1 where a process could not be read). */
+    json_object_set_new(out, "worker_cpu_s", json_real(worker_cpu));
+    json_object_set_new(out, "pg_cpu_s", json_real(pg0 < 0 ? -1 : pg_cpu));
+    json_object_set_new(out, "redis_cpu_s", json_real(redis0 < 0 ? -1 : redis_cpu));
+    json_object_set_new(out, "api_cpu_s", json_real(api_cpu));
+    json_object_set_new(out, "cpu_us_per_task",
+                        json_real((worker_cpu + (pg0 < 0 ? 0 : pg_cpu) + (redis0 < 0 ? 0 : redis_cpu)) * 1e6 / n));
     free(set.tm.q2s);
     free(ids);
     az_conn_free(c);
@@ -804,7 +910,7 @@ static void usage(FILE *f)
             "usage: bench_engine --scenario throughput|slowcalls|drain [--agentzd PATH] [--data-dir DIR]\n"
             "                    [--tasks N] [--clients N] [--idle-samples N]\n"
             "                    [--delay-ms MS] [--chunk-delay-ms MS] [--worker-concurrency N]\n"
-            "                    [--timeout-s S] [--json] [--keep]\n"
+            "                    [--workers N] [--timeout-s S] [--json] [--keep]\n"
             "  --agentzd PATH           the server binary (default $AGENTZD, else build/bin/agentzd)\n"
             "  --data-dir DIR           where agentzd keeps its data and log (default: a fresh\n"
             "                           /tmp/agentz-bench-engine.* removed at the end)\n"
@@ -816,6 +922,7 @@ static void usage(FILE *f)
             "                           tasks takes; 0 with --chunk-delay-ms)\n"
             "  --chunk-delay-ms MS      slowcalls: pause between streamed chunks (default 0)\n"
             "  --worker-concurrency N   AGENTZ_WORKER_CONCURRENCY (slowcalls default: --tasks)\n"
+            "  --workers N              drain: worker processes started on the queue (default 1)\n"
             "  --timeout-s S            give up after S seconds (default 600)\n"
             "Exits 0 when the scenario completed, 1 otherwise.\n");
 }
@@ -838,7 +945,7 @@ int main(int argc, char **argv)
         {"data-dir", required_argument, 0, 'd'},   {"tasks", required_argument, 0, 'n'},
         {"clients", required_argument, 0, 'c'},    {"idle-samples", required_argument, 0, 'i'},
         {"delay-ms", required_argument, 0, 'D'},   {"chunk-delay-ms", required_argument, 0, 'C'},
-        {"worker-concurrency", required_argument, 0, 'w'},
+        {"worker-concurrency", required_argument, 0, 'w'}, {"workers", required_argument, 0, 'W'},
         {"timeout-s", required_argument, 0, 't'},  {"json", no_argument, 0, 'j'},
         {"keep", no_argument, 0, 'k'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -865,12 +972,17 @@ int main(int argc, char **argv)
         case 'D': opt.delay_ms = int_opt("delay-ms", optarg, 0); break;
         case 'C': opt.chunk_delay_ms = int_opt("chunk-delay-ms", optarg, 0); break;
         case 'w': opt.worker_concurrency = int_opt("worker-concurrency", optarg, 1); break;
+        case 'W': opt.workers = int_opt("workers", optarg, 1); break;
         case 't': opt.timeout_s = int_opt("timeout-s", optarg, 1); break;
         case 'j': opt.json = 1; break;
         case 'k': opt.keep = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
+    }
+    if (opt.workers > MAX_WORKERS) {
+        fprintf(stderr, "bench_engine: --workers: at most %d\n", MAX_WORKERS);
+        return 2;
     }
     if (!have_sc || optind < argc) {
         usage(stderr);
