@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package needed to build and run AGENTZ (and, with --test, to test it:
-# Chromium for the web UI's browser tests). Idempotent and quick when everything is present
-# (dpkg-query only; apt-get update runs only when something is missing). Checks that Node.js and
-# npm are recent enough for the web UI. Never prompts: CI runs this with no standard input.
+# Chromium for the web UI's browser tests; with --bench, Celery for bench/compare.sh). Idempotent
+# and quick when everything is present (dpkg-query only; apt-get update runs only when something is
+# missing). Checks that Node.js and npm are recent enough for the web UI. Never prompts: CI runs this
+# with no standard input.
 set -euo pipefail
 
 PACKAGES=(
@@ -34,6 +35,9 @@ PACKAGES=(
 # Only the test command needs these: the browser the web UI's end-to-end tests drive (Playwright
 # launches Debian's chromium; browsers are never downloaded).
 TEST_PACKAGES=(chromium fonts-dejavu-core)
+# Only bench/compare.sh needs these: Celery with its Redis broker and result backend, run side by
+# side with AGENTZ (pgbench ships with postgresql-15; BullMQ comes from npm in bench/compare/).
+BENCH_PACKAGES=(python3-celery python3-redis)
 NODE_MIN=20.19
 
 say() { printf 'install-deps: %s\n' "$*"; }
@@ -54,7 +58,8 @@ missing_from() {
 case "${1:-}" in
     "") ;;
     --test) PACKAGES+=("${TEST_PACKAGES[@]}") ;;
-    *) printf 'usage: deploy/install-deps.sh [--test]\n' >&2; exit 2 ;;
+    --bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
+    *) printf 'usage: deploy/install-deps.sh [--test | --bench]\n' >&2; exit 2 ;;
 esac
 
 # Vite needs Node.js >= 20.19; Debian 12's own nodejs is 18, so a machine needs a newer one.
