@@ -996,18 +996,22 @@ void az_server_shutdown(az_server *s)
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
+    /* The grace is for the calls this server is handling (tracked before shutting_down was set,
+     * so counted in nlive). Once they are over, whatever keeps the shutdown from completing is a
+     * call the gRPC core accepted but will never hand over: one that reached its pending list
+     * just after shutdown_and_notify emptied it. Cancelling ends those (the client gets
+     * UNAVAILABLE) instead of leaving them to the grace period or the client's deadline. */
     pthread_mutex_lock(&s->mu);
-    while (!s->shutdown_done && s->started) {
+    while (!s->shutdown_done && s->started && s->nlive > 0) {
         if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT) break;
     }
-    int forced = !s->shutdown_done && s->started;
+    int pending = !s->shutdown_done && s->started;
     int nlive = s->nlive;
     pthread_mutex_unlock(&s->mu);
-    if (forced) {
+    if (pending && nlive > 0)
         az_warn("shutdown grace period of %d ms over: cancelling %d calls", s->cfg.shutdown_grace_ms,
                 nlive);
-        grpc_server_cancel_all_calls(s->server);
-    }
+    if (pending) grpc_server_cancel_all_calls(s->server);
     if (!s->started) {
         /* No threads drain the queue (and nothing was armed): wait for the tag here. */
         for (;;) {
