@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by bench/compare.sh and bench/scaling.sh (sourced, not run): the temporary directory and
 # its cleanup, stages run in their own process group so that a stop reaches everything they
 # started, and a PostgreSQL 15 cluster started with agentzd's embedded settings.
@@ -82,8 +83,9 @@ bench_cleanup() {
         [[ -f $d ]] || continue
         pid=$(cat "$d" 2>/dev/null) || continue
         # Only while the pid is still a redis-server on our socket (the file may be stale).
-        [[ -n $pid ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "redis-server.*$BENCH_DIR" &&
+        if [[ -n $pid ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "redis-server.*$BENCH_DIR"; then
             kill -KILL "$pid" 2>/dev/null || true
+        fi
     done
     if [[ -n ${KEEP_BENCH_DIR:-} ]]; then say "kept $BENCH_DIR"; else rm -rf "$BENCH_DIR"; fi
 }
@@ -122,7 +124,7 @@ pg_sizes() {
     local data=$1 out=$2 sock
     sock=$(mktemp -d "$BENCH_DIR/sock.XXXXXX")
     pg_up "$data" "$sock" || return 1
-    local q= t
+    local q='' t
     for t in tasks task_attempts events event_queue; do
         [[ -n $q ]] && q+=" UNION ALL "
         q+="SELECT json_build_object('table', '$t', 'rows', (SELECT count(*) FROM $t),
