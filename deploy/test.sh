@@ -63,6 +63,9 @@ run_suite "ctest" ctest --test-dir build --output-on-failure --timeout 600
 step "Python suites: python3-grpcio, and the HTTP gateway through http.client and curl"
 run_suite "python" env AGENTZD="$root/build/bin/agentzd" /usr/bin/python3 -m unittest discover -s tests/python -v
 
+step "chaos: faults injected under load, nothing lost (tests/chaos, short mode)"
+run_suite "chaos" tests/chaos/run.sh --short
+
 step "web UI: npm ci, build, unit tests (vitest), bundle budget"
 if deploy/web.sh --test; then
     run_suite "web size" bash -c 'cd web && npm run --silent size'
