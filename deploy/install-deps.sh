@@ -34,7 +34,9 @@ PACKAGES=(
 )
 # Only the test command needs these: the browser the web UI's end-to-end tests drive (Playwright
 # launches Debian's chromium; browsers are never downloaded).
-TEST_PACKAGES=(chromium fonts-dejavu-core)
+TEST_PACKAGES=(chromium fonts-dejavu-core
+    # tests/chaos finds which process owns a PostgreSQL connection with ss
+    iproute2)
 # Only bench/compare.sh needs these: Celery with its Redis broker and result backend, run side by
 # side with AGENTZ (pgbench ships with postgresql-15; BullMQ comes from npm in bench/compare/).
 BENCH_PACKAGES=(python3-celery python3-redis)
