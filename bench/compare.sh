@@ -47,6 +47,7 @@ for s in ${ONLY//,/ }; do
     case $s in pgbench | agentz | bullmq | celery) ;; *) echo "compare.sh: --only: unknown system $s" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
+[[ $BUILD_DIR == /* ]] || BUILD_DIR=$ROOT/$BUILD_DIR
 
 bench_init compare
 RESULTS=$BENCH_DIR/results.jsonl
@@ -108,13 +109,14 @@ fi
 
 # --- 2. AGENTZ: durable tasks end to end (create -> claimed -> succeeded, instant fake LLM)
 if want agentz; then
-    BE=$ROOT/$BUILD_DIR/bin/bench_engine
+    BE=$BUILD_DIR/bin/bench_engine
     scenarios=(throughput)
-    "$BE" --help 2>&1 | grep -q 'bulk' && scenarios+=(bulk)
+    # The bulk path (a CreateTasks batch), once bench_engine has a scenario for it.
+    "$BE" --help 2>&1 | grep -qE -- '--scenario [a-z|]*bulk' && scenarios+=(bulk)
     for sc in "${scenarios[@]}"; do
         say "agentz: bench_engine --scenario $sc --tasks $TASKS --clients $CLIENTS"
         load0=$(loadavg)
-        if stage "$BENCH_DIR/agentz-$sc.json" "$BE" --scenario "$sc" --agentzd "$ROOT/$BUILD_DIR/bin/agentzd" \
+        if stage "$BENCH_DIR/agentz-$sc.json" "$BE" --scenario "$sc" --agentzd "$BUILD_DIR/bin/agentzd" \
             --data-dir "$BENCH_DIR/agentz-$sc" --tasks "$TASKS" --clients "$CLIENTS" --json; then
             measure="durable tasks end to end, CreateTask from $CLIENTS clients, instant LLM"
             [[ $sc == bulk ]] && measure="durable tasks end to end, bulk path (bench_engine --scenario bulk)"
@@ -164,7 +166,12 @@ if want celery; then
 fi
 
 # --- the table (or JSON) with the ratios
-commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+# The commit measured (BENCH_COMMIT names it for a tree that is not a git checkout), marked when
+# the server's sources had uncommitted changes.
+commit=${BENCH_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')}
+if [[ -z ${BENCH_COMMIT:-} && -n $(git -C "$ROOT" status --porcelain -- server proto CMakeLists.txt 2>/dev/null) ]]; then
+    commit+=" + uncommitted changes in server/"
+fi
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 /usr/bin/python3 - "$RESULTS" "$JSON" "$commit" "$(nproc)" "$cpu" "$TASKS" <<'EOF'
 import datetime, json, sys

@@ -44,10 +44,11 @@ for n in $TASKS $WORKERS $BACKLOGS; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "scaling.sh: $n is not a positive integer" >&2; exit 2; }
 done
 
+[[ $BUILD_DIR == /* ]] || BUILD_DIR=$ROOT/$BUILD_DIR
 bench_init scaling
 ensure_build "$BUILD_DIR" agentzd bench_engine || exit 1
-BE=$ROOT/$BUILD_DIR/bin/bench_engine
-AGENTZD=$ROOT/$BUILD_DIR/bin/agentzd
+BE=$BUILD_DIR/bin/bench_engine
+AGENTZD=$BUILD_DIR/bin/agentzd
 RESULTS=$BENCH_DIR/results.jsonl
 : >"$RESULTS"
 status=0
@@ -82,7 +83,12 @@ EOF
 for w in $WORKERS; do drain workers "$w" "$TASKS"; done
 for b in $BACKLOGS; do drain backlog 1 "$b"; done
 
-commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+# The commit measured (BENCH_COMMIT names it for a tree that is not a git checkout), marked when
+# the server's sources had uncommitted changes.
+commit=${BENCH_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')}
+if [[ -z ${BENCH_COMMIT:-} && -n $(git -C "$ROOT" status --porcelain -- server proto CMakeLists.txt 2>/dev/null) ]]; then
+    commit+=" + uncommitted changes in server/"
+fi
 /usr/bin/python3 - "$RESULTS" "$JSON" "$commit" "$(nproc)" <<'EOF'
 import datetime, json, sys
 path, as_json, commit, nproc = sys.argv[1:5]
