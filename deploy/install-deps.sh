@@ -36,7 +36,12 @@ PACKAGES=(
 # launches Debian's chromium; browsers are never downloaded).
 TEST_PACKAGES=(chromium fonts-dejavu-core
     # tests/chaos finds which process owns a PostgreSQL connection with ss
-    iproute2)
+    iproute2
+    # tests/python/test_deploy.py: parses the manifests, lints deploy/compose.yaml
+    python3-yaml docker-compose)
+# and renders deploy/k8s with kubectl kustomize: Debian's kubectl, unless another package (the
+# Google Cloud SDK's "kubectl") already owns /usr/bin/kubectl, which kubernetes-client would clash with.
+command -v kubectl >/dev/null 2>&1 || TEST_PACKAGES+=(kubernetes-client)
 # Only bench/compare.sh needs these: Celery with its Redis broker and result backend, run side by
 # side with AGENTZ (pgbench ships with postgresql-15; BullMQ comes from npm in bench/compare/).
 BENCH_PACKAGES=(python3-celery python3-redis)
