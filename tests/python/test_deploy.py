@@ -349,6 +349,13 @@ class Kubernetes(unittest.TestCase):
                 if hpa["spec"]["minReplicas"] == 1:
                     self.assertEqual(p["spec"].get("minAvailable", 0), 0)
             self.assertEqual(sorted(covered), sorted(deps), "one PodDisruptionBudget per Deployment")
+            # PostgreSQL: every agentzd at its maximum holds its pool, the relay's LISTEN connection
+            # and (workers) the cancellation check's; superuser_reserved_connections is 3.
+            pool = int(self.config_of(objs)["AGENTZ_DB_POOL_SIZE"])
+            maxima = {component(deps[h["spec"]["scaleTargetRef"]["name"]]): h for h in hpas}
+            budget = int(maxima["worker"]["metadata"]["annotations"]["agentz.io/postgres-max-connections"])
+            used = sum(maxima[c]["spec"]["maxReplicas"] for c in ("api", "worker")) * (pool + 2)
+            self.assertLessEqual(used, budget - 3, "%s: %d PostgreSQL connections at the maxima" % (name, used))
             for s in by_kind(objs, "Service").values():
                 pods = [d for d in by_kind(objs, "Deployment").values() if selects(s["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
                 pods += [d for d in by_kind(objs, "StatefulSet").values() if selects(s["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
