@@ -27,6 +27,7 @@
 #include "gateway/gwconfig.h"
 #include "llm/price.h"
 #include "queue/reconciler.h"
+#include "retention/retention.h"
 #include "rpc/health.h"
 #include "rpc/reflection.h"
 #include "rpc/rpc.h"
@@ -106,11 +107,10 @@ static void log_policy(const char *policy, int is_default)
     az_info("outbound network policy: public addresses and %.*s%s", (int)n, v, why);
 }
 
-/* Hourly housekeeping: expired idempotency keys, stored events past their retention. Wakes at
- * once on shutdown. */
+/* Hourly housekeeping: expired idempotency keys (retention of events, attempts and audit entries
+ * is the reconciler's). Wakes at once on shutdown. */
 typedef struct janitor {
     az_pg *pg;
-    int64_t event_retention_ms; /* 0 = keep events forever */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -132,10 +132,6 @@ static void *janitor_main(void *arg)
         int n = 0;
         if (az_idem_gc(j->pg, &n, msg) != AZ_OK) az_warn("cannot expire idempotency keys: %s", msg);
         else if (n) az_info("expired %d idempotency keys", n);
-        int64_t pruned = 0;
-        if (j->event_retention_ms > 0 && az_outbox_prune(j->pg, j->event_retention_ms, &pruned, msg) != AZ_OK)
-            az_warn("cannot prune stored events: %s", msg);
-        else if (pruned) az_info("pruned %lld stored events past their retention", (long long)pruned);
         pthread_mutex_lock(&j->mu);
     }
     pthread_mutex_unlock(&j->mu);
@@ -230,6 +226,9 @@ static int run(const az_config *cfg)
     az_relay *relay = NULL; /* every process: outbox -> Redis */
     janitor jan = {.stop = 0};
     int janitor_started = 0;
+    const az_retention_policy retention = {(int64_t)cfg->event_retention_s * 1000,
+                                           (int64_t)cfg->attempt_retention_s * 1000,
+                                           (int64_t)cfg->audit_retention_s * 1000};
     const int role_api = az_config_has_role(cfg, "api");
     const int role_worker = az_config_has_role(cfg, "worker");
     const int role_gateway = az_config_has_role(cfg, "gateway");
@@ -264,7 +263,8 @@ static int run(const az_config *cfg)
     const char *db_url = cfg->database_url, *redis_url = cfg->redis_url;
     int attached = 0;
     if (!db_url) {
-        az_err eerr = az_embed_start(cfg->data_dir, &embed, msg);
+        const az_embed_opts eopts = {cfg->wal_archive_dir, cfg->wal_archive_timeout_s};
+        az_err eerr = az_embed_start_opts(cfg->data_dir, &eopts, &embed, msg);
         if (eerr == AZ_ERR_PRECONDITION && !role_api) {
             /* Another agentzd owns the data dir: an extra worker uses its servers. */
             char amsg[AZ_MSG_MAX];
@@ -392,6 +392,8 @@ static int run(const az_config *cfg)
     az_task_api_set_run_hook(tasks, az_run_sync_hook, pg);
     az_reconciler_set_run_hook(reconciler, az_run_sync_hook, pg);
     az_reconciler_set_agent_hook(reconciler, agent_ended_hook, pg);
+    az_reconciler_set_retention_hook(reconciler, az_retention_hook, (void *)&retention,
+                                     cfg->retention_interval_ms);
     const az_method *tables[6];
     size_t counts[6];
     tables[0] = az_health_methods(health, &counts[0]);
@@ -493,7 +495,6 @@ static int run(const az_config *cfg)
         goto out;
     }
     jan.pg = pg;
-    jan.event_retention_ms = (int64_t)cfg->event_retention_s * 1000;
     pthread_mutex_init(&jan.mu, NULL);
     pthread_cond_init(&jan.cv, NULL);
     janitor_started = pthread_create(&jan.thread, NULL, janitor_main, &jan) == 0;

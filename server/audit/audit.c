@@ -394,6 +394,17 @@ az_err az_audit_verify(az_pg *pg, int64_t *rows, int64_t *first_bad_id, char *ms
     /* One snapshot for every page: rows appended meanwhile are simply not part of this check. */
     err = az_pg_exec(c, &ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, msg);
     char prev[65] = ZERO_HASH, after[24] = "0";
+    /* After retention pruned the start of the chain, it continues from the anchor: the hash of
+     * the last pruned row (migration 0011). */
+    PGresult *anchor = NULL;
+    if (err == AZ_OK &&
+        (err = az_pg_exec(c, &ctx, "SELECT last_id, last_hash FROM audit_anchor", 0, NULL, &anchor, msg)) ==
+            AZ_OK &&
+        PQntuples(anchor) == 1 && PQgetlength(anchor, 0, 1) == 64) {
+        snprintf(after, sizeof after, "%s", PQgetvalue(anchor, 0, 0));
+        memcpy(prev, PQgetvalue(anchor, 0, 1), 65);
+    }
+    PQclear(anchor);
     int more = err == AZ_OK;
     while (more && err == AZ_OK && *first_bad_id == 0) {
         const char *p[1] = {after};
@@ -430,6 +441,41 @@ az_err az_audit_verify(az_pg *pg, int64_t *rows, int64_t *first_bad_id, char *ms
         PQclear(r);
     }
     az_pg_release(c); /* rolls the read-only transaction back */
+    return err;
+}
+
+/* ---------------------------------------------------------------- retention */
+
+#define PRUNE_BATCH "1000"      /* rows per transaction */
+#define PRUNE_MAX_ROWS 200000   /* per call, so one retention pass stays short */
+
+az_err az_audit_prune(az_pg *pg, int64_t older_than_ms, int64_t *deleted, char *msg)
+{
+    if (deleted) *deleted = 0;
+    if (older_than_ms <= 0) return az_fail(msg, AZ_ERR_INVALID, "older_than_ms must be > 0");
+    char older[24];
+    snprintf(older, sizeof older, "%lld", (long long)older_than_ms);
+    const char *p[2] = {older, PRUNE_BATCH};
+    az_ctx ctx = {.request_id = "retention", .deadline_ms = -1}; /* every workspace */
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, &ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    int64_t total = 0;
+    /* Each batch its own transaction: the chain lock is held briefly, progress is kept. */
+    while (total < PRUNE_MAX_ROWS) {
+        PGresult *r;
+        if ((err = az_pg_exec(c, &ctx,
+                              "SELECT agentz_audit_prune(clock_timestamp() - make_interval(secs =>"
+                              " $1::bigint / 1000.0), $2::integer)",
+                              2, p, &r, msg)) != AZ_OK)
+            break;
+        int64_t n = PQntuples(r) == 1 ? atoll(PQgetvalue(r, 0, 0)) : 0;
+        PQclear(r);
+        total += n;
+        if (n == 0) break;
+    }
+    az_pg_release(c);
+    if (deleted) *deleted = total;
     return err;
 }
 

@@ -52,10 +52,18 @@ az_err az_audit_flush(az_audit *a, int timeout_ms, char *msg);
  * row's id. Used by the writer, and by tests and tools. */
 az_err az_audit_append(az_pg *pg, const az_audit_entry *e, int64_t *id, char *msg);
 
-/* Recomputes the whole chain in one snapshot. AZ_OK with *rows = rows checked and *first_bad_id =
+/* Recomputes the whole chain in one snapshot, from its anchor when retention pruned its start
+ * (the oldest kept row must link to the last pruned one). AZ_OK with *rows = rows checked and *first_bad_id =
  * 0 when intact, or the id of the first row whose hash or link does not match (msg says which);
  * errors only when the database fails. */
 az_err az_audit_verify(az_pg *pg, int64_t *rows, int64_t *first_bad_id, char *msg);
+
+/* Retention: deletes the oldest entries recorded more than older_than_ms (> 0) ago — a prefix of
+ * the chain, never the newest entry — in transactions of at most 1000 rows, moving the chain's
+ * anchor (audit_anchor) to the last deleted row so az_audit_verify still checks every kept row.
+ * Stops after about 200000 rows per call. *deleted (may be NULL) gets the count even when a later
+ * batch fails; AZ_ERR_INVALID for older_than_ms <= 0, else database errors. */
+az_err az_audit_prune(az_pg *pg, int64_t older_than_ms, int64_t *deleted, char *msg);
 
 /* Filters of ListAuditLog; empty strings and 0 times mean "any". */
 typedef struct az_audit_query {

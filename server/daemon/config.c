@@ -204,6 +204,20 @@ static const az_opt opts[] = {
     {"event-retention", "AGENTZ_EVENT_RETENTION", AZ_OPT_SECONDS, S(event_retention_s), "7d", 0,
      INT_MAX, "stored events of a finished run (or task) are deleted this long after it finished, "
      "agent events this long after they happened; 0 = keep forever"},
+    {"attempt-retention", "AGENTZ_ATTEMPT_RETENTION", AZ_OPT_SECONDS, S(attempt_retention_s), "90d", 0,
+     INT_MAX, "attempts of tasks are deleted this long after they ended; 0 = keep forever"},
+    {"audit-retention", "AGENTZ_AUDIT_RETENTION", AZ_OPT_SECONDS, S(audit_retention_s), "365d", 0,
+     INT_MAX, "audit log entries are deleted this long after the call (the chain stays verifiable "
+     "from a kept anchor); 0 = keep forever"},
+    {"retention-interval", "AGENTZ_RETENTION_INTERVAL", AZ_OPT_MS, S(retention_interval_ms), "1h",
+     1000, 86400000, "how often the reconciler deletes events, attempts and audit entries past "
+     "their retention"},
+    {"wal-archive-dir", "AGENTZ_WAL_ARCHIVE_DIR", AZ_OPT_STR, S(wal_archive_dir), NULL, 0, 0,
+     "embedded PostgreSQL: archive every WAL segment into this directory (point-in-time recovery, "
+     "deploy/backup.sh); unset = no archiving"},
+    {"wal-archive-timeout", "AGENTZ_WAL_ARCHIVE_TIMEOUT", AZ_OPT_SECONDS, S(wal_archive_timeout_s),
+     "60s", 0, 86400, "embedded PostgreSQL with --wal-archive-dir: archive the current WAL segment "
+     "at least this often while there are writes (the most a lost disk loses); 0 = only full segments"},
     {"help", NULL, AZ_OPT_FLAG, S(show_help), NULL, 0, 0, "print this help and exit"},
     {"version", NULL, AZ_OPT_FLAG, S(show_version), NULL, 0, 0, "print the version and exit"},
 };
@@ -222,20 +236,6 @@ az_err az_config_load(az_config *cfg, int argc, char **argv, char *msg)
     tables(cfg, t);
     az_err err = az_opts_load(t, 2, argc, argv, msg);
     if (err) return err;
-    {"attempt-retention", "AGENTZ_ATTEMPT_RETENTION", AZ_OPT_SECONDS, S(attempt_retention_s), "90d", 0,
-     INT_MAX, "attempts of tasks are deleted this long after they ended; 0 = keep forever"},
-    {"audit-retention", "AGENTZ_AUDIT_RETENTION", AZ_OPT_SECONDS, S(audit_retention_s), "365d", 0,
-     INT_MAX, "audit log entries are deleted this long after the call (the chain stays verifiable "
-     "from a kept anchor); 0 = keep forever"},
-    {"retention-interval", "AGENTZ_RETENTION_INTERVAL", AZ_OPT_MS, S(retention_interval_ms), "1h",
-     1000, 86400000, "how often the reconciler deletes events, attempts and audit entries past "
-     "their retention"},
-    {"wal-archive-dir", "AGENTZ_WAL_ARCHIVE_DIR", AZ_OPT_STR, S(wal_archive_dir), NULL, 0, 0,
-     "embedded PostgreSQL: archive every WAL segment into this directory (point-in-time recovery, "
-     "deploy/backup.sh); unset = no archiving"},
-    {"wal-archive-timeout", "AGENTZ_WAL_ARCHIVE_TIMEOUT", AZ_OPT_SECONDS, S(wal_archive_timeout_s),
-     "60s", 0, 86400, "embedded PostgreSQL with --wal-archive-dir: archive the current WAL segment "
-     "at least this often while there are writes (the most a lost disk loses); 0 = only full segments"},
     if ((err = az_gwconfig_check(&cfg->gateway, "--gateway-", msg)) != AZ_OK) return err;
     if (!!cfg->tls_cert != !!cfg->tls_key)
         return az_fail(msg, AZ_ERR_INVALID, "--tls-cert and --tls-key must be given together");

@@ -39,6 +39,11 @@ typedef struct az_config {
     char *embeddings_url, *embeddings_model, *embeddings_api_key; /* agent memory; NULL = none */
     char *webhook_secret; /* AGENTZ_WEBHOOK_SECRET; NULL = DATA/webhook.secret when embedded */
     int event_retention_s; /* AGENTZ_EVENT_RETENTION: outbox retention (seconds), 0 = forever */
+    int attempt_retention_s; /* AGENTZ_ATTEMPT_RETENTION: finished task attempts, 0 = forever */
+    int audit_retention_s;   /* AGENTZ_AUDIT_RETENTION: audit log entries, 0 = forever */
+    int retention_interval_ms; /* AGENTZ_RETENTION_INTERVAL: how often the reconciler prunes */
+    char *wal_archive_dir;     /* AGENTZ_WAL_ARCHIVE_DIR: embedded WAL archiving; NULL = off */
+    int wal_archive_timeout_s; /* AGENTZ_WAL_ARCHIVE_TIMEOUT: archive_timeout of the embedded cluster */
     int show_help, show_version;
     az_gwconfig gateway; /* the gateway role's settings (--gateway-*, AGENTZ_GATEWAY_*) */
 } az_config;

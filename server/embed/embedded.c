@@ -61,6 +61,8 @@ struct az_embed {
     int redis_running;  /* ours to stop */
     int redis_is_child; /* spawned by us: reap with waitpid */
     int tmp_sock_dir;   /* sock_dir is our /tmp/agentz-<hash>, removed when empty at stop */
+    char wal_dir[PATH_MAX]; /* WAL archive ("" = archiving off) */
+    int archive_timeout_s;
 };
 
 /* Subdirectories of DATA, all 0700. Those PostgreSQL writes are owned by its account. */
@@ -614,6 +616,56 @@ static void shell_quote(char *dst, size_t cap, const char *s)
     dst[n < cap ? n : cap - 1] = '\0';
 }
 
+/* Appends the WAL archiving settings to pg_ctl's -o. archive_command runs under /bin/sh: it never
+ * overwrites a segment (an existing one with the same bytes is success, so a retry after a crash
+ * between copy and report passes, different bytes fail), copies under a temporary name, fsyncs the
+ * file, renames it into place and fsyncs the directory, so an archived segment is complete and
+ * durable before PostgreSQL recycles it. */
+static void archive_opts(const az_embed *e, char *opts, size_t cap)
+{
+    char dir[PATH_MAX * 4 + 4] = "", cmd[PATH_MAX * 5 + 256], num[64];
+    shell_quote(dir, sizeof dir, e->wal_dir);
+    snprintf(cmd, sizeof cmd,
+             "D=%s; if test -f \"$D/%%f\"; then cmp -s \"%%p\" \"$D/%%f\"; else"
+             " cp \"%%p\" \"$D/%%f.tmp\" && sync \"$D/%%f.tmp\" && mv \"$D/%%f.tmp\" \"$D/%%f\""
+             " && sync \"$D\"; fi",
+             dir);
+    snprintf(num, sizeof num, " -c archive_timeout=%d", e->archive_timeout_s);
+    strncat(opts, " -c wal_level=replica -c archive_mode=on", cap - strlen(opts) - 1);
+    strncat(opts, num, cap - strlen(opts) - 1);
+    strncat(opts, " -c archive_command=", cap - strlen(opts) - 1);
+    shell_quote(opts, cap, cmd);
+}
+
+/* Creates the WAL archive dir (0700, PostgreSQL's account) and makes it absolute. */
+static az_err prepare_archive(az_embed *e, const char *dir, char *msg)
+{
+    /* Parents 0755: PostgreSQL's account must be able to reach the archive. */
+    if (mkdir_p(dir, 0755) != 0)
+        return az_fail(msg, AZ_ERR_IO, "cannot create wal archive dir %s: %s", dir, strerror(errno));
+    if (!realpath(dir, e->wal_dir))
+        return az_fail(msg, AZ_ERR_IO, "cannot resolve wal archive dir %s: %s", dir, strerror(errno));
+    struct stat st;
+    if (stat(e->wal_dir, &st) != 0)
+        return az_fail(msg, AZ_ERR_IO, "cannot use wal archive dir %s: %s", e->wal_dir, strerror(errno));
+    if (st.st_uid != e->pg_uid && chown(e->wal_dir, e->pg_uid, e->pg_gid) != 0)
+        return az_fail(msg, AZ_ERR_IO, "cannot chown wal archive dir %s to uid %d: %s", e->wal_dir,
+                       (int)e->pg_uid, strerror(errno));
+    if ((st.st_mode & 0777) != 0700 && chmod(e->wal_dir, 0700) != 0)
+        return az_fail(msg, AZ_ERR_IO, "cannot chmod wal archive dir %s: %s", e->wal_dir, strerror(errno));
+    argv_buf a;
+    int code = 0;
+    pg_cmd(e, &a, (const char *const[]){"test", "-w", e->wal_dir, "-a", "-x", e->wal_dir, NULL});
+    az_err err = run(&a, "/dev/null", &code, msg);
+    if (err) return err;
+    if (code != 0)
+        return az_fail(msg, AZ_ERR_PRECONDITION,
+                       "postgresql's account cannot write to wal archive dir %s: every parent "
+                       "directory needs x for it",
+                       e->wal_dir);
+    return AZ_OK;
+}
+
 static az_err pg_start(az_embed *e, char *msg)
 {
     char server_log[PATH_MAX], ctl_log[PATH_MAX], pidfile[PATH_MAX], socklock[PATH_MAX];
@@ -631,12 +683,13 @@ static az_err pg_start(az_embed *e, char *msg)
     drop_foreign_lock(pidfile);
     drop_foreign_lock(socklock);
 
-    char opts[PATH_MAX * 4 + 256] = "-p " PG_PORT " -k ";
+    char opts[PATH_MAX * 12 + 512] = "-p " PG_PORT " -k ";
     shell_quote(opts, sizeof opts, e->sock_dir);
     strncat(opts,
             " -c listen_addresses='' -c unix_socket_permissions=0700 -c max_connections=100"
             " -c shared_buffers=128MB -c fsync=on",
             sizeof opts - strlen(opts) - 1);
+    if (e->wal_dir[0]) archive_opts(e, opts, sizeof opts);
 
     off_t from_server = file_size(server_log), from_ctl = file_size(ctl_log);
     az_info("starting embedded postgresql in %s", e->pg_dir);
@@ -881,6 +934,11 @@ static az_err prepare(az_embed *e, const char *data_dir, char *msg)
 
 az_err az_embed_start(const char *data_dir, az_embed **out, char *msg)
 {
+    return az_embed_start_opts(data_dir, NULL, out, msg);
+}
+
+az_err az_embed_start_opts(const char *data_dir, const az_embed_opts *opts, az_embed **out, char *msg)
+{
     if (!out) return az_fail(msg, AZ_ERR_INVALID, "out is required");
     *out = NULL;
     if (!data_dir || !*data_dir) return az_fail(msg, AZ_ERR_INVALID, "data_dir is required");
@@ -890,6 +948,11 @@ az_err az_embed_start(const char *data_dir, az_embed **out, char *msg)
 
     char pgversion[PATH_MAX];
     az_err err = prepare(e, data_dir, msg);
+    if (!err && opts && opts->wal_archive_dir && opts->wal_archive_dir[0]) {
+        e->archive_timeout_s = opts->archive_timeout_s > 0 ? opts->archive_timeout_s : 0;
+        err = prepare_archive(e, opts->wal_archive_dir, msg);
+        if (!err) az_info("embedded postgresql archives wal to %s", e->wal_dir);
+    }
     if (!err && join(pgversion, e->pg_dir, "PG_VERSION") == 0 && access(pgversion, F_OK) != 0)
         err = pg_initdb(e, msg);
     if (!err) err = pg_start(e, msg);

@@ -20,6 +20,20 @@ typedef struct az_embed az_embed;
  * SIG_IGN) while start or stop runs. */
 az_err az_embed_start(const char *data_dir, az_embed **out, char *msg);
 
+/* What az_embed_start_opts adds to az_embed_start. */
+typedef struct az_embed_opts {
+    /* Continuous WAL archiving: PostgreSQL copies every finished WAL segment into this directory
+     * (created 0700 for PostgreSQL's account if missing; made absolute), with archive_mode=on and
+     * a no-overwrite, fsync'ed archive_command. NULL or "" = no archiving. */
+    const char *wal_archive_dir;
+    int archive_timeout_s; /* archive_timeout: a segment is switched after this many seconds with
+                            * writes (bounds the data a lost disk loses); 0 = never forced */
+} az_embed_opts;
+
+/* az_embed_start with opts (NULL = none). A reused PostgreSQL keeps the settings it was started
+ * with. Errors as az_embed_start, plus AZ_ERR_IO when the archive dir cannot be created. */
+az_err az_embed_start_opts(const char *data_dir, const az_embed_opts *opts, az_embed **out, char *msg);
+
 /* Attaches to the PostgreSQL and Redis that another agentzd (the owner, holding the data-dir
  * lock) runs under data_dir, without taking the lock or starting anything: for extra worker
  * processes on the same machine. Finds the sockets the way the owner placed them (DATA/run, or

@@ -27,6 +27,9 @@ struct az_reconciler {
     void *run_hook_arg;
     az_err (*agent_hook)(void *arg, const az_ctx *ctx, const char *agent_id, int failed, char *msg);
     void *agent_hook_arg;
+    az_err (*retention_hook)(void *arg, az_pg *pg, char *msg);
+    void *retention_arg;
+    int64_t retention_every_ms;
 };
 
 void az_reconciler_set_run_hook(az_reconciler *r,
@@ -45,6 +48,21 @@ void az_reconciler_set_agent_hook(az_reconciler *r,
 {
     r->agent_hook = fn;
     r->agent_hook_arg = arg;
+}
+
+void az_reconciler_set_retention_hook(az_reconciler *r, az_err (*fn)(void *arg, az_pg *pg, char *msg),
+                                      void *arg, int64_t every_ms)
+{
+    r->retention_hook = fn;
+    r->retention_arg = arg;
+    r->retention_every_ms = every_ms > 0 ? every_ms : 3600000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Reaps expired leases, publishes the tasks that became ready (grouped by workspace: one
@@ -169,6 +187,7 @@ az_err az_reconciler_run_once(az_reconciler *r, az_reconciler_counts *counts, ch
 static void *reconciler_main(void *arg)
 {
     az_reconciler *r = arg;
+    int64_t retention_due = mono_ms() + r->retention_every_ms;
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
         struct timespec until;
@@ -189,6 +208,12 @@ static void *reconciler_main(void *arg)
         if (c.woken || c.republished)
             az_debug("reconciler woke %d backoff tasks and re-published %d queued tasks", c.woken,
                      c.republished);
+        /* Retention runs on this thread between passes: a slow prune delays the next pass, never
+         * overlaps it. */
+        if (r->retention_hook && mono_ms() >= retention_due) {
+            if (r->retention_hook(r->retention_arg, r->pg, msg) != AZ_OK) az_warn("retention: %s", msg);
+            retention_due = mono_ms() + r->retention_every_ms;
+        }
         pthread_mutex_lock(&r->mu);
     }
     pthread_mutex_unlock(&r->mu);

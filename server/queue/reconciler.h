@@ -45,6 +45,12 @@ void az_reconciler_set_agent_hook(az_reconciler *r,
                                                int failed, char *msg),
                                   void *arg);
 
+/* Registers fn(arg, pg, msg), called by the thread every every_ms (the first time one interval
+ * after start): data retention (main.c registers az_retention_hook; the queue module may not call
+ * retention/). Its failure is logged. Call before az_reconciler_start. */
+void az_reconciler_set_retention_hook(az_reconciler *r, az_err (*fn)(void *arg, az_pg *pg, char *msg),
+                                      void *arg, int64_t every_ms);
+
 /* Starts the thread. AZ_ERR_IO when it cannot be created; AZ_OK when already started. */
 az_err az_reconciler_start(az_reconciler *r, char *msg);
 
