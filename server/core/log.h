@@ -1,4 +1,5 @@
-/* Leveled logfmt logging to stderr: `ts=... level=info msg="..." key=value`. Thread-safe. */
+/* Leveled logging to stderr, logfmt (`ts=... level=info msg="..." key=value`) or JSON lines.
+ * Thread-safe. */
 #ifndef AZ_LOG_H
 #define AZ_LOG_H
 
@@ -8,6 +9,18 @@ typedef enum az_log_level {
     AZ_LOG_WARN,
     AZ_LOG_ERROR,
 } az_log_level;
+
+/* How lines are written: logfmt (default), or one JSON object per line ({"time", "level",
+ * "msg", then the fields of az_log_kv: numbers as JSON numbers, except keys ending in "id"}). */
+typedef enum az_log_format {
+    AZ_LOG_TEXT = 0,
+    AZ_LOG_JSON,
+} az_log_format;
+
+void az_log_set_format(az_log_format format);
+
+/* Parses "text|json" into *out; returns 0, or -1 and leaves *out unchanged. */
+int az_log_parse_format(const char *s, az_log_format *out);
 
 /* Sets the minimum level written; default AZ_LOG_INFO. */
 void az_log_set_level(az_log_level level);

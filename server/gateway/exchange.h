@@ -122,6 +122,7 @@ struct az_xch {
     char *access_token;   /* ?access_token= or a bearer.<token> WebSocket subprotocol */
     const az_route *route;
     const az_route_method *rpc;
+    const char *metrics_route; /* static: the route label of a local path or asset (metrics) */
     az_httprule_binding b[AZ_HTTPRULE_MAX_VARS];
     size_t nb;
     const uint8_t *body;  /* borrowed from the HTTP side until az_xch_run returns */

@@ -36,6 +36,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "openapi.h"
 #include "routes.h"
+#include "system/prom.h"
 #include "upstream.h"
 
 #ifndef AZ_VERSION
@@ -61,7 +62,7 @@ typedef enum { M_GET, M_HEAD, M_POST, M_PUT, M_PATCH, M_DELETE, M_OPTIONS, M_OTH
 
 static const char *const METHODS[] = {
     [M_GET] = "GET",     [M_HEAD] = "HEAD",     [M_POST] = "POST",       [M_PUT] = "PUT",
-    [M_PATCH] = "PATCH", [M_DELETE] = "DELETE", [M_OPTIONS] = "OPTIONS",
+    [M_PATCH] = "PATCH", [M_DELETE] = "DELETE", [M_OPTIONS] = "OPTIONS", [M_OTHER] = "OTHER",
 };
 
 /* What the HTTP side keeps per exchange; x->http points at it. Plain HTTP requests live in the
@@ -79,6 +80,7 @@ struct side {
     method m;
     int status_sent;
     size_t bytes_out;
+    int stream_kind;   /* az_prom_stream_kind + 1 while counted as an open stream; 0 = none */
 };
 
 typedef struct tcpconn tcpconn;
@@ -241,14 +243,35 @@ static void on_wake(void *arg, az_xch *x)
 
 static void pump(side *s);
 
+/* Counts s as an open stream of kind k (metrics). */
+static void stream_opened(side *s, az_prom_stream_kind k)
+{
+    if (s->stream_kind) return;
+    s->stream_kind = (int)k + 1;
+    az_prom_http_stream(k, 1);
+}
+
+/* The request's route label: its REST template, gRPC path, local path, "static", or NULL. */
+static const char *route_label(const az_xch *x)
+{
+    if (x->route) return az_httprule_template(x->route->rule);
+    if (x->rpc) return x->rpc->grpc_path;
+    return x->metrics_route;
+}
+
+/* Runs once per request (or WebSocket) when it is over: metrics, then the access log line. */
 static void log_access(side *s)
 {
     az_gateway *g = s->g;
     az_xch *x = s->x;
-    if (!g->cfg.access_log || !x->uri) return;
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     double ms = (double)(t.tv_sec - x->start.tv_sec) * 1e3 + (double)(t.tv_nsec - x->start.tv_nsec) / 1e6;
+    if (s->stream_kind) az_prom_http_stream((az_prom_stream_kind)(s->stream_kind - 1), -1);
+    s->stream_kind = 0;
+    az_prom_http_request(route_label(x), s->is_ws ? "GET" : METHODS[s->m < M_OTHER ? s->m : M_OTHER],
+                         s->status_sent, (int64_t)(ms * 1000));
+    if (!g->cfg.access_log || !x->uri) return;
     char fields[1024];
     snprintf(fields, sizeof fields,
              "method=%s path=%.300s status=%d duration_ms=%.3f bytes=%zu peer=%s request_id=%s",
@@ -1039,6 +1062,7 @@ static void dispatch(az_gateway *g, az_xch *x, method m)
             return;
         }
         x->head_only = m == M_HEAD;
+        x->metrics_route = LOCAL[i].path;
         LOCAL[i].serve(g, x);
         return;
     }
@@ -1052,6 +1076,7 @@ static void dispatch(az_gateway *g, az_xch *x, method m)
         return;
     }
     x->head_only = m == M_HEAD;
+    x->metrics_route = "static";
     serve_asset(g, x);
 }
 
@@ -1136,6 +1161,7 @@ static int upgrade_ws(az_gateway *g, az_xch *x, h2o_req_t *req, const char *key)
     w->s.is_ws = 1;
     w->s.m = M_GET;
     w->s.status_sent = 101;
+    stream_opened(&w->s, AZ_PROM_STREAM_WEBSOCKET);
     w->all_next = g->wsall;
     if (g->wsall) g->wsall->all_prev = w;
     g->wsall = w;
@@ -1195,6 +1221,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     dispatch(g, x, h->s.m);
+    if (x->kind == AZ_XCH_STREAM) stream_opened(&h->s, AZ_PROM_STREAM_SSE);
+    else if ((x->kind == AZ_XCH_GRPCWEB && x->rpc && x->rpc->server_streaming) ||
+             (x->kind == AZ_XCH_CONNECT && x->connect_stream))
+        stream_opened(&h->s, AZ_PROM_STREAM_GRPCWEB);
     x->body = NULL;
     x->body_len = 0;
     pump_http(h);

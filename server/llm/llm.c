@@ -16,6 +16,7 @@
 #include "llm/anthropic.h"
 #include "llm/openai.h"
 #include "llm/provider.h"
+#include "system/prom.h"
 
 #define ERR_BODY_MAX (64 * 1024) /* of a non-2xx body we keep for its message */
 
@@ -42,6 +43,9 @@ struct az_llm_call {
     az_err parse_err;
     char parse_msg[AZ_MSG_MAX];
     char errbuf[CURL_ERROR_SIZE];
+    struct timespec start; /* for agentz_llm_request_duration_seconds */
+    int inflight;          /* counted in agentz_worker_inflight_calls until freed */
+    int observed;          /* az_llm_call_finish counted the call */
 };
 
 /* ---- configuration ---- */
@@ -393,6 +397,9 @@ az_err az_llm_call_new(const az_llm_request *req, const az_llm_callbacks *cb, vo
     }
     az_debug("llm call provider=%s model=%s url=%s body_bytes=%zu", ep.provider, ep.model, c->url,
              strlen(c->body));
+    clock_gettime(CLOCK_MONOTONIC, &c->start);
+    c->inflight = 1;
+    az_prom_llm_inflight(1);
     *out = c;
     return AZ_OK;
 fail:
@@ -405,6 +412,7 @@ CURL *az_llm_call_easy(az_llm_call *call) { return call->easy; }
 void az_llm_call_free(az_llm_call *c)
 {
     if (!c) return;
+    if (c->inflight) az_prom_llm_inflight(-1);
     if (c->easy) curl_easy_cleanup(c->easy);
     curl_slist_free_all(c->headers);
     free(c->url);
@@ -630,6 +638,14 @@ az_err az_llm_call_finish(az_llm_call *c, CURLcode code, az_llm_result *out)
     if (out->error.type[0])
         az_debug("llm call failed provider=%s model=%s type=%s: %s", c->prov->name, out->model,
                  out->error.type, out->error.message);
+    if (!c->observed) {
+        c->observed = 1;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t us = (int64_t)(now.tv_sec - c->start.tv_sec) * 1000000 + (now.tv_nsec - c->start.tv_nsec) / 1000;
+        az_prom_llm_call(c->prov->name, us, u->prompt_tokens, u->completion_tokens, u->cost_usd,
+                         out->error.type[0] && strcmp(out->error.type, "llm_cancelled") != 0);
+    }
     return out->error.type[0] ? az_llm_error_code(out->error.type) : AZ_OK;
 }
 

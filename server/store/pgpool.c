@@ -15,6 +15,7 @@
 #include "../core/log.h"
 
 #define DEFAULT_TIMEOUT_MS 30000 /* statements of callers without a deadline */
+#include "../system/prom.h"
 #define POOL_WAIT_MS 5000
 #define TIMEOUT_SLACK_MS 100 /* a statement may outlive its deadline by this rather than re-SET */
 
@@ -33,6 +34,12 @@ struct az_pgconn {
     int busy;
     int64_t timeout_ms; /* the session's statement_timeout as last set; -1 = unknown */
     tenant t;
+/* A statement prepared on a connection as "azs<slot>". */
+typedef struct stmt {
+    uint64_t hash; /* FNV-1a of sql */
+    char *sql;     /* NULL = free slot */
+} stmt;
+
     PGcancel *cancel;
 };
 
@@ -114,6 +121,16 @@ az_err az_pg_new(const char *conninfo, int size, int wait_ms, az_pg **out, char 
     p->conns = calloc((size_t)size, sizeof *p->conns);
     if (!p->conninfo || !p->conns) {
         free(p->conninfo);
+/* Forgets c's prepared statements (its session is gone or about to be). */
+static void forget_stmts(az_pgconn *c)
+{
+    if (!c->stmts) return;
+    for (int i = 0; i < STMT_SLOTS; i++) free(c->stmts[i].sql);
+    free(c->stmts);
+    c->stmts = NULL;
+    c->nstmts = 0;
+}
+
         free(p->conns);
         free(p);
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
@@ -217,6 +234,8 @@ az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg)
     if (c) c->busy = 1;
     pthread_mutex_unlock(&p->mu);
     if (!c)
+    struct timespec t0, t1; /* the wait, for agentz_pg_pool_wait_seconds */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
         return az_fail(msg, AZ_ERR_UNAVAILABLE,
                        "no database connection free within %lld ms (pool of %d)", (long long)left,
                        p->size);
@@ -227,6 +246,8 @@ az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg)
         c->t.known = 0;
         c->t.changed_in_tx = 0;
         if (!c->conn) {
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    az_prom_pg_wait((int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
             pthread_mutex_lock(&p->mu);
             c->busy = 0;
             pthread_cond_signal(&p->cv);
@@ -259,12 +280,11 @@ static void cancel_statement(void *arg)
         az_warn("cannot cancel postgresql statement: %s", buf);
 }
 
-static az_err map_error(az_pgconn *c, const az_ctx *ctx, PGresult *r, char *msg);
-
-/* Lowers (or restores) the session's statement_timeout so a statement cannot outlive its
- * caller. Skipped when the current value is already close: most callers use similar
- * deadlines, and the SET costs a round trip. */
-static az_err fit_timeout(az_pgconn *c, const az_ctx *ctx, char *msg)
+/* The statement_timeout the next statement should run under: ctx's remaining time, at most the
+ * default. *set = 0 when the session's current value is close enough (most callers use similar
+ * deadlines, and a deadline shrinks by a millisecond or so between the statements of one call;
+ * the cancel hook still fires at the deadline). AZ_ERR_DEADLINE when the deadline has passed. */
+static az_err want_timeout(const az_pgconn *c, const az_ctx *ctx, int64_t *want, int *set, char *msg)
 {
     int64_t left = az_ctx_remaining_ms(ctx);
     if (left == 0) return az_fail(msg, AZ_ERR_DEADLINE, "deadline exceeded before the query ran");
@@ -346,6 +366,117 @@ static az_err map_error(az_pgconn *c, const az_ctx *ctx, PGresult *r, char *msg)
     } else if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) {
         e = AZ_ERR_ABORTED;
     } else if (strcmp(state, "23514") == 0 || strcmp(state, "23503") == 0 ||
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* The slot of sql in c's prepared statements: *found = 1 when it is prepared there, else the
+ * free slot it would take (-1 when the table is full or cannot be allocated). */
+static int stmt_slot(az_pgconn *c, const char *sql, uint64_t h, int *found)
+{
+    *found = 0;
+    if (!c->stmts) {
+        c->stmts = calloc(STMT_SLOTS, sizeof *c->stmts);
+        if (!c->stmts) return -1;
+    }
+    for (int i = (int)(h % STMT_SLOTS), n = 0; n < STMT_SLOTS; i = (i + 1) % STMT_SLOTS, n++) {
+        stmt *s = &c->stmts[i];
+        if (!s->sql) return c->nstmts < STMT_MAX ? i : -1;
+        if (s->hash == h && strcmp(s->sql, sql) == 0) {
+            *found = 1;
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* What a pipeline sent, in order, so its results can be told apart. */
+enum { Q_BEGIN, Q_SETUP, Q_PREPARE, Q_MAIN };
+typedef struct queued {
+    int kind;
+    int slot;        /* Q_PREPARE: the slot it takes once it succeeds */
+    const char *sql; /* Q_PREPARE: its text */
+} queued;
+#define QUEUED_MAX 6
+
+static const char setup_sql[] = "SELECT set_config('statement_timeout', $1, false),"
+                                " set_config('agentz.workspace_id', $2, false),"
+                                " set_config('agentz.system', $3, false)";
+
+/* Queues sql on c as kind, prepared by name when the table has room (the Parse rides in the
+ * same pipeline the first time). 0 when libpq refuses (connection trouble). */
+static int send_stmt(az_pgconn *c, int kind, const char *sql, int nparams,
+                     const char *const *params, queued *q, int *nq)
+{
+    int found;
+    int slot = stmt_slot(c, sql, fnv1a(sql), &found);
+    char name[16];
+    if (slot >= 0) snprintf(name, sizeof name, "azs%d", slot);
+    if (slot >= 0 && !found) {
+        if (!PQsendPrepare(c->conn, name, sql, nparams, NULL)) return 0;
+        q[(*nq)++] = (queued){Q_PREPARE, slot, sql};
+    }
+    int ok = slot >= 0 ? PQsendQueryPrepared(c->conn, name, nparams, params, NULL, NULL, 0)
+                       : PQsendQueryParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (ok) q[(*nq)++] = (queued){kind, -1, NULL};
+    return ok;
+}
+
+/* Reads the results of the nq queued statements and the sync, and leaves pipeline mode.
+ * Returns the Q_MAIN result (the caller's), or NULL with *err_r = the first failed result (NULL
+ * as well: the connection failed or fell out of step, and c is marked for a reconnect). A
+ * prepare that succeeded enters its statement into c's table. */
+static PGresult *read_pipeline(az_pgconn *c, const queued *q, int nq, PGresult **err_r)
+{
+    PGresult *main = NULL;
+    *err_r = NULL;
+    int lost = 0;
+    for (int i = 0; i < nq && !lost; i++) {
+        PGresult *r = PQgetResult(c->conn);
+        if (!r) {
+            lost = 1;
+            break;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+        if (ok && q[i].kind == Q_PREPARE) {
+            char *copy = strdup(q[i].sql);
+            if (copy) {
+                c->stmts[q[i].slot].sql = copy;
+                c->stmts[q[i].slot].hash = fnv1a(copy);
+                c->nstmts++;
+            } else {
+                c->broken = 1; /* prepared on the server but unknown here: start clean */
+            }
+        }
+        if (!ok && !*err_r && st != PGRES_PIPELINE_ABORTED) *err_r = r;
+        else if (ok && q[i].kind == Q_MAIN) main = r;
+        else PQclear(r);
+        /* Each statement's results end with a NULL. */
+        PGresult *end;
+        while ((end = PQgetResult(c->conn)) != NULL) {
+            int sync = PQresultStatus(end) == PGRES_PIPELINE_SYNC;
+            PQclear(end);
+            if (sync) lost = 1;
+        }
+    }
+    if (!lost) {
+        PGresult *sync = PQgetResult(c->conn);
+        if (!sync || PQresultStatus(sync) != PGRES_PIPELINE_SYNC) lost = 1;
+        PQclear(sync);
+    }
+    if (!PQexitPipelineMode(c->conn)) lost = 1;
+    if (lost) c->broken = 1; /* out of step with the server: never trust this session again */
+    if (*err_r || lost) {
+        PQclear(main);
+        main = NULL;
+    }
+    return main;
+}
+
                strcmp(state, "23502") == 0) {
         e = AZ_ERR_PRECONDITION;
     } else if (strcmp(state, "57014") == 0) {
@@ -357,6 +488,27 @@ static az_err map_error(az_pgconn *c, const az_ctx *ctx, PGresult *r, char *msg)
     } else if (strcmp(state, "57P01") == 0 || strcmp(state, "57P03") == 0) {
         e = AZ_ERR_UNAVAILABLE;
     }
+    /* In a failed transaction only ROLLBACK (TO SAVEPOINT) can run, and it reads no rows. */
+    int setup = (set_timeout || tenant_differs(c, ctx)) &&
+                PQtransactionStatus(c->conn) != PQTRANS_INERROR;
+    int system = !ctx || !ctx->workspace_id || !ctx->workspace_id[0];
+    /* System work keeps the workspace as it is: the policy ignores it then, and the next
+     * caller of that workspace saves a round trip. */
+    const char *ws = system ? (c->t.known ? c->t.ws : "") : ctx->workspace_id;
+    char tmo[24];
+    snprintf(tmo, sizeof tmo, "%lld", (long long)want);
+    const char *sp[3] = {tmo, ws, system ? "on" : "off"};
+
+    /* One round trip: [BEGIN] [settings] statement, then a sync. The settings follow BEGIN so
+     * they are never left behind by a transaction that fails before them. A lowered
+     * statement_timeout applies from the next round trip (the server arms the timer at the
+     * first message); until then the cancel hook bounds the statement. */
+    queued q[QUEUED_MAX];
+    int nq = 0;
+    int sent = PQenterPipelineMode(c->conn);
+    if (sent && c->begin_pending) sent = send_stmt(c, Q_BEGIN, "BEGIN", 0, NULL, q, &nq);
+    c->begin_pending = 0;
+    if (sent && setup) sent = send_stmt(c, Q_SETUP, setup_sql, 3, sp, q, &nq);
     if (e == AZ_ERR_INTERNAL || e == AZ_ERR_UNAVAILABLE)
         az_error("postgresql statement failed: sqlstate=%s %.*s", state ? state : "-",
                  (int)strcspn(text, "\n"), text);
@@ -422,4 +574,14 @@ az_err az_pg_ping(az_pg *p, char *msg)
     err = az_pg_exec(c, &ctx, "SELECT 1", 0, NULL, NULL, msg);
     az_pg_release(c);
     return err;
+}
+
+void az_pg_stats(az_pg *p, az_pg_stats_t *out)
+{
+    *out = (az_pg_stats_t){0};
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    out->size = p->size;
+    for (int i = 0; i < p->size; i++) out->busy += p->conns[i].busy != 0;
+    pthread_mutex_unlock(&p->mu);
 }

@@ -56,4 +56,10 @@ PGconn *az_pg_raw(az_pgconn *c);
 /* Health check: a connection answers SELECT 1 within 2 s. */
 az_err az_pg_ping(az_pg *p, char *msg);
 
+/* The pool's use now, for metrics: connections in all and borrowed ones. A NULL p gives zeros. */
+typedef struct az_pg_stats_t {
+    int size, busy;
+} az_pg_stats_t;
+void az_pg_stats(az_pg *p, az_pg_stats_t *out);
+
 #endif

@@ -10,6 +10,7 @@
 
 #include "../core/ctx.h"
 #include "../core/log.h"
+#include "../system/prom.h"
 
 struct az_redis {
     az_redis_url url;
@@ -167,6 +168,16 @@ void az_redis_free(az_redis *r)
     free(r);
 }
 
+/* Error replies callers expect and handle, which agentz_redis_errors_total leaves out: the group
+ * exists (XGROUP CREATE), a script to load first (EVALSHA), no stream or group yet (XINFO). */
+static int expected_error(const char *e)
+{
+    static const char *const EXPECTED[] = {"BUSYGROUP", "NOSCRIPT", "NOGROUP", "ERR no such key"};
+    for (size_t i = 0; i < sizeof EXPECTED / sizeof *EXPECTED; i++)
+        if (strncmp(e, EXPECTED[i], strlen(EXPECTED[i])) == 0) return 1;
+    return 0;
+}
+
 az_err az_redis_command(az_redis *r, int argc, const char **argv, const size_t *argvlen,
                         redisReply **reply, char *msg)
 {
@@ -184,6 +195,7 @@ az_err az_redis_command(az_redis *r, int argc, const char **argv, const size_t *
         }
     }
     pthread_mutex_unlock(&r->mu);
+    if (!rep || (rep->type == REDIS_REPLY_ERROR && !expected_error(rep->str))) az_prom_redis_error();
     if (!rep) return az_fail(msg, AZ_ERR_UNAVAILABLE, "redis %s unreachable", r->text);
     if (rep->type == REDIS_REPLY_ERROR) {
         az_fail(msg, AZ_ERR_INTERNAL, "redis %s: %s", argv[0], rep->str);

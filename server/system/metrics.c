@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "google/protobuf/timestamp.pb-c.h"
+#include "system/prom.h"
 #include "queue/queue.h"
 #include "task/metrics.h"
 
@@ -33,9 +34,15 @@
 /* Counters per method in a copy: count, errors, then the histogram. */
 #define SLOT_WORDS (2 + AZ_METRICS_BUCKETS)
 
+/* gRPC status codes 0 (OK) to 16 (UNAUTHENTICATED). */
+#define NCODES 17
+
 typedef struct slot {
     _Atomic uint32_t count, errors;
     _Atomic uint32_t hist[AZ_METRICS_BUCKETS];
+    /* For Prometheus only: calls by status code, and the exact total duration (_sum). */
+    _Atomic uint64_t codes[NCODES];
+    _Atomic uint64_t sum_us;
 } slot;
 
 struct az_metrics_counts {
@@ -85,6 +92,13 @@ struct az_metrics {
     int workers, redis_ok, workers_logged_fail;
     int64_t workers_at_ms;
     int pg_logged_fail;
+
+    /* The Prometheus collector's cache; touched only on the scrape thread. */
+    int64_t prom_at_ms;
+    int prom_ok, prom_logged_fail;
+    int64_t prom_tasks[8]; /* by TaskStatus 1..7 */
+    int64_t prom_outbox;
+    double prom_outbox_lag_s;
 };
 
 /* ---------------------------------------------------------------- histogram */
@@ -163,6 +177,8 @@ void az_metrics_record(az_metrics *m, const char *method, int status, int64_t du
     atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
     if (status != 0) atomic_fetch_add_explicit(&s->errors, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->hist[az_metrics_bucket(duration_us)], 1, memory_order_relaxed);
+    if (status >= 0 && status < NCODES) atomic_fetch_add_explicit(&s->codes[status], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->sum_us, (uint64_t)(duration_us > 0 ? duration_us : 0), memory_order_relaxed);
 }
 
 void az_metrics_observe(void *arg, az_call *c, const char *method, int status, int64_t duration_us)
@@ -506,6 +522,110 @@ static void *metrics_main(void *arg)
     }
     pthread_mutex_unlock(&m->mu);
     return NULL;
+}
+
+/* ---------------------------------------------------------------- Prometheus */
+
+/* Every workspace's tasks by status, and the outbox backlog with the age of its oldest event:
+ * system work, cheap (an index scan of tasks by status; event_queue holds unrelayed ids only). */
+static const char PROM_TASKS_SQL[] = "SELECT status, count(*) FROM tasks GROUP BY status";
+static const char PROM_OUTBOX_SQL[] =
+    "SELECT count(*), COALESCE(EXTRACT(epoch FROM clock_timestamp() - min(e.create_time)), 0)::float8"
+    " FROM event_queue q JOIN events e ON e.id = q.id";
+
+/* Refreshes the cached PostgreSQL gauges when older than GAUGE_TTL_MS. */
+static void prom_refresh(az_metrics *m)
+{
+    int64_t now = az_now_ms();
+    if (m->prom_at_ms && now - m->prom_at_ms < GAUGE_TTL_MS) return;
+    m->prom_at_ms = now;
+    char msg[AZ_MSG_MAX];
+    az_ctx ctx = {.deadline_ms = now + GAUGE_DEADLINE_MS};
+    az_pgconn *c = NULL;
+    PGresult *r = NULL;
+    az_err err = az_pg_acquire(m->src.pg, &ctx, &c, msg);
+    if (err == AZ_OK) err = az_pg_exec(c, &ctx, PROM_TASKS_SQL, 0, NULL, &r, msg);
+    if (err == AZ_OK) {
+        memset(m->prom_tasks, 0, sizeof m->prom_tasks);
+        for (int i = 0; i < PQntuples(r); i++) {
+            int st = atoi(PQgetvalue(r, i, 0));
+            if (st >= 1 && st <= 7) m->prom_tasks[st] = atoll(PQgetvalue(r, i, 1));
+        }
+        PQclear(r);
+        r = NULL;
+        err = az_pg_exec(c, &ctx, PROM_OUTBOX_SQL, 0, NULL, &r, msg);
+    }
+    if (err == AZ_OK && PQntuples(r) == 1) {
+        m->prom_outbox = atoll(PQgetvalue(r, 0, 0));
+        m->prom_outbox_lag_s = m->prom_outbox ? atof(PQgetvalue(r, 0, 1)) : 0;
+    }
+    PQclear(r);
+    az_pg_release(c);
+    m->prom_ok = err == AZ_OK;
+    if (!m->prom_ok && !m->prom_logged_fail) az_warn("metrics: cannot read the task and outbox gauges: %s", msg);
+    m->prom_logged_fail = !m->prom_ok;
+}
+
+void az_metrics_prom(void *arg, struct az_prom_out *o)
+{
+    az_metrics *m = arg;
+    size_t nslots = m->nnames + 1;
+    az_prom_family(o, "agentz_rpc_requests_total", "counter",
+                   "gRPC calls finished, by method and status code (unregistered methods as \"other\").");
+    for (size_t i = 0; i < nslots; i++) {
+        const char *name = i < m->nnames ? m->names[i] : AZ_METRICS_OTHER;
+        for (int k = 0; k < NCODES; k++) {
+            uint64_t v = atomic_load_explicit(&m->slots[i].codes[k], memory_order_relaxed);
+            if (!v) continue;
+            const char *l[] = {"method", name, "code", az_grpc_status_name(k), NULL};
+            az_prom_sample(o, "agentz_rpc_requests_total", l, (double)v);
+        }
+    }
+    az_prom_family(o, "agentz_rpc_duration_seconds", "histogram", "gRPC call duration, by method.");
+    for (size_t i = 0; i < nslots; i++) {
+        const slot *sl = &m->slots[i];
+        uint64_t counts[AZ_PROM_NBUCKETS + 1] = {0}, total = 0;
+        for (int b = 0; b < AZ_METRICS_BUCKETS; b++) {
+            uint32_t v = atomic_load_explicit(&sl->hist[b], memory_order_relaxed);
+            if (!v) continue;
+            int64_t lo, hi;
+            az_metrics_bucket_range(b, &lo, &hi);
+            /* The coarse bounds are edges of the fine buckets: a fine bucket lies in one. */
+            counts[az_prom_bucket(lo)] += v;
+            total += v;
+        }
+        if (!total) continue;
+        const char *l[] = {"method", i < m->nnames ? m->names[i] : AZ_METRICS_OTHER, NULL};
+        az_prom_histogram(o, "agentz_rpc_duration_seconds", l, counts,
+                          (double)atomic_load_explicit(&sl->sum_us, memory_order_relaxed) / 1e6);
+    }
+    az_prom_family(o, "agentz_streams_open", "gauge", "gRPC streams open in this process, by kind (watch, metrics).");
+    const char *lw[] = {"kind", "watch", NULL}, *lm[] = {"kind", "metrics", NULL};
+    az_prom_sample(o, "agentz_streams_open", lw, m->src.watch_streams ? (double)m->src.watch_streams(m->src.watch_arg) : 0);
+    az_prom_sample(o, "agentz_streams_open", lm, (double)az_metrics_streams(m));
+    if (!m->src.pg) return;
+
+    prom_refresh(m);
+    static const char *const STATES[8] = {NULL, "pending", "queued", "running", "backoff", "succeeded", "failed", "cancelled"};
+    az_prom_family(o, "agentz_tasks_queued", "gauge", "Tasks waiting to be claimed by a worker, all workspaces.");
+    az_prom_sample(o, "agentz_tasks_queued", NULL, (double)m->prom_tasks[2]);
+    az_prom_family(o, "agentz_tasks", "gauge", "Tasks by state, all workspaces.");
+    for (int st = 1; st <= 7; st++) {
+        const char *l[] = {"state", STATES[st], NULL};
+        az_prom_sample(o, "agentz_tasks", l, (double)m->prom_tasks[st]);
+    }
+    az_prom_family(o, "agentz_outbox_pending", "gauge", "Committed events not yet relayed to Redis.");
+    az_prom_sample(o, "agentz_outbox_pending", NULL, (double)m->prom_outbox);
+    az_prom_family(o, "agentz_outbox_lag_seconds", "gauge", "Age of the oldest event not yet relayed; 0 when none.");
+    az_prom_sample(o, "agentz_outbox_lag_seconds", NULL, m->prom_outbox_lag_s);
+    az_prom_family(o, "agentz_postgres_up", "gauge", "1 when the last query for these gauges succeeded.");
+    az_prom_sample(o, "agentz_postgres_up", NULL, m->prom_ok);
+    az_pg_stats_t ps;
+    az_pg_stats(m->src.pg, &ps);
+    az_prom_family(o, "agentz_pg_pool_connections", "gauge", "PostgreSQL pool connections, by state (busy, idle).");
+    const char *lb[] = {"state", "busy", NULL}, *li[] = {"state", "idle", NULL};
+    az_prom_sample(o, "agentz_pg_pool_connections", lb, ps.busy);
+    az_prom_sample(o, "agentz_pg_pool_connections", li, ps.size - ps.busy);
 }
 
 /* ---------------------------------------------------------------- lifecycle */

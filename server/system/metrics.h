@@ -38,6 +38,9 @@ typedef struct az_metrics_sources {
     /* Event fan-out lag in ms (the hub's stats); NULL: 0. Called on the metrics thread. */
     double (*fanout_lag_ms)(void *arg);
     void *fanout_arg;
+    /* Watch streams open in this process (for Prometheus); NULL: 0. Called on the scrape thread. */
+    size_t (*watch_streams)(void *arg);
+    void *watch_arg;
 } az_metrics_sources;
 
 /* Creates the metrics of the methods in tables (ntables tables of counts[i] entries, as given to
@@ -79,6 +82,14 @@ az_err az_metrics_stream(az_metrics *m, az_call *c, int64_t interval_ms, char *m
 
 /* Open streams now. */
 size_t az_metrics_streams(az_metrics *m);
+
+/* The Prometheus collector (an az_prom_collect_fn, arg = az_metrics *; system/prom.h): RPC
+ * counts by method and code and latency histograms from the same counters, streams open, and,
+ * with a pool, tasks by state, queue depth, outbox backlog and pool use from PostgreSQL (one
+ * query round at most every second, however often it is scraped; on failure the last values
+ * stay). Runs on the scrape thread. */
+struct az_prom_out;
+void az_metrics_prom(void *arg, struct az_prom_out *o);
 
 /* ---- counters and snapshots (what the thread uses; exported for tests) ---- */
 
