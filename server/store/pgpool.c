@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../core/log.h"
+#include "../system/prom.h"
 
 #define DEFAULT_TIMEOUT_MS 30000 /* statements of callers without a deadline */
 #include "../system/prom.h"
@@ -223,6 +224,8 @@ az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg)
         until.tv_nsec -= 1000000000L;
     }
     az_pgconn *c = NULL;
+    struct timespec t0, t1; /* the wait, for agentz_pg_pool_wait_seconds */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         for (int i = 0; i < p->size && !c; i++) {
@@ -233,6 +236,8 @@ az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg)
     }
     if (c) c->busy = 1;
     pthread_mutex_unlock(&p->mu);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    az_prom_pg_wait((int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
     if (!c)
     struct timespec t0, t1; /* the wait, for agentz_pg_pool_wait_seconds */
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -574,6 +579,16 @@ az_err az_pg_ping(az_pg *p, char *msg)
     err = az_pg_exec(c, &ctx, "SELECT 1", 0, NULL, NULL, msg);
     az_pg_release(c);
     return err;
+}
+
+void az_pg_stats(az_pg *p, az_pg_stats_t *out)
+{
+    *out = (az_pg_stats_t){0};
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    out->size = p->size;
+    for (int i = 0; i < p->size; i++) out->busy += p->conns[i].busy != 0;
+    pthread_mutex_unlock(&p->mu);
 }
 
 void az_pg_stats(az_pg *p, az_pg_stats_t *out)
