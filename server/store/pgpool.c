@@ -1,9 +1,11 @@
-/* Fixed-size libpq pool: mutex + condvar, one PGconn per borrower, lazy reconnects. The
- * statement timeout and the row-level-security tenant (agentz.workspace_id / agentz.system) are
- * adjusted per statement only when the caller's deadline or workspace calls for it. */
+/* Fixed-size libpq pool: mutex + condvar, one PGconn per borrower, lazy reconnects. Each
+ * statement is one pipelined round trip: a deferred BEGIN, the session settings (statement
+ * timeout, row-level-security tenant) when they must change, and the statement itself, prepared
+ * once per connection and executed by name after that. */
 #include "pgpool.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,9 +18,12 @@
 #include "../system/prom.h"
 
 #define DEFAULT_TIMEOUT_MS 30000 /* statements of callers without a deadline */
-#include "../system/prom.h"
 #define POOL_WAIT_MS 5000
 #define TIMEOUT_SLACK_MS 100 /* a statement may outlive its deadline by this rather than re-SET */
+/* Prepared statements per connection: an open-addressing table of STMT_SLOTS, at most STMT_MAX
+ * used (later texts run unnamed), so a caller building SQL text at run time cannot grow it. */
+#define STMT_SLOTS 512
+#define STMT_MAX 256
 
 /* The session's tenant settings as last set. Unknown after a reconnect, and after a
  * transaction in which they changed ends: a rolled-back SET reverts, so the cache cannot tell. */
@@ -29,19 +34,23 @@ typedef struct tenant {
     int changed_in_tx; /* set (or the timeout) changed inside an open transaction */
 } tenant;
 
-struct az_pgconn {
-    az_pg *pool;
-    PGconn *conn;
-    int busy;
-    int64_t timeout_ms; /* the session's statement_timeout as last set; -1 = unknown */
-    tenant t;
 /* A statement prepared on a connection as "azs<slot>". */
 typedef struct stmt {
     uint64_t hash; /* FNV-1a of sql */
     char *sql;     /* NULL = free slot */
 } stmt;
 
+struct az_pgconn {
+    az_pg *pool;
+    PGconn *conn;
+    int busy;
+    int64_t timeout_ms; /* the session's statement_timeout as last set; -1 = unknown */
+    tenant t;
     PGcancel *cancel;
+    int begin_pending; /* az_pg_begin was called; BEGIN rides with the next statement */
+    int broken;        /* reconnect at the next acquire (prepared statements went stale) */
+    stmt *stmts;       /* STMT_SLOTS entries, allocated on first use */
+    int nstmts;
 };
 
 struct az_pg {
@@ -112,16 +121,6 @@ static PGconn *connect_one(const char *conninfo, const char *role, char *msg)
     return conn;
 }
 
-az_err az_pg_new(const char *conninfo, int size, int wait_ms, az_pg **out, char *msg)
-{
-    *out = NULL;
-    if (size <= 0) size = 8;
-    az_pg *p = calloc(1, sizeof *p);
-    if (!p) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-    p->conninfo = strdup(conninfo);
-    p->conns = calloc((size_t)size, sizeof *p->conns);
-    if (!p->conninfo || !p->conns) {
-        free(p->conninfo);
 /* Forgets c's prepared statements (its session is gone or about to be). */
 static void forget_stmts(az_pgconn *c)
 {
@@ -132,6 +131,16 @@ static void forget_stmts(az_pgconn *c)
     c->nstmts = 0;
 }
 
+az_err az_pg_new(const char *conninfo, int size, int wait_ms, az_pg **out, char *msg)
+{
+    *out = NULL;
+    if (size <= 0) size = 8;
+    az_pg *p = calloc(1, sizeof *p);
+    if (!p) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    p->conninfo = strdup(conninfo);
+    p->conns = calloc((size_t)size, sizeof *p->conns);
+    if (!p->conninfo || !p->conns) {
+        free(p->conninfo);
         free(p->conns);
         free(p);
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
@@ -162,6 +171,7 @@ void az_pg_free(az_pg *p)
     if (!p) return;
     for (int i = 0; i < p->size; i++) {
         if (p->conns[i].conn) PQfinish(p->conns[i].conn);
+        forget_stmts(&p->conns[i]);
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
@@ -239,20 +249,18 @@ az_err az_pg_acquire(az_pg *p, const az_ctx *ctx, az_pgconn **out, char *msg)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     az_prom_pg_wait((int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
     if (!c)
-    struct timespec t0, t1; /* the wait, for agentz_pg_pool_wait_seconds */
-    clock_gettime(CLOCK_MONOTONIC, &t0);
         return az_fail(msg, AZ_ERR_UNAVAILABLE,
                        "no database connection free within %lld ms (pool of %d)", (long long)left,
                        p->size);
-    if (!usable(c->conn)) {
+    if (c->broken || !usable(c->conn)) {
         if (c->conn) PQfinish(c->conn);
+        forget_stmts(c);
+        c->broken = 0;
         c->conn = connect_one(p->conninfo, p->role, msg);
         c->timeout_ms = DEFAULT_TIMEOUT_MS;
         c->t.known = 0;
         c->t.changed_in_tx = 0;
         if (!c->conn) {
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    az_prom_pg_wait((int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
             pthread_mutex_lock(&p->mu);
             c->busy = 0;
             pthread_cond_signal(&p->cv);
@@ -268,6 +276,7 @@ void az_pg_release(az_pgconn *c)
 {
     if (!c) return;
     az_pg *p = c->pool;
+    c->begin_pending = 0;
     if (c->conn && PQtransactionStatus(c->conn) != PQTRANS_IDLE) az_pg_rollback(c);
     pthread_mutex_lock(&p->mu);
     c->busy = 0;
@@ -293,56 +302,20 @@ static az_err want_timeout(const az_pgconn *c, const az_ctx *ctx, int64_t *want,
 {
     int64_t left = az_ctx_remaining_ms(ctx);
     if (left == 0) return az_fail(msg, AZ_ERR_DEADLINE, "deadline exceeded before the query ran");
-    int64_t want = left < 0 || left > DEFAULT_TIMEOUT_MS ? DEFAULT_TIMEOUT_MS : left;
-    /* A deadline shrinks by a millisecond or so between the statements of one call: tolerate
-     * that instead of paying a SET each time (the cancel hook still fires at the deadline). */
-    if (c->timeout_ms >= 0 && c->timeout_ms <= want + TIMEOUT_SLACK_MS && c->timeout_ms >= want * 4 / 5)
-        return AZ_OK;
-    /* In a failed transaction only ROLLBACK (TO SAVEPOINT) can run; a SET would fail too. */
-    if (PQtransactionStatus(c->conn) == PQTRANS_INERROR) return AZ_OK;
-    char sql[64];
-    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)(want > 0 ? want : 1));
-    PGresult *r = PQexec(c->conn, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    if (!ok) return az_fail(msg, AZ_ERR_UNAVAILABLE, "cannot set statement timeout: %s",
-                            PQerrorMessage(c->conn));
-    c->timeout_ms = want;
-    if (PQtransactionStatus(c->conn) != PQTRANS_IDLE) c->t.changed_in_tx = 1;
+    *want = left < 0 || left > DEFAULT_TIMEOUT_MS ? DEFAULT_TIMEOUT_MS : left;
+    if (*want <= 0) *want = 1;
+    *set = !(c->timeout_ms >= 0 && c->timeout_ms <= *want + TIMEOUT_SLACK_MS &&
+             c->timeout_ms >= *want * 4 / 5);
     return AZ_OK;
 }
 
-/* Makes the session's row-level-security settings match ctx: its workspace, or system work
- * (every workspace) when ctx has none. The round trip happens only when they change. */
-static az_err fit_tenant(az_pgconn *c, const az_ctx *ctx, char *msg)
+/* 1 when the session's row-level-security settings must change for ctx: its workspace, or
+ * system work (every workspace) when ctx has none. */
+static int tenant_differs(const az_pgconn *c, const az_ctx *ctx)
 {
     int system = !ctx || !ctx->workspace_id || !ctx->workspace_id[0];
-    tenant *t = &c->t;
-    if (t->known && t->system == system && (system || strcmp(t->ws, ctx->workspace_id) == 0))
-        return AZ_OK;
-    /* Only ROLLBACK runs in a failed transaction, and it reads no rows. */
-    if (PQtransactionStatus(c->conn) == PQTRANS_INERROR) return AZ_OK;
-    /* System work keeps the workspace as it is: the policy ignores it then, and the next
-     * caller of that workspace saves a round trip. */
-    const char *ws = system ? (t->known ? t->ws : "") : ctx->workspace_id;
-    const char *params[2] = {ws, system ? "on" : "off"};
-    PGresult *r = PQexecParams(c->conn,
-                               "SELECT set_config('agentz.workspace_id', $1, false),"
-                               " set_config('agentz.system', $2, false)",
-                               2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        t->known = 0;
-        az_err err = map_error(c, ctx, r, msg);
-        PQclear(r);
-        return err;
-    }
-    PQclear(r);
-    size_t len = strlen(ws);
-    t->known = len < sizeof t->ws; /* longer than any uuid: set every time */
-    if (t->known) memcpy(t->ws, ws, len + 1);
-    t->system = system;
-    if (PQtransactionStatus(c->conn) != PQTRANS_IDLE) t->changed_in_tx = 1;
-    return AZ_OK;
+    const tenant *t = &c->t;
+    return !(t->known && t->system == system && (system || strcmp(t->ws, ctx->workspace_id) == 0));
 }
 
 /* After a statement: a transaction in which the settings changed has ended (or rolled back
@@ -371,6 +344,28 @@ static az_err map_error(az_pgconn *c, const az_ctx *ctx, PGresult *r, char *msg)
     } else if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) {
         e = AZ_ERR_ABORTED;
     } else if (strcmp(state, "23514") == 0 || strcmp(state, "23503") == 0 ||
+               strcmp(state, "23502") == 0) {
+        e = AZ_ERR_PRECONDITION;
+    } else if (strcmp(state, "57014") == 0) {
+        /* Cancelled by us (caller gone) or by statement_timeout (deadline). */
+        e = az_ctx_remaining_ms(ctx) == 0 || !ctx || ctx->deadline_ms < 0 ? AZ_ERR_DEADLINE
+                                                                           : AZ_ERR_CANCELLED;
+    } else if (strcmp(state, "22P02") == 0 || strncmp(state, "22", 2) == 0) {
+        e = AZ_ERR_INVALID;
+    } else if (strcmp(state, "57P01") == 0 || strcmp(state, "57P03") == 0) {
+        e = AZ_ERR_UNAVAILABLE;
+    } else if (strcmp(state, "26000") == 0 || strcmp(state, "0A000") == 0) {
+        /* A prepared statement is gone or its plan no longer fits (a migration by another
+         * server changed a table): reconnect, so the next borrower prepares afresh. */
+        c->broken = 1;
+        e = AZ_ERR_UNAVAILABLE;
+    }
+    if (e == AZ_ERR_INTERNAL || e == AZ_ERR_UNAVAILABLE)
+        az_error("postgresql statement failed: sqlstate=%s %.*s", state ? state : "-",
+                 (int)strcspn(text, "\n"), text);
+    return az_fail(msg, e, "database: %.*s", (int)strcspn(text, "\n"), text);
+}
+
 static uint64_t fnv1a(const char *s)
 {
     uint64_t h = 1469598103934665603ULL;
@@ -482,16 +477,16 @@ static PGresult *read_pipeline(az_pgconn *c, const queued *q, int nq, PGresult *
     return main;
 }
 
-               strcmp(state, "23502") == 0) {
-        e = AZ_ERR_PRECONDITION;
-    } else if (strcmp(state, "57014") == 0) {
-        /* Cancelled by us (caller gone) or by statement_timeout (deadline). */
-        e = az_ctx_remaining_ms(ctx) == 0 || !ctx || ctx->deadline_ms < 0 ? AZ_ERR_DEADLINE
-                                                                           : AZ_ERR_CANCELLED;
-    } else if (strcmp(state, "22P02") == 0 || strncmp(state, "22", 2) == 0) {
-        e = AZ_ERR_INVALID;
-    } else if (strcmp(state, "57P01") == 0 || strcmp(state, "57P03") == 0) {
-        e = AZ_ERR_UNAVAILABLE;
+az_err az_pg_exec(az_pgconn *c, const az_ctx *ctx, const char *sql, int nparams,
+                  const char *const *params, PGresult **res, char *msg)
+{
+    if (res) *res = NULL;
+    int64_t want = DEFAULT_TIMEOUT_MS;
+    int set_timeout = 1;
+    az_err err = want_timeout(c, ctx, &want, &set_timeout, msg);
+    if (err != AZ_OK) {
+        settle(c, NULL);
+        return err;
     }
     /* In a failed transaction only ROLLBACK (TO SAVEPOINT) can run, and it reads no rows. */
     int setup = (set_timeout || tenant_differs(c, ctx)) &&
@@ -514,40 +509,43 @@ static PGresult *read_pipeline(az_pgconn *c, const queued *q, int nq, PGresult *
     if (sent && c->begin_pending) sent = send_stmt(c, Q_BEGIN, "BEGIN", 0, NULL, q, &nq);
     c->begin_pending = 0;
     if (sent && setup) sent = send_stmt(c, Q_SETUP, setup_sql, 3, sp, q, &nq);
-    if (e == AZ_ERR_INTERNAL || e == AZ_ERR_UNAVAILABLE)
-        az_error("postgresql statement failed: sqlstate=%s %.*s", state ? state : "-",
-                 (int)strcspn(text, "\n"), text);
-    return az_fail(msg, e, "database: %.*s", (int)strcspn(text, "\n"), text);
-}
-
-az_err az_pg_exec(az_pgconn *c, const az_ctx *ctx, const char *sql, int nparams,
-                  const char *const *params, PGresult **res, char *msg)
-{
-    if (res) *res = NULL;
-    az_err err = fit_timeout(c, ctx, msg);
-    if (err == AZ_OK) err = fit_tenant(c, ctx, msg);
-    if (err != AZ_OK) {
-        settle(c, NULL);
-        return err;
-    }
     int cancellable = ctx && ctx->set_cancel;
     if (cancellable) {
         c->cancel = PQgetCancel(c->conn);
         ctx->set_cancel(ctx->owner, cancel_statement, c);
     }
-    PGresult *r = PQexecParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (sent) sent = send_stmt(c, Q_MAIN, sql, nparams, params, q, &nq);
+    if (sent) sent = PQpipelineSync(c->conn);
+    PGresult *r = NULL, *bad = NULL;
+    if (sent) {
+        r = read_pipeline(c, q, nq, &bad);
+    } else {
+        if (PQpipelineStatus(c->conn) != PQ_PIPELINE_OFF) PQexitPipelineMode(c->conn);
+        c->broken = 1;
+    }
     if (cancellable) {
         ctx->set_cancel(ctx->owner, NULL, NULL);
         PQfreeCancel(c->cancel);
         c->cancel = NULL;
     }
-    settle(c, r);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        err = map_error(c, ctx, r, msg);
-        PQclear(r);
+    if (!r) {
+        /* The settings may have reverted with the failed statement's (implicit) transaction. */
+        c->t.known = 0;
+        c->timeout_ms = -1;
+        c->t.changed_in_tx = 0;
+        err = map_error(c, ctx, bad, msg);
+        PQclear(bad);
         return err;
     }
+    if (setup) {
+        c->timeout_ms = want;
+        size_t len = strlen(ws);
+        c->t.known = len < sizeof c->t.ws; /* longer than any uuid: set every time */
+        if (c->t.known) memmove(c->t.ws, ws, len + 1);
+        c->t.system = system;
+        if (PQtransactionStatus(c->conn) != PQTRANS_IDLE) c->t.changed_in_tx = 1;
+    }
+    settle(c, r);
     if (res) *res = r;
     else PQclear(r);
     return AZ_OK;
@@ -555,16 +553,26 @@ az_err az_pg_exec(az_pgconn *c, const az_ctx *ctx, const char *sql, int nparams,
 
 az_err az_pg_begin(az_pgconn *c, const az_ctx *ctx, char *msg)
 {
-    return az_pg_exec(c, ctx, "BEGIN", 0, NULL, NULL, msg);
+    (void)ctx;
+    if (c->begin_pending || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+        return az_fail(msg, AZ_ERR_INTERNAL, "a transaction is already open on this connection");
+    c->begin_pending = 1;
+    return AZ_OK;
 }
 
 az_err az_pg_commit(az_pgconn *c, const az_ctx *ctx, char *msg)
 {
+    if (c->begin_pending) { /* nothing ran: nothing to commit */
+        c->begin_pending = 0;
+        return AZ_OK;
+    }
     return az_pg_exec(c, ctx, "COMMIT", 0, NULL, NULL, msg);
 }
 
 void az_pg_rollback(az_pgconn *c)
 {
+    c->begin_pending = 0;
+    if (PQtransactionStatus(c->conn) == PQTRANS_IDLE) return;
     PGresult *r = PQexec(c->conn, "ROLLBACK");
     settle(c, r);
     PQclear(r);
@@ -579,16 +587,6 @@ az_err az_pg_ping(az_pg *p, char *msg)
     err = az_pg_exec(c, &ctx, "SELECT 1", 0, NULL, NULL, msg);
     az_pg_release(c);
     return err;
-}
-
-void az_pg_stats(az_pg *p, az_pg_stats_t *out)
-{
-    *out = (az_pg_stats_t){0};
-    if (!p) return;
-    pthread_mutex_lock(&p->mu);
-    out->size = p->size;
-    for (int i = 0; i < p->size; i++) out->busy += p->conns[i].busy != 0;
-    pthread_mutex_unlock(&p->mu);
 }
 
 void az_pg_stats(az_pg *p, az_pg_stats_t *out)
