@@ -37,6 +37,7 @@
 #include "store/redis.h"
 #include "secret/secret.h"
 #include "system/metrics.h"
+#include "system/prom.h"
 #include "system/system_api.h"
 #include "task/task_api.h"
 #include "tools/netguard.h"
@@ -61,6 +62,7 @@ static az_err agent_ended_hook(void *pg, const az_ctx *ctx, const char *agent_id
     return az_agent_task_ended(pg, ctx, agent_id, failed, msg);
 }
 static void watch_down(void *arg) { az_watch_shutdown(arg); }
+static size_t watch_count(void *arg) { return az_watch_count(arg); }
 static double hub_lag(void *arg)
 {
     az_hub_stats st;
@@ -218,6 +220,8 @@ static int run(const az_config *cfg)
     az_llm_prices *prices = NULL; /* AGENTZ_LLM_PRICES_FILE / AGENTZ_LLM_PRICES over the defaults */
     az_worker *worker = NULL;
     az_gateway *gateway = NULL; /* role gateway: HTTP in front of the gRPC services */
+    az_prom_server *prom = NULL; /* GET /metrics (AGENTZ_METRICS_LISTEN) */
+    int prom_collecting = 0;
     char *gateway_sock = NULL, *web_dir = NULL;
     az_webhook *webhooks = NULL; /* api processes deliver webhooks */
     char *webhook_secret = NULL;
@@ -420,7 +424,8 @@ static int run(const az_config *cfg)
         scfg.local_listen = gateway_sock;
     }
     az_metrics_sources msrc = {.pg = pg, .redis = redis, .worker_group = AZ_WORKER_GROUP,
-                               .fanout_lag_ms = hub ? hub_lag : NULL, .fanout_arg = hub};
+                               .fanout_lag_ms = hub ? hub_lag : NULL, .fanout_arg = hub,
+                               .watch_streams = watch ? watch_count : NULL, .watch_arg = watch};
     if (az_metrics_new(tables, counts, role_api ? 6 : 2, &msrc, &metrics, msg) != AZ_OK) {
         az_error("cannot set up metrics: %s", msg);
         goto out;
@@ -514,6 +519,30 @@ static int run(const az_config *cfg)
                 gateway_sock ? "this process" : gcfg.upstream, gcfg.web_dir ? gcfg.web_dir : "none");
     }
 
+    /* Prometheus, last: what it shows is all set up by now. */
+    char metrics_url[300] = "";
+    if (cfg->metrics_listen) {
+        az_prom_set_info(AZ_VERSION, cfg->roles,
+                         AZ_PROM_SHOW_REDIS | AZ_PROM_SHOW_PGWAIT | (role_worker ? AZ_PROM_SHOW_LLM : 0) |
+                             (role_gateway ? AZ_PROM_SHOW_HTTP : 0));
+        if (az_prom_add_collector(az_metrics_prom, metrics, msg) != AZ_OK) {
+            az_error("cannot set up the metrics listener: %s", msg);
+            goto out;
+        }
+        prom_collecting = 1;
+        az_err perr = az_prom_server_new(cfg->metrics_listen, &prom, msg);
+        if (perr == AZ_ERR_UNAVAILABLE && strcmp(cfg->metrics_listen, AZ_CONFIG_METRICS_LISTEN) == 0) {
+            /* The default port is taken (another agentzd on this host): run without, say so. */
+            az_warn("%s; serving no metrics (set AGENTZ_METRICS_LISTEN to another address, or empty for none)", msg);
+        } else if (perr != AZ_OK) {
+            az_error("cannot start the metrics listener: %s", msg);
+            goto out;
+        } else {
+            az_prom_url(cfg->metrics_listen, az_prom_server_port(prom), metrics_url, sizeof metrics_url);
+            az_info("serving prometheus metrics on %s", metrics_url);
+        }
+    }
+
     char where[300];
     const char *colon = strrchr(cfg->listen, ':');
     snprintf(where, sizeof where, "%.*s:%d", (int)(colon - cfg->listen), cfg->listen,
@@ -525,6 +554,7 @@ static int run(const az_config *cfg)
     printf("AGENTZ is running: gRPC at %s%s\n", where, cfg->tls_cert ? " (TLS)" : "");
     printf("  try: build/bin/agentz --server %s agents list\n", where);
     printf("  or:  grpcurl -plaintext %s list\n", where);
+    if (metrics_url[0]) printf("metrics: %s\n", metrics_url);
     if (gateway) {
         /* The local admin key rides in the URL fragment, which browsers never send: open the
          * link and the web UI signs in as the local owner. */
@@ -562,6 +592,8 @@ static int run(const az_config *cfg)
     if (stopping) pthread_join(stopper_thread, NULL);
     rc = 0;
 out:
+    az_prom_server_free(prom); /* first: scrapes read the metrics, pool and watch freed below */
+    if (prom_collecting) az_prom_remove_collector(az_metrics_prom, metrics);
     az_gateway_free(gateway); /* before the server its upstream channels talk to */
     free(gateway_sock);
     free(web_dir);
@@ -628,6 +660,9 @@ int main(int argc, char **argv)
     az_log_level lvl;
     az_log_parse_level(cfg.log_level, &lvl);
     az_log_set_level(lvl);
+    az_log_format fmt = AZ_LOG_TEXT;
+    az_log_parse_format(cfg.log_format, &fmt);
+    az_log_set_format(fmt);
     int rc = run(&cfg);
     az_config_free(&cfg);
     return rc;

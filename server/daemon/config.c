@@ -30,6 +30,19 @@ static az_err check_listen(const char *origin, const char *v, char *msg)
     return az_fail(msg, AZ_ERR_INVALID, "%s: listen address \"%s\" must be host:port", origin, v);
 }
 
+static az_err check_format(const char *origin, const char *v, char *msg)
+{
+    az_log_format f;
+    if (az_log_parse_format(v, &f) == 0) return AZ_OK;
+    return az_fail(msg, AZ_ERR_INVALID, "%s: log format \"%s\" is not text or json", origin, v);
+}
+
+/* host:port, or empty (off). */
+static az_err check_listen_or_off(const char *origin, const char *v, char *msg)
+{
+    return *v ? check_listen(origin, v, msg) : AZ_OK;
+}
+
 static az_err check_auth(const char *origin, const char *v, char *msg)
 {
     int off;
@@ -119,6 +132,11 @@ static const az_opt opts[] = {
      "where the embedded PostgreSQL and Redis keep their data", check_nonempty},
     {"log-level", "AGENTZ_LOG_LEVEL", AZ_OPT_STR, S(log_level), "info", 0, 0,
      "debug, info, warn or error", check_level},
+    {"log-format", "AGENTZ_LOG_FORMAT", AZ_OPT_STR, S(log_format), "text", 0, 0,
+     "text (logfmt) or json (one JSON object per line)", check_format},
+    {"metrics-listen", "AGENTZ_METRICS_LISTEN", AZ_OPT_STR, S(metrics_listen), AZ_CONFIG_METRICS_LISTEN, 0, 0,
+     "Prometheus GET /metrics listen address (host:port; port 0 picks a free one; empty = off)",
+     check_listen_or_off},
     {"tls-cert", "AGENTZ_TLS_CERT", AZ_OPT_STR, S(tls_cert), NULL, 0, 0,
      "PEM certificate chain; with --tls-key enables TLS"},
     {"tls-key", "AGENTZ_TLS_KEY", AZ_OPT_STR, S(tls_key), NULL, 0, 0, "PEM private key"},
@@ -237,6 +255,12 @@ az_err az_config_load(az_config *cfg, int argc, char **argv, char *msg)
     az_err err = az_opts_load(t, 2, argc, argv, msg);
     if (err) return err;
     if ((err = az_gwconfig_check(&cfg->gateway, "--gateway-", msg)) != AZ_OK) return err;
+    /* An empty variable means the default to the table; for this one it means off. */
+    const char *ml = getenv("AGENTZ_METRICS_LISTEN");
+    if (ml && !*ml && cfg->metrics_listen && strcmp(cfg->metrics_listen, AZ_CONFIG_METRICS_LISTEN) == 0) {
+        free(cfg->metrics_listen);
+        cfg->metrics_listen = NULL;
+    }
     if (!!cfg->tls_cert != !!cfg->tls_key)
         return az_fail(msg, AZ_ERR_INVALID, "--tls-cert and --tls-key must be given together");
     if (cfg->tls_client_ca && !cfg->tls_cert)

@@ -7,12 +7,17 @@
 #include "core/err.h"
 #include "gateway/gwconfig.h"
 
+/* The Prometheus listener's default: loopback, so only this host scrapes unless it is set. */
+#define AZ_CONFIG_METRICS_LISTEN "127.0.0.1:9464"
+
 typedef struct az_config {
     char *database_url; /* NULL = embedded PostgreSQL */
     char *redis_url;    /* NULL = embedded Redis */
     char *listen;
     char *data_dir;
     char *log_level;
+    char *log_format;     /* "text" | "json" */
+    char *metrics_listen; /* Prometheus /metrics host:port; NULL = off */
     char *tls_cert, *tls_key, *tls_client_ca;
     char *master_key, *master_key_file, *master_key_previous;
     char *auth; /* "on" | "off" */

@@ -81,6 +81,7 @@ struct az_call {
     char *peer;
     char *generic_path; /* the unknown method's path, for the log */
     char request_id[REQUEST_ID_MAX + 1];
+    char trace_id[33], span_id[17]; /* from a valid W3C traceparent; "" when none */
     struct timespec start;
     int final_status; /* grpc status we sent, or CANCELLED */
     az_principal principal;
@@ -155,10 +156,12 @@ static void log_call(az_call *c)
     char fields[1024];
     const char *method = az_call_method(c);
     int64_t us = elapsed_us(&c->start);
-    snprintf(fields, sizeof fields,
-             "method=%s status=%s duration_ms=%.3f peer=%s request_id=%s", method,
+    int n = snprintf(fields, sizeof fields,
+             "method=%s status=%s duration_ms=%.3f peer=%s request_id=%s workspace=%s", method,
              c->final_status < 0 ? "NONE" : az_grpc_status_name(c->final_status), (double)us / 1000.0, c->peer ? c->peer : "-",
-             c->request_id);
+             c->request_id, c->principal.workspace_id[0] ? c->principal.workspace_id : "-");
+    if (c->trace_id[0] && n > 0 && (size_t)n < sizeof fields)
+        snprintf(fields + n, sizeof fields - (size_t)n, " trace_id=%s span_id=%s", c->trace_id, c->span_id);
     az_log_level lvl = AZ_LOG_INFO;
     if (c->final_status == 13 || c->final_status == 2 || c->final_status == 15) lvl = AZ_LOG_ERROR;
     az_log_kv(lvl, "rpc", fields);
@@ -640,6 +643,38 @@ static void set_request_id(az_call *c)
              (unsigned long long)r & 0xffffffffull);
 }
 
+/* 1 when v (n bytes) is n lowercase hex digits, not all zero. */
+static int hex_id(const unsigned char *v, size_t n)
+{
+    int nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f'))) return 0;
+        nonzero |= v[i] != '0';
+    }
+    return nonzero;
+}
+
+/* The trace context of a W3C traceparent header ("00-<32 hex trace id>-<16 hex parent id>-<2
+ * hex flags>", 55 characters) in the metadata, for the call's log line. Anything else (another
+ * version, upper case, all-zero ids) is ignored, as the recommendation says. */
+static void set_trace(az_call *c)
+{
+    for (size_t i = 0; i < c->md.count; i++) {
+        if (grpc_slice_str_cmp(c->md.metadata[i].key, "traceparent") != 0) continue;
+        grpc_slice v = c->md.metadata[i].value;
+        const unsigned char *p = GRPC_SLICE_START_PTR(v);
+        if (GRPC_SLICE_LENGTH(v) != 55 || p[0] != '0' || p[1] != '0' || p[2] != '-' || p[35] != '-' ||
+            p[52] != '-' || !hex_id(p + 3, 32) || !hex_id(p + 36, 16) ||
+            !(hex_id(p + 53, 2) || (p[53] == '0' && p[54] == '0')))
+            return;
+        memcpy(c->trace_id, p + 3, 32);
+        c->trace_id[32] = '\0';
+        memcpy(c->span_id, p + 36, 16);
+        c->span_id[16] = '\0';
+        return;
+    }
+}
+
 static void start_recv_close(az_call *c)
 {
     grpc_op op;
@@ -677,6 +712,7 @@ static void on_new_call(az_call *c, int ok)
     clock_gettime(CLOCK_MONOTONIC, &c->start);
     c->peer = grpc_call_get_peer(c->call);
     set_request_id(c);
+    set_trace(c);
     track(c);
     start_recv_close(c);
 
