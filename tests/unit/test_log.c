@@ -1,6 +1,7 @@
-/* CUnit suite for server/core/log: level parsing and filtering, and the logfmt line format,
- * checked by capturing stderr into a temporary file. */
+/* CUnit suite for server/core/log: level parsing and filtering, the logfmt line format and the
+ * JSON one, checked by capturing stderr into a temporary file. */
 #include <CUnit/Basic.h>
+#include <jansson.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,6 +246,119 @@ static void test_long_message(void)
     free(fields);
 }
 
+/* ---- JSON lines ---- */
+
+static void test_parse_format(void)
+{
+    az_log_format f = AZ_LOG_JSON;
+    CU_ASSERT_EQUAL(az_log_parse_format("text", &f), 0);
+    CU_ASSERT_EQUAL(f, AZ_LOG_TEXT);
+    CU_ASSERT_EQUAL(az_log_parse_format("JSON", &f), 0);
+    CU_ASSERT_EQUAL(f, AZ_LOG_JSON);
+    CU_ASSERT_EQUAL(az_log_parse_format("logfmt", &f), -1);
+    CU_ASSERT_EQUAL(az_log_parse_format(NULL, &f), -1);
+    CU_ASSERT_EQUAL(f, AZ_LOG_JSON);
+}
+
+/* The one line written by fn as a JSON object (NULL when it is not one line of JSON). */
+static json_t *json_line(const char *out)
+{
+    if (!out || line_count(out) != 1 || out[strlen(out) - 1] != '\n') return NULL;
+    json_error_t e;
+    json_t *j = json_loads(out, JSON_REJECT_DUPLICATES, &e);
+    return json_is_object(j) ? j : (json_decref(j), NULL);
+}
+
+static void test_json_line(void)
+{
+    az_log_set_level(AZ_LOG_DEBUG);
+    az_log_set_format(AZ_LOG_JSON);
+    capture_start();
+    az_warn("cannot open \"%s\"\n\tline two \\ end", "f");
+    char *out = capture_end();
+    az_log_set_format(AZ_LOG_TEXT);
+    json_t *j = json_line(out);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(json_object_size(j), 3);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "level")), "warn");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "msg")), "cannot open \"f\"\n\tline two \\ end");
+    const char *t = json_string_value(json_object_get(j, "time"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    CU_ASSERT_EQUAL(matches("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$", t), 1);
+    json_decref(j);
+    free(out);
+    az_log_set_level(AZ_LOG_INFO);
+}
+
+static void test_json_fields(void)
+{
+    az_log_set_format(AZ_LOG_JSON);
+    capture_start();
+    az_log_kv(AZ_LOG_INFO, "rpc",
+              "method=/agentz.v1.AgentService/GetAgent status=NOT_FOUND duration_ms=1.250 bytes=0 "
+              "peer=ipv4:127.0.0.1:5 request_id=12345 workspace=- trace_id=4bf92f3577b34da6a3ce929d0e0e4736 "
+              "path=\"/a b\\\"c\\\\d\\ne\" neg=-3e2 notnum=01 word");
+    char *out = capture_end();
+    az_log_set_format(AZ_LOG_TEXT);
+    json_t *j = json_line(out);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "msg")), "rpc");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "method")), "/agentz.v1.AgentService/GetAgent");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "status")), "NOT_FOUND");
+    CU_ASSERT(json_is_real(json_object_get(j, "duration_ms")));
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(j, "duration_ms")), 1.25, 1e-9);
+    CU_ASSERT(json_is_integer(json_object_get(j, "bytes")));
+    /* Ids stay strings even when they look like numbers. */
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "request_id")), "12345");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "trace_id")), "4bf92f3577b34da6a3ce929d0e0e4736");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "path")), "/a b\"c\\d\ne");
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(j, "neg")), -300, 1e-9);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "notnum")), "01"); /* not JSON's syntax */
+    CU_ASSERT_PTR_NULL(json_object_get(j, "word")); /* no '=': skipped */
+    json_decref(j);
+    free(out);
+}
+
+static void test_json_bytes(void)
+{
+    /* Controls and bytes that are not UTF-8 still make valid JSON; valid UTF-8 passes as is. */
+    az_log_set_format(AZ_LOG_JSON);
+    capture_start();
+    az_info("bad \xff\xc3 ok \xc3\xa9 \x01 \xed\xa0\x80 end");
+    char *out = capture_end();
+    az_log_set_format(AZ_LOG_TEXT);
+    json_t *j = json_line(out);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "msg")),
+                           "bad \xef\xbf\xbd\xef\xbf\xbd ok \xc3\xa9 \x01 \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd end");
+    json_decref(j);
+    free(out);
+}
+
+static void test_json_long(void)
+{
+    /* Fields past the line's size are cut, and what is written is still one JSON object. */
+    size_t n = 20000;
+    char *fields = malloc(n + 64);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fields);
+    size_t off = (size_t)sprintf(fields, "a=1 big=\"");
+    memset(fields + off, 'x', n);
+    strcpy(fields + off + n, "\" after=2");
+    az_log_set_format(AZ_LOG_JSON);
+    capture_start();
+    az_log_kv(AZ_LOG_INFO, "m", fields);
+    char *out = capture_end();
+    az_log_set_format(AZ_LOG_TEXT);
+    json_t *j = json_line(out);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "a")), 1);
+    CU_ASSERT(json_is_string(json_object_get(j, "big")));
+    CU_ASSERT(strlen(out) <= 8192);
+    json_decref(j);
+    free(out);
+    free(fields);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
@@ -260,6 +374,13 @@ int main(void)
     CU_add_test(o, "az_log_kv fields", test_kv);
     CU_add_test(o, "below level not written", test_below_level_not_written);
     CU_add_test(o, "long message", test_long_message);
+    CU_pSuite js = CU_add_suite("log_json", NULL, NULL);
+    if (!js) return 1;
+    CU_add_test(js, "parse format", test_parse_format);
+    CU_add_test(js, "json line", test_json_line);
+    CU_add_test(js, "json fields from logfmt", test_json_fields);
+    CU_add_test(js, "json escaping of bytes", test_json_bytes);
+    CU_add_test(js, "json long fields", test_json_long);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
