@@ -841,6 +841,12 @@ static int drain(json_t *out)
     fprintf(stderr, "bench_engine: created %d tasks in %.2f s (%.0f/s); %ld queued, no worker yet\n",
             n, create_s, n / create_s, queued);
     if (queued != n) die("expected %d queued tasks, GetTaskStats says %ld", n, queued);
+    /* What PostgreSQL and Redis burn with the queue full and no worker (the API process's own
+     * loops): the floor under the per-task figures below, which include it. */
+    double idle0 = now_s(), pg_idle0 = pg_cpu_s(), redis_idle0 = redis_cpu_s();
+    sleep(3);
+    double idle_s = now_s() - idle0;
+    double pg_idle = (pg_cpu_s() - pg_idle0) / idle_s, redis_idle = (redis_cpu_s() - redis_idle0) / idle_s;
     /* CPU is counted from here: the API process answers the polls below, the stores do the work. */
     double pg0 = pg_cpu_s(), redis0 = redis_cpu_s(), api0 = proc_cpu_s(child, 1, NULL);
     double t0 = now_s();
@@ -878,9 +884,11 @@ static int drain(json_t *out)
             "tasks/s (ready after %.2f s; first start to last end on the server clock %.2f s = "
             "%.0f tasks/s); workers exited %d\n"
             "bench_engine: CPU per task: workers %.0f us, postgresql %.0f us, redis %.0f us, api "
-            "process %.0f us\n",
+            "process %.0f us; with no worker running postgresql used %.0f ms and redis %.0f ms of "
+            "CPU per second\n",
             opt.workers, n, wall, n / wall, ready_s, exec_span, exec_span > 0 ? n / exec_span : 0,
-            wexit, worker_cpu * 1e6 / n, pg_cpu * 1e6 / n, redis_cpu * 1e6 / n, api_cpu * 1e6 / n);
+            wexit, worker_cpu * 1e6 / n, pg_cpu * 1e6 / n, redis_cpu * 1e6 / n, api_cpu * 1e6 / n,
+            pg_idle * 1e3, redis_idle * 1e3);
     json_object_set_new(out, "tasks", json_integer(n));
     json_object_set_new(out, "workers", json_integer(opt.workers));
     json_object_set_new(out, "wall_s", json_real(wall));
@@ -894,6 +902,8 @@ static int drain(json_t *out)
     json_object_set_new(out, "pg_cpu_s", json_real(pg0 < 0 ? -1 : pg_cpu));
     json_object_set_new(out, "redis_cpu_s", json_real(redis0 < 0 ? -1 : redis_cpu));
     json_object_set_new(out, "api_cpu_s", json_real(api_cpu));
+    json_object_set_new(out, "pg_idle_cpu_per_s", json_real(pg_idle0 < 0 ? -1 : pg_idle));
+    json_object_set_new(out, "redis_idle_cpu_per_s", json_real(redis_idle0 < 0 ? -1 : redis_idle));
     json_object_set_new(out, "cpu_us_per_task",
                         json_real((worker_cpu + (pg0 < 0 ? 0 : pg_cpu) + (redis0 < 0 ? 0 : redis_cpu)) * 1e6 / n));
     free(set.tm.q2s);

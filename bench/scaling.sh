@@ -100,14 +100,18 @@ if as_json:
 def us(r, k):
     v = r.get(k, -1)
     return f"{v * 1e6 / r['tasks']:,.0f}" if v is not None and v >= 0 else "?"
+def idle(r):
+    v = r.get("pg_idle_cpu_per_s")
+    return f"{v * 1e3:,.0f}" if v is not None and v >= 0 else ""
 print(f"\n{now}, commit {commit}, {nproc} cores; drain = tasks queued first, then the workers started\n")
 print("| run | workers | tasks queued | tasks/s from worker start | tasks/s first start → last end | "
-      "CPU µs per task: workers / PostgreSQL / Redis / total | load average before → after |")
-print("|---|---:|---:|---:|---:|---|---|")
+      "CPU µs per task: workers / PostgreSQL / Redis / total | PostgreSQL CPU with no worker, ms/s | "
+      "load average before → after |")
+print("|---|---:|---:|---:|---:|---|---:|---|")
 for r in rows:
     print(f"| {r['kind']} | {r['workers']} | {r['tasks']:,} | {r['tasks_per_s']:,.0f} | {r['exec_tasks_per_s']:,.0f} | "
           f"{us(r, 'worker_cpu_s')} / {us(r, 'pg_cpu_s')} / {us(r, 'redis_cpu_s')} / {r['cpu_us_per_task']:,.0f} | "
-          f"{' '.join(r['load_before'])} → {' '.join(r['load_after'])} |")
+          f"{idle(r)} | {' '.join(r['load_before'])} → {' '.join(r['load_after'])} |")
 sized = [r for r in rows if r.get("tables")]
 if sized:
     print("\n| tasks queued and run | table | rows | total MB | heap MB | indexes MB | bytes per task (total) | largest indexes (MB) |")
