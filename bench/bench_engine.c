@@ -215,8 +215,8 @@ static int read_token(const char *data)
 }
 
 /* Starts agentzd with roles on 127.0.0.1:0 with data under base_dir/data and the log in
- * base_dir/<log>; waits for its "gRPC at" line (into where) and returns its pid. */
-static pid_t start_agentzd(const char *roles, int worker_concurrency, const char *log, char where[64])
+ * base_dir/<log>, its stdout into *out_fd; returns its pid. await_agentzd waits until it is up. */
+static pid_t spawn_agentzd(const char *roles, int worker_concurrency, const char *log, int *out_fd)
 {
     char data[600], logp[600];
     snprintf(data, sizeof data, "%s/data", base_dir);
@@ -244,14 +244,22 @@ static pid_t start_agentzd(const char *roles, int worker_concurrency, const char
         _exit(127);
     }
     close(out[1]);
+    *out_fd = out[0];
+    return pid;
+}
+
+/* Reads pid's stdout (fd, closed here) until its "gRPC at" line (into where); dies if it does not
+ * come within 180 s. */
+static void await_agentzd(pid_t pid, int fd, const char *roles, const char *log, char where[64])
+{
     char buf[1024];
     size_t len = 0;
     double until = now_s() + 180;
     where[0] = '\0';
     while (!where[0] && now_s() < until) {
-        struct pollfd p = {out[0], POLLIN, 0};
+        struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, 1000) <= 0) continue;
-        ssize_t n = read(out[0], buf + len, sizeof buf - 1 - len);
+        ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
         if (n <= 0) break;
         len += (size_t)n;
         buf[len] = '\0';
@@ -259,12 +267,21 @@ static pid_t start_agentzd(const char *roles, int worker_concurrency, const char
         if (at && strchr(at, '\n')) sscanf(at + 8, "%63s", where);
         if (len >= sizeof buf - 1) len = 0;
     }
-    close(out[0]);
+    close(fd);
     if (!where[0]) {
-        if (!child) child = pid; /* so that die() stops it */
-        else if (n_workers < MAX_WORKERS) workers[n_workers++] = pid;
-        die("agentzd --roles %s did not become ready within 180 s (log %s)", roles, logp);
+        int known = pid == child; /* so that die() stops it */
+        for (int i = 0; i < n_workers; i++) known |= workers[i] == pid;
+        if (!known && !child) child = pid;
+        else if (!known && n_workers < MAX_WORKERS) workers[n_workers++] = pid;
+        die("agentzd --roles %s did not become ready within 180 s (log %s/%s)", roles, base_dir, log);
     }
+}
+
+static pid_t start_agentzd(const char *roles, int worker_concurrency, const char *log, char where[64])
+{
+    int fd;
+    pid_t pid = spawn_agentzd(roles, worker_concurrency, log, &fd);
+    await_agentzd(pid, fd, roles, log, where);
     return pid;
 }
 
@@ -849,13 +866,17 @@ static int drain(json_t *out)
     double pg_idle = (pg_cpu_s() - pg_idle0) / idle_s, redis_idle = (redis_cpu_s() - redis_idle0) / idle_s;
     /* CPU is counted from here: the API process answers the polls below, the stores do the work. */
     double pg0 = pg_cpu_s(), redis0 = redis_cpu_s(), api0 = proc_cpu_s(child, 1, NULL);
+    /* All at once, then wait for each: started one after another, the first would run alone for
+     * the others' start-up. */
     double t0 = now_s();
+    int fds[MAX_WORKERS];
+    char logs[MAX_WORKERS][32];
     for (int i = 0; i < opt.workers; i++) {
-        char log[32];
-        snprintf(log, sizeof log, i ? "worker-%d.log" : "worker.log", i + 1);
-        workers[n_workers] = start_agentzd("worker", opt.worker_concurrency, log, wtarget);
+        snprintf(logs[i], sizeof logs[i], i ? "worker-%d.log" : "worker.log", i + 1);
+        workers[n_workers] = spawn_agentzd("worker", opt.worker_concurrency, logs[i], &fds[i]);
         n_workers++;
     }
+    for (int i = 0; i < opt.workers; i++) await_agentzd(workers[i], fds[i], "worker", logs[i], wtarget);
     double ready_s = now_s() - t0;
     s = wait_finished(c, agent_id, n, opt.timeout_s, "drain");
     double wall = now_s() - t0;
