@@ -3,18 +3,19 @@
 # API-only agentzd, then worker processes started) with 1, 2 and 4 worker processes, and with
 # 1,000 and 10,000 tasks queued (100,000 with --big) for one worker: tasks/s and CPU per task
 # (workers, PostgreSQL, Redis) at each point, and after each backlog run the rows and on-disk sizes
-# of tasks, task_attempts, events and event_queue and of each of their indexes. Prints tables
-# (--json: one JSON object). Everything it starts is stopped on exit and its data removed.
+# of tasks, task_attempts, events, event_queue and event_seqs and of each of their indexes (with
+# their update and delete counts). Prints tables (--json: one JSON object). Everything it starts
+# is stopped on exit and its data removed.
 #
 #   bench/scaling.sh [--tasks N] [--workers "1 2 4"] [--backlogs "1000 10000"] [--big] [--json]
 #
-#   --tasks N        tasks queued for each worker count (default 5000)
+#   --tasks N        tasks queued for each worker count (default 3000)
 #   --workers LIST   worker process counts (default "1 2 4")
 #   --backlogs LIST  queue depths drained by one worker (default "1000 10000"; "" skips them)
-#   --big            adds a 100,000-task backlog (about 15 minutes on a busy 2-core machine)
+#   --big            adds a 100,000-task backlog (about an hour on a busy 2-core machine)
 # Environment: BUILD_DIR=build, SKIP_BUILD=1, KEEP_BENCH_DIR=1, CLIENTS=16 (CreateTask threads).
-# About 4 minutes with the defaults. Exit status 0 when every run passed, 1 otherwise, 2 for bad
-# usage.
+# About 5 minutes with the defaults on a quiet machine, 13 on a loaded one. Exit status 0 when
+# every run passed, 1 otherwise, 2 for bad usage.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ ROOT=$PWD
 # shellcheck source=bench/compare/lib.sh
 . bench/compare/lib.sh
 
-TASKS=5000
+TASKS=3000
 WORKERS="1 2 4"
 BACKLOGS="1000 10000"
 JSON=
@@ -114,14 +115,17 @@ for r in rows:
           f"{idle(r)} | {' '.join(r['load_before'])} → {' '.join(r['load_after'])} |")
 sized = [r for r in rows if r.get("tables")]
 if sized:
-    print("\n| tasks queued and run | table | rows | total MB | heap MB | indexes MB | bytes per task (total) | largest indexes (MB) |")
-    print("|---:|---|---:|---:|---:|---:|---:|---|")
+    print("\n| tasks queued and run | table | rows | total MB | heap MB | indexes MB | bytes per task (total) | "
+          "updates (HOT) | deletes | largest indexes (MB) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in sized:
         for t in r["tables"]:
             idx = sorted((t.get("indexes") or {}).items(), key=lambda kv: -kv[1])[:4]
+            st = t.get("stats") or {}
             mb = lambda b: f"{b / 1048576:,.2f}"
             print(f"| {r['tasks']:,} | {t['table']} | {t['rows']:,} | {mb(t['total_bytes'])} | {mb(t['heap_bytes'])} | "
                   f"{mb(t['index_bytes'])} | {t['total_bytes'] / r['tasks']:,.0f} | "
+                  f"{st.get('updates', 0):,} ({st.get('hot_updates', 0):,}) | {st.get('deletes', 0):,} | "
                   f"{', '.join(f'{k} {mb(v)}' for k, v in idx)} |")
 EOF
 exit $status

@@ -118,18 +118,22 @@ ensure_build() {
     done
 }
 
-# pg_sizes DATADIR OUT: the sizes of the task tables and their indexes in an agentzd data dir's
-# embedded cluster (started here on a private socket, agentzd being stopped) as JSON lines.
+# pg_sizes DATADIR OUT: the rows and sizes of the task tables and of each of their indexes in an
+# agentzd data dir's embedded cluster (started here on a private socket, agentzd being stopped),
+# with the cumulative row statistics (a clean shutdown keeps them), as JSON lines.
 pg_sizes() {
     local data=$1 out=$2 sock
     sock=$(mktemp -d "$BENCH_DIR/sock.XXXXXX")
     pg_up "$data" "$sock" || return 1
     local q='' t
-    for t in tasks task_attempts events event_queue; do
+    for t in tasks task_attempts events event_queue event_seqs; do
         [[ -n $q ]] && q+=" UNION ALL "
         q+="SELECT json_build_object('table', '$t', 'rows', (SELECT count(*) FROM $t),
             'total_bytes', pg_total_relation_size('$t'), 'heap_bytes', pg_relation_size('$t'),
             'index_bytes', pg_indexes_size('$t'),
+            'stats', (SELECT json_build_object('inserts', n_tup_ins, 'updates', n_tup_upd,
+                             'hot_updates', n_tup_hot_upd, 'deletes', n_tup_del, 'dead', n_dead_tup)
+                      FROM pg_stat_user_tables WHERE relid = '$t'::regclass),
             'indexes', (SELECT json_object_agg(i.relname, pg_relation_size(i.oid) ORDER BY i.relname)
                         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
                         WHERE x.indrelid = '$t'::regclass))::text"
