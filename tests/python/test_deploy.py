@@ -23,8 +23,12 @@ import fnmatch
 import json
 import os
 import re
+import queue
 import shutil
+import socket
 import subprocess
+import threading
+import time
 import unittest
 
 import yaml
@@ -688,6 +692,66 @@ class Image(unittest.TestCase):
             "scratch (tens of minutes on two cores, far beyond this suite's budget) from debian:12 and "
             "debian:12-slim, and the stack needs the postgres:15 and redis:7 images, none of which "
             "Docker Hub (unreachable here) can supply; the checks above ran instead")
+
+
+class Healthcheck(unittest.TestCase):
+    """deploy/docker/healthcheck.sh (the image's HEALTHCHECK) against a real agentzd."""
+
+    def test_healthcheck_script(self):
+        agentzd = os.path.join(BIN, "agentzd")
+        if not os.access(agentzd, os.X_OK) or not shutil.which("curl"):
+            say("healthcheck: build/bin/agentzd or curl missing: the image's healthcheck NOT run")
+            return
+        script = os.path.join(REPO, "deploy", "docker", "healthcheck.sh")
+        data = os.path.join(os.path.abspath(os.environ.get("AGENTZ_TEST_DIR") or os.path.join(REPO, "build")),
+                            "python-deploy")
+        os.makedirs(data, exist_ok=True)
+        env = dict(os.environ, AGENTZ_METRICS_LISTEN="127.0.0.1:0")
+        for k in ("AGENTZ_DATABASE_URL", "AGENTZ_REDIS_URL"):
+            env.pop(k, None)
+        proc = subprocess.Popen([agentzd, "--roles", "api,worker,gateway", "--data-dir", data,
+                                 "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            grpc = gw = None
+            lines = queue.Queue()
+            threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout] + [lines.put("")],
+                             daemon=True).start()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+                except queue.Empty:
+                    break
+                if not line:
+                    break
+                m = re.search(r"AGENTZ is running: gRPC at (\S+)", line)
+                grpc = m.group(1) if m else grpc
+                m = re.search(r"web UI: http://([^/]+)/", line)
+                if m:
+                    gw = m.group(1)
+                    break
+            self.assertTrue(grpc and gw, "agentzd did not start (exit %s)" % proc.poll())
+
+            def check(kind, **e):
+                return run(["sh", script, kind], env=dict(os.environ, **e)).returncode
+
+            self.assertEqual(check("grpc", AGENTZ_GRPC_LISTEN=grpc), 0)
+            self.assertEqual(check("http", AGENTZ_GATEWAY_LISTEN=gw), 0)
+            with socket.socket() as sock:  # a port nobody listens on
+                sock.bind(("127.0.0.1", 0))
+                closed = "127.0.0.1:%d" % sock.getsockname()[1]
+            self.assertEqual(check("grpc", AGENTZ_GRPC_LISTEN=closed), 1)
+            self.assertEqual(check("http", AGENTZ_GATEWAY_LISTEN=closed), 7)  # curl: cannot connect
+            # the gateway's port speaks HTTP/1.1 and h2c, but no gRPC health: not SERVING
+            self.assertEqual(check("grpc", AGENTZ_GRPC_LISTEN=gw), 1)
+            self.assertEqual(check("nonsense"), 2)
+        finally:
+            proc.terminate()
+            rc = proc.wait(timeout=60)
+        self.assertEqual(rc, 0)
+        say("healthcheck: the image's agentz-healthcheck says SERVING for a real agentzd (gRPC) and "
+            "its gateway (/readyz), and fails for closed ports")
 
 
 # ------------------------------------------------------------------ grafana
