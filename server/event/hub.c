@@ -18,6 +18,7 @@
 
 #include "core/log.h"
 #include "store/redis.h"
+#include "system/prom.h"
 
 /* Bounds: a process never holds more (subscribe beyond is AZ_ERR_EXHAUSTED). */
 #define MAX_CHANNELS 100000
@@ -233,6 +234,7 @@ static void schedule_reconnect(az_hub *h)
 
 static void redis_lost(az_hub *h, const char *why)
 {
+    az_prom_redis_error();
     if (!h->lost_logged) {
         az_warn("event hub lost redis (%s): reconnecting with backoff; watchers re-read the outbox",
                 why);

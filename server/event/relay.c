@@ -21,6 +21,7 @@
 #include "event/hub.h"
 #include "event/outbox.h"
 #include "store/redis.h"
+#include "system/prom.h"
 
 #define BATCH 500
 #define IDLE_POLL_MS 1000  /* a missed notification costs at most this */
@@ -112,6 +113,7 @@ static int pg_connect(az_relay *r)
 
 static void redis_down(az_relay *r, const char *why)
 {
+    az_prom_redis_error();
     if (!r->redis_down_logged) {
         az_warn("relay cannot publish to redis %s (%s): events wait in the outbox; retrying",
                 r->redis_text, why);
@@ -275,7 +277,10 @@ static int publish_batch(az_relay *r)
             goto fail;
         }
         int bad = ((redisReply *)reply)->type == REDIS_REPLY_ERROR;
-        if (bad) az_warn("relay publish refused by redis: %s", ((redisReply *)reply)->str);
+        if (bad) {
+            az_warn("relay publish refused by redis: %s", ((redisReply *)reply)->str);
+            az_prom_redis_error();
+        }
         freeReplyObject(reply);
     }
     /* Every id of the batch, published or skipped as undecodable (it never will decode). */
