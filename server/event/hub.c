@@ -4,7 +4,6 @@
 #include "hub.h"
 
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,6 +17,7 @@
 
 #include "core/log.h"
 #include "store/redis.h"
+#include "store/redisuv.h"
 #include "system/prom.h"
 
 /* Bounds: a process never holds more (subscribe beyond is AZ_ERR_EXHAUSTED). */
@@ -312,7 +312,7 @@ static void connect_redis(az_hub *h)
         return;
     }
     ac->data = h;
-    if (redisLibuvAttach(ac, &h->loop) != REDIS_OK) {
+    if (az_redisuv_attach(ac, &h->loop) != REDIS_OK) {
         redisAsyncFree(ac);
         redis_lost(h, "cannot attach to the event loop");
         return;
