@@ -53,6 +53,7 @@ GW_READY_RE = re.compile(r"agentz-gateway is running: http://(\S+) ")
 
 # Bounds this suite asserts (documented in docs/reliability.md).
 RECOVERY_BOUND_S = 20.0   # fault injected -> every process healthy again (restart included)
+E2E_BOUND_S = 30.0        # fault injected -> a task created after recovery has succeeded
 SETTLE_BOUND_S = 60.0     # load stopped -> every task of the phase terminal
 WATCH_BOUND_S = 45.0      # load stopped -> every watched stream ended
 STALL_RSS_BOUND_KB = 64 * 1024  # growth of the api process while one consumer is stalled
@@ -63,6 +64,12 @@ TERMINAL_RUN = (3, 4, 5)   # succeeded, failed, cancelled (workflow_runs.status)
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
                grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL when the driver dies, so no process outlives a crash."""
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def log(*a):
@@ -273,7 +280,8 @@ class Redis:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
              "--logfile", self.log, "--daemonize", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 20
         while self.cli("PING") != "PONG":
             if time.monotonic() > deadline:
@@ -311,7 +319,7 @@ class Proc:
     def start(self, timeout=60):
         log_f = open(self.log_path, "a")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=log_f, env=self.env, text=True)
+                                     stderr=log_f, env=self.env, text=True, preexec_fn=_die_with_parent)
         log_f.close()
         found = []
         done = threading.Event()
@@ -492,6 +500,7 @@ class Phase:
         self.watch_done = set()
         self.errors = []
         self.recovery_s = 0.0
+        self.e2e_s = 0.0
         self.lock = threading.Lock()
         self.extra = {}
 
@@ -849,15 +858,21 @@ class Chaos:
         with ph.lock:
             watched = dict(ph.watched)
             done = set(ph.watch_done)
+        stored_of = {}  # one query per scope kind, not one per stream
+        for kinds, col, key in ((("run", "sse"), "run_seq", "run_id"), (("task",), "task_seq", "task_id")):
+            ids_of_kind = sorted({eid for (kind, eid) in watched if kind in kinds})
+            if not ids_of_kind:
+                continue
+            for eid, seqs_text in self.pg.q(
+                    "SELECT %s, string_agg(%s::text, ',' ORDER BY %s) FROM events WHERE %s IN (%s)"
+                    " AND %s IS NOT NULL GROUP BY 1" % (key, col, col, key,
+                                                        ",".join("'%s'" % i for i in ids_of_kind), col)):
+                for kind in kinds:
+                    stored_of[(kind, eid)] = [int(x) for x in seqs_text.split(",")]
         for (kind, eid), seqs in watched.items():
             if (kind, eid) not in done:
                 problems.append("%s stream of %s did not end within %d s" % (kind, eid, WATCH_BOUND_S))
-            if kind in ("run", "sse"):
-                stored = [int(r[0]) for r in self.pg.q(
-                    "SELECT run_seq FROM events WHERE run_id = '%s' AND run_seq IS NOT NULL ORDER BY run_seq" % eid)]
-            else:
-                stored = [int(r[0]) for r in self.pg.q(
-                    "SELECT task_seq FROM events WHERE task_id = '%s' AND task_seq IS NOT NULL ORDER BY task_seq" % eid)]
+            stored = stored_of.get((kind, eid), [])
             if stored != list(range(1, len(stored) + 1)):
                 problems.append("%s %s: stored sequences are not 1..N: %s" % (kind, eid, stored))
             got = list(seqs)
@@ -882,17 +897,23 @@ class Chaos:
             problems.append("health did not answer SERVING again within %.0f s" % (RECOVERY_BOUND_S * 3))
         elif ph.recovery_s > RECOVERY_BOUND_S:
             problems.append("recovery took %.1f s, over the %.0f s bound" % (ph.recovery_s, RECOVERY_BOUND_S))
+        if ph.e2e_s is None:
+            problems.append("a probe task created after recovery did not succeed within %.0f s" % (E2E_BOUND_S * 2))
+        elif ph.e2e_s > E2E_BOUND_S:
+            problems.append("a probe task took %.1f s after the fault, over the %.0f s bound" % (ph.e2e_s, E2E_BOUND_S))
         problems += ph.extra.get("problems", [])
         row = {"fault": ph.name, "tasks": len(rows), "runs": len(runs), "outcomes": dict(outcomes),
                "unsuccessful_attempts": dict(retried), "extra": {k: v for k, v in ph.extra.items() if k != "problems"},
                "streams": len(watched), "events": events, "lost": lost + missing, "duplicated": dup,
-               "recovery_s": ph.recovery_s, "settle_s": settle, "audit": audit, "problems": problems}
+               "recovery_s": ph.recovery_s, "e2e_s": ph.e2e_s, "settle_s": settle, "audit": audit, "problems": problems}
         self.rows.append(row)
         status = "ok" if not problems else "FAILED"
-        log("%-22s %s: %d tasks (%s), %d streams, %d events, lost %d, dup %d, recovery %s s, settle %.1f s" % (
-            ph.name, status, len(rows), ", ".join("%s %d" % kv for kv in sorted(outcomes.items())),
-            len(watched), events, lost + missing, dup,
-            "-" if ph.recovery_s is None else "%.2f" % ph.recovery_s, settle))
+        log("%-22s %s: %d tasks (%s), %d streams, %d events, lost %d, dup %d, recovery %s s, probe done %s s,"
+            " settle %.1f s" % (
+                ph.name, status, len(rows), ", ".join("%s %d" % kv for kv in sorted(outcomes.items())),
+                len(watched), events, lost + missing, dup,
+                "-" if ph.recovery_s is None else "%.2f" % ph.recovery_s,
+                "-" if ph.e2e_s is None else "%.2f" % ph.e2e_s, settle))
         if retried:
             log("    attempts that did not succeed: " + ", ".join("%s %d" % kv for kv in sorted(retried.items())))
         for p in problems[:20]:
@@ -963,6 +984,11 @@ class Chaos:
             self.restart("gateway")
         elif name == "restart redis":
             self.redis.kill9()
+            self.redis.start()
+        elif name == "redis down 2 s":
+            # longer than the first reconnect backoff: reconnects are refused before one works
+            self.redis.kill9()
+            time.sleep(2.0)
             self.redis.start()
         elif name == "redis FLUSHALL":
             if self.redis.cli("FLUSHALL") != "OK":
@@ -1048,6 +1074,27 @@ class Chaos:
         except grpc.RpcError as e:
             problems.append("resume of the stalled stream failed: %s %s" % (e.code(), e.details()))
 
+    def probe(self, ph, t0):
+        """A task created once health is back must succeed: seconds from the fault to its end,
+        or None. Health alone can say SERVING while work is stuck (a worker without Redis)."""
+        try:
+            t = self.api.call_retrying("agentz.v1.TaskService", "CreateTask", {"task": {
+                "description": "chaos probe", "expectedOutput": "text", "agentId": self.agent_id,
+                "retryPolicy": self.policy}, "requestId": str(uuid.uuid4())})
+        except grpc.RpcError:
+            return None
+        with ph.lock:
+            ph.tasks.add(t.id)
+        end = time.monotonic() + E2E_BOUND_S * 2
+        while time.monotonic() < end:
+            st = self.pg.q("SELECT status FROM tasks WHERE id = '%s'" % t.id)[0][0]
+            if st == "5":
+                return time.monotonic() - t0
+            if st in ("6", "7"):
+                return None
+            time.sleep(0.1)
+        return None
+
     def run_fault(self, name):
         ph = Phase(name)
         self.phase = ph
@@ -1059,6 +1106,7 @@ class Chaos:
         except Exception as e:  # the fault itself failed: that is a finding, not a crash
             ph.extra.setdefault("problems", []).append("injecting the fault failed: %s" % e)
         ph.recovery_s = self.wait_healthy(t0)
+        ph.e2e_s = self.probe(ph, t0)
         time.sleep(self.args.post_s)
         self.active.clear()
         time.sleep(0.3)  # creates in flight land in this phase
@@ -1130,14 +1178,15 @@ class Chaos:
         return problems
 
     def table(self):
-        hdr = "%-26s %6s %5s %8s %7s %7s %5s %5s %9s" % ("fault", "tasks", "runs", "retried", "streams",
-                                                          "events", "lost", "dup", "recovery")
+        hdr = "%-26s %6s %5s %8s %7s %7s %5s %5s %9s %7s" % ("fault", "tasks", "runs", "retried", "streams",
+                                                              "events", "lost", "dup", "recovery", "probe")
         lines = [hdr, "-" * len(hdr)]
         for r in self.rows:
-            lines.append("%-26s %6d %5d %8d %7d %7d %5d %5d %8s%s" % (
+            lines.append("%-26s %6d %5d %8d %7d %7d %5d %5d %8s %7s%s" % (
                 r["fault"][:26], r["tasks"], r["runs"], sum(r["unsuccessful_attempts"].values()),
                 r["streams"], r["events"], r["lost"],
                 r["duplicated"], "-" if r["recovery_s"] is None else "%.2fs" % r["recovery_s"],
+                "-" if r["e2e_s"] is None else "%.1fs" % r["e2e_s"],
                 "" if not r["problems"] else "  FAILED"))
         tot = lambda k: sum(r[k] for r in self.rows)
         lines.append("-" * len(hdr))
@@ -1148,9 +1197,9 @@ class Chaos:
 
 
 SHORT = ["kill -9 worker", "kill -9 api", "kill -9 relay holder", "kill -9 gateway", "restart redis",
-         "redis FLUSHALL", "restart pg (immediate)", "stalled consumer", "llm 429", "llm 500",
+         "redis down 2 s", "redis FLUSHALL", "restart pg (immediate)", "stalled consumer", "llm 429", "llm 500",
          "llm timeouts", "llm garbage"]
-LONG = SHORT[:6] + ["restart pg (fast)"] + SHORT[6:]
+LONG = SHORT[:7] + ["restart pg (fast)"] + SHORT[7:]
 
 
 def main():
@@ -1182,6 +1231,11 @@ def main():
         if not os.access(p, os.X_OK):
             log("%s not found (build first, or set AGENTZD)" % p)
             return 2
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the topology is stopped in teardown
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)
     c = Chaos(args)
     t_start = time.monotonic()
     rc = 1
