@@ -263,8 +263,6 @@ static void test_audit(void)
     r = PQexec(az_pg_raw(c), "RESET agentz.audit_prune");
     PQclear(r);
     az_pg_release(c);
-    /* Nor may the owner outside the prune function. */
-    CU_ASSERT_NOT_EQUAL(run_sql("DELETE FROM audit_anchor"), 0);
 
     az_retention_policy p = {.audit_ms = 365 * DAY_MS};
     az_retention_counts n;
@@ -274,6 +272,10 @@ static void test_audit(void)
     CU_ASSERT_EQUAL(query_ll("SELECT last_id FROM audit_anchor"), ids[2]);
     CU_ASSERT_EQUAL(query_ll("SELECT pruned FROM audit_anchor"), 3);
     verify_intact(3);
+    /* Outside the prune function not even the owner may move or drop the anchor. */
+    CU_ASSERT_NOT_EQUAL(run_sql("UPDATE audit_anchor SET last_id = last_id + 1"), 0);
+    CU_ASSERT_NOT_EQUAL(run_sql("DELETE FROM audit_anchor"), 0);
+    CU_ASSERT_EQUAL(query_ll("SELECT count(*) FROM audit_log"), 3);
 
     /* Appends continue the chain; everything old except the newest row can go. */
     append_audit("/agentz.v1.AgentService/DeleteAgent");
