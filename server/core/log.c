@@ -257,6 +257,30 @@ void az_log(az_log_level level, const char *fmt, ...)
     emit(level, msg, NULL);
 }
 
+/* 1 when v is n lowercase hex digits, not all zero. */
+static int hex_id(const char *v, size_t n)
+{
+    int nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f'))) return 0;
+        nonzero |= v[i] != '0';
+    }
+    return nonzero;
+}
+
+int az_log_traceparent(const char *v, size_t n, char *trace_id, char *span_id)
+{
+    trace_id[0] = span_id[0] = '\0';
+    if (!v || n != 55 || v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-' ||
+        !hex_id(v + 3, 32) || !hex_id(v + 36, 16) || !(hex_id(v + 53, 2) || (v[53] == '0' && v[54] == '0')))
+        return 0;
+    memcpy(trace_id, v + 3, 32);
+    trace_id[32] = '\0';
+    memcpy(span_id, v + 36, 16);
+    span_id[16] = '\0';
+    return 1;
+}
+
 void az_log_kv(az_log_level level, const char *msg, const char *fields)
 {
     if (!az_log_enabled(level)) return;

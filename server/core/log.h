@@ -3,6 +3,8 @@
 #ifndef AZ_LOG_H
 #define AZ_LOG_H
 
+#include <stddef.h>
+
 typedef enum az_log_level {
     AZ_LOG_DEBUG = 0,
     AZ_LOG_INFO,
@@ -35,6 +37,13 @@ void az_log(az_log_level level, const char *fmt, ...) __attribute__((format(prin
 
 /* Writes one line whose body is `msg="<msg>" <fields>`, fields already in logfmt form. */
 void az_log_kv(az_log_level level, const char *msg, const char *fields);
+
+/* The trace context of a W3C traceparent value v (n bytes): "00-<32 hex trace id>-<16 hex parent
+ * id>-<2 hex flags>", 55 characters, lowercase hex, neither id all zeros. On success copies the
+ * ids into trace_id (33 bytes) and span_id (17 bytes) and returns 1; anything else (another
+ * version, upper case, a NULL v) returns 0 with both set to "" — an invalid header is ignored,
+ * as the recommendation says. */
+int az_log_traceparent(const char *v, size_t n, char *trace_id, char *span_id);
 
 #define az_debug(...) az_log(AZ_LOG_DEBUG, __VA_ARGS__)
 #define az_info(...) az_log(AZ_LOG_INFO, __VA_ARGS__)

@@ -273,10 +273,14 @@ static void log_access(side *s)
                          s->status_sent, (int64_t)(ms * 1000));
     if (!g->cfg.access_log || !x->uri) return;
     char fields[1024];
-    snprintf(fields, sizeof fields,
+    int n = snprintf(fields, sizeof fields,
              "method=%s path=%.300s status=%d duration_ms=%.3f bytes=%zu peer=%s request_id=%s",
              s->is_ws ? "WS" : s->m < M_OTHER ? METHODS[s->m] : "OTHER", x->uri, s->status_sent, ms,
              s->bytes_out, x->peer[0] ? x->peer : "-", x->request_id[0] ? x->request_id : "-");
+    char trace[33], span[17];
+    if (az_log_traceparent(x->hv[AZ_H_TRACEPARENT], x->hl[AZ_H_TRACEPARENT], trace, span) && n > 0 &&
+        (size_t)n < sizeof fields)
+        snprintf(fields + n, sizeof fields - (size_t)n, " trace_id=%s span_id=%s", trace, span);
     az_log_kv(s->status_sent >= 500 ? AZ_LOG_WARN : AZ_LOG_INFO, "http", fields);
 }
 

@@ -643,34 +643,14 @@ static void set_request_id(az_call *c)
              (unsigned long long)r & 0xffffffffull);
 }
 
-/* 1 when v (n bytes) is n lowercase hex digits, not all zero. */
-static int hex_id(const unsigned char *v, size_t n)
-{
-    int nonzero = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f'))) return 0;
-        nonzero |= v[i] != '0';
-    }
-    return nonzero;
-}
-
-/* The trace context of a W3C traceparent header ("00-<32 hex trace id>-<16 hex parent id>-<2
- * hex flags>", 55 characters) in the metadata, for the call's log line. Anything else (another
- * version, upper case, all-zero ids) is ignored, as the recommendation says. */
+/* The trace context of a W3C traceparent metadata entry, for the call's log line; an invalid
+ * one is ignored (az_log_traceparent). */
 static void set_trace(az_call *c)
 {
     for (size_t i = 0; i < c->md.count; i++) {
         if (grpc_slice_str_cmp(c->md.metadata[i].key, "traceparent") != 0) continue;
         grpc_slice v = c->md.metadata[i].value;
-        const unsigned char *p = GRPC_SLICE_START_PTR(v);
-        if (GRPC_SLICE_LENGTH(v) != 55 || p[0] != '0' || p[1] != '0' || p[2] != '-' || p[35] != '-' ||
-            p[52] != '-' || !hex_id(p + 3, 32) || !hex_id(p + 36, 16) ||
-            !(hex_id(p + 53, 2) || (p[53] == '0' && p[54] == '0')))
-            return;
-        memcpy(c->trace_id, p + 3, 32);
-        c->trace_id[32] = '\0';
-        memcpy(c->span_id, p + 36, 16);
-        c->span_id[16] = '\0';
+        az_log_traceparent((const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v), c->trace_id, c->span_id);
         return;
     }
 }

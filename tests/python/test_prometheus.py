@@ -420,6 +420,11 @@ class PrometheusTest(unittest.TestCase):
         self.assertRegex(line["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
         self.assertNotIn("trace_id", by_rid[bad_rid])  # upper-case hex is not a traceparent
         self.assertEqual(by_rid["prom-gw-1"]["trace_id"], gw_trace)
+        # The gateway's own access line carries it too.
+        http_lines = [l for l in log_lines() if l.get("msg") == "http" and l.get("request_id") == "prom-gw-1"]
+        self.assertEqual(len(http_lines), 1, http_lines)
+        self.assertEqual(http_lines[0]["trace_id"], gw_trace)
+        self.assertEqual(http_lines[0]["status"], 200)  # a JSON number
         self.assertTrue(any(l.get("method") == "other" or l.get("status") == "UNIMPLEMENTED" for l in lines))
         after = scrape()
         self.assertGreaterEqual(val(after, "agentz_rpc_requests_total", method="other", code="UNIMPLEMENTED"), 1)

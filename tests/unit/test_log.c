@@ -359,6 +359,36 @@ static void test_json_long(void)
     free(fields);
 }
 
+static void test_traceparent(void)
+{
+    char t[33], sp[17];
+    const char *ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    CU_ASSERT_EQUAL(az_log_traceparent(ok, strlen(ok), t, sp), 1);
+    CU_ASSERT_STRING_EQUAL(t, "4bf92f3577b34da6a3ce929d0e0e4736");
+    CU_ASSERT_STRING_EQUAL(sp, "00f067aa0ba902b7");
+    const char *unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    CU_ASSERT_EQUAL(az_log_traceparent(unsampled, strlen(unsampled), t, sp), 1);
+    static const char *const bad[] = {
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",   /* another version */
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",   /* upper case */
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",   /* zero trace id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",   /* zero parent id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",   /* flags not hex */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",   /* separator */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", /* too long */
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",    /* too short */
+        "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        strcpy(t, "x");
+        strcpy(sp, "x");
+        CU_ASSERT_EQUAL(az_log_traceparent(bad[i], strlen(bad[i]), t, sp), 0);
+        CU_ASSERT_STRING_EQUAL(t, "");
+        CU_ASSERT_STRING_EQUAL(sp, "");
+    }
+    CU_ASSERT_EQUAL(az_log_traceparent(NULL, 55, t, sp), 0);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
@@ -381,6 +411,7 @@ int main(void)
     CU_add_test(js, "json fields from logfmt", test_json_fields);
     CU_add_test(js, "json escaping of bytes", test_json_bytes);
     CU_add_test(js, "json long fields", test_json_long);
+    CU_add_test(js, "traceparent", test_traceparent);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
