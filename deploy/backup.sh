@@ -51,17 +51,19 @@ s3cmd_run() {
 
 # Single-quotes $1 for /bin/sh.
 shq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+# The body of a postgresql.conf string: backslashes are escapes there, quotes are doubled.
+confq() { sed -e 's/\\/\\\\/g' -e "s/'/''/g"; }
 
 # ---- archive_command for external clusters -----------------------------------------------------
 if [ -n "$print_archive" ]; then
     if [ "$s3" = 1 ]; then
         cfg=''
         [ -n "$s3cfg" ] && cfg=" --s3cmd-config $(shq "$s3cfg")"
-        echo "archive_command = '$(printf '%s' "$(shq "$SELF") --archive-wal \"%p\" \"%f\" --to $(shq "$to")$cfg" | sed "s/'/''/g")'"
+        printf '%s\n' "archive_command = '$(printf '%s' "$(shq "$SELF") --archive-wal \"%p\" \"%f\" --to $(shq "$to")$cfg" | confq)'"
     else
         d=$(shq "$to/wal")
         cmd="D=$d; if test -f \"\$D/%f\"; then cmp -s \"%p\" \"\$D/%f\"; else cp \"%p\" \"\$D/%f.tmp\" && sync \"\$D/%f.tmp\" && mv \"\$D/%f.tmp\" \"\$D/%f\" && sync \"\$D\"; fi"
-        echo "archive_command = '$(printf '%s' "$cmd" | sed "s/'/''/g")'"
+        printf '%s\n' "archive_command = '$(printf '%s' "$cmd" | confq)'"
     fi
     echo "archive_mode = on"
     echo "archive_timeout = 60s"
@@ -113,7 +115,7 @@ if [ "$archive_mode" != on ]; then
     echo "$ME: warning: archive_mode is off: this backup restores only to its own end; for" \
         "point-in-time recovery start agentzd with AGENTZ_WAL_ARCHIVE_DIR=$to/wal (embedded) or" \
         "set the lines of '$ME --archive-command --to $to' (external)" >&2
-elif [ "$s3" = 0 ] && ! printf '%s' "$archive_cmd" | grep -qF "$to/wal"; then
+elif [ "$s3" = 0 ] && ! printf '%s' "$archive_cmd" | grep -qF -e "$to/wal" -e "$(shq "$to/wal")"; then
     echo "$ME: warning: WAL is archived by '$archive_cmd', not into $to/wal: pass that directory" \
         "to deploy/restore.sh with --wal-dir" >&2
 fi

@@ -59,6 +59,8 @@ s3cmd_run() {
     if [ -n "$s3cfg" ]; then s3cmd -c "$s3cfg" --no-progress "$@"; else s3cmd --no-progress "$@"; fi
 }
 shq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+# The body of a postgresql.conf string: backslashes are escapes there, quotes are doubled.
+confq() { sed -e 's/\\/\\\\/g' -e "s/'/''/g"; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/agentz-restore.XXXXXX")
 chmod 755 "$work"
@@ -84,14 +86,18 @@ if [ "$s3" = 1 ]; then
 else
     labels=$( [ -d "$from/base" ] && ls "$from/base" | grep -v '\.partial$' | sort || true)
 fi
-chosen=''
+chosen='' chosen_s=0
 for l in $labels; do
     [ -z "$backup" ] || [ "$l" = "$backup" ] || continue
     f=$(info_of "$l") || continue
     stop=$(sed -n 's/^stop_time=//p' "$f")
     [ -n "$stop" ] || continue
-    # A base backup is usable only for targets after its end (the consistency point).
-    if [ -n "$backup" ] || [ "$(date -d "$stop" +%s)" -le "$target_s" ]; then chosen=$l; chosen_stop=$stop; fi
+    stop_s=$(date -d "$stop" +%s) || continue
+    # A base backup is usable only for targets after its end (the consistency point); the
+    # newest such one leaves the least WAL to replay.
+    if [ -n "$backup" ] || { [ "$stop_s" -le "$target_s" ] && [ "$stop_s" -ge "$chosen_s" ]; }; then
+        chosen=$l chosen_stop=$stop chosen_s=$stop_s
+    fi
 done
 [ -n "$chosen" ] || die "no base backup in $from/base ends before $target${backup:+ (looked for $backup)}"
 echo "$ME: restoring base backup $chosen (consistent after $chosen_stop) to $target"
@@ -134,7 +140,7 @@ fi
 
 {
     echo "$MARK (removed after promotion)"
-    echo "restore_command = '$(printf '%s' "$restore_cmd" | sed "s/'/''/g")'"
+    printf '%s\n' "restore_command = '$(printf '%s' "$restore_cmd" | confq)'"
     [ "$target" = latest ] || echo "recovery_target_time = '$target'"
     echo "recovery_target_timeline = 'latest'"
     echo "recovery_target_action = 'promote'"
