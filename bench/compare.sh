@@ -68,6 +68,15 @@ print(json.dumps(d))
 EOF
 }
 
+# with_rate FIELD IN OUT: the last JSON line of IN with "rate" set from its FIELD, into OUT;
+# fails when the line or the field is missing.
+with_rate() {
+    /usr/bin/python3 -c 'import json, sys
+d = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+d["rate"] = d[sys.argv[1]]
+print(json.dumps(d))' "$1" "$2" >"$3" 2>/dev/null
+}
+
 # --- what the systems need
 if want agentz; then ensure_build "$BUILD_DIR" agentzd bench_engine || exit 1; fi
 if want celery && ! /usr/bin/python3 -c 'import celery, redis' 2>/dev/null; then
@@ -120,9 +129,9 @@ if want agentz; then
             --data-dir "$BENCH_DIR/agentz-$sc" --tasks "$TASKS" --clients "$CLIENTS" --json; then
             measure="durable tasks end to end, CreateTask from $CLIENTS clients, instant LLM"
             [[ $sc == bulk ]] && measure="durable tasks end to end, bulk path (bench_engine --scenario bulk)"
-            /usr/bin/python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); d["rate"]=d["tasks_per_s"]; print(json.dumps(d))' \
-                "$BENCH_DIR/agentz-$sc.json" >"$BENCH_DIR/agentz-$sc.rec"
-            record agentz "$sc" "$measure" "$BENCH_DIR/agentz-$sc.rec" "$load0"
+            if with_rate tasks_per_s "$BENCH_DIR/agentz-$sc.json" "$BENCH_DIR/agentz-$sc.rec"; then
+                record agentz "$sc" "$measure" "$BENCH_DIR/agentz-$sc.rec" "$load0"
+            else fail "bench_engine --scenario $sc printed no tasks_per_s"; fi
         else fail "bench_engine --scenario $sc failed (log $BENCH_DIR/agentz-$sc/agentzd.log)"; fi
     done
 fi
@@ -144,11 +153,11 @@ if want bullmq; then
         load0=$(loadavg)
         if stage "$BENCH_DIR/bullmq-$mode.json" node bench/compare/bullmq.mjs --redis "$REDIS_SOCK" --jobs "$TASKS" \
             --producers "$CLIENTS" --concurrency "$BULLMQ_CONCURRENCY" --mode "$mode"; then
-            /usr/bin/python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); d["rate"]=d["jobs_per_s"]; print(json.dumps(d))' \
-                "$BENCH_DIR/bullmq-$mode.json" >"$BENCH_DIR/bullmq-$mode.rec"
             what="no-op jobs, $CLIENTS producers with queue.add, first add to last completion"
             [[ $mode == bulk ]] && what="no-op jobs, $CLIENTS producers with addBulk (1,000 a call), first add to last completion"
-            record bullmq "$mode" "$what" "$BENCH_DIR/bullmq-$mode.rec" "$load0"
+            if with_rate jobs_per_s "$BENCH_DIR/bullmq-$mode.json" "$BENCH_DIR/bullmq-$mode.rec"; then
+                record bullmq "$mode" "$what" "$BENCH_DIR/bullmq-$mode.rec" "$load0"
+            else fail "bullmq.mjs printed no jobs_per_s"; fi
         else fail "bullmq ($mode) failed"; fi
     done
 fi
@@ -158,10 +167,10 @@ if want celery; then
     load0=$(loadavg)
     if stage "$BENCH_DIR/celery.json" /usr/bin/python3 bench/compare/celery_bench.py --redis "$REDIS_SOCK" \
         --tasks "$TASKS" --producers "$CLIENTS" --concurrency "$CELERY_CONCURRENCY" --log "$BENCH_DIR/celery-worker.log"; then
-        /usr/bin/python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); d["rate"]=d["tasks_per_s"]; print(json.dumps(d))' \
-            "$BENCH_DIR/celery.json" >"$BENCH_DIR/celery.rec"
-        record celery apply_async "no-op tasks, $CLIENTS producer threads, Redis broker and results, first send to last result" \
-            "$BENCH_DIR/celery.rec" "$load0"
+        if with_rate tasks_per_s "$BENCH_DIR/celery.json" "$BENCH_DIR/celery.rec"; then
+            record celery apply_async "no-op tasks, $CLIENTS producer threads, Redis broker and results, first send to last result" \
+                "$BENCH_DIR/celery.rec" "$load0"
+        else fail "celery_bench.py printed no tasks_per_s"; fi
     else fail "celery failed (worker log $BENCH_DIR/celery-worker.log)"; fi
 fi
 
