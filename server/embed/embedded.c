@@ -39,6 +39,8 @@ extern char **environ;
 #define STOP_TIMEOUT_MS 10000  /* each server's exit after it was asked to stop */
 #define TAIL_LINES 5
 #define TAIL_MAX 300 /* bytes of log tail in msg; the rest of AZ_MSG_MAX says what failed */
+#define ARCHIVE_RECORD "wal_archive_dir" /* DATA/wal_archive_dir: where this cluster archives WAL */
+#define ARCHIVE_TIMEOUT_DEFAULT_S 60     /* AGENTZ_WAL_ARCHIVE_TIMEOUT's default */
 
 struct az_embed {
     char dir[PATH_MAX];       /* absolute data dir */
@@ -666,6 +668,49 @@ static az_err prepare_archive(az_embed *e, const char *dir, char *msg)
     return AZ_OK;
 }
 
+/* Archiving, once on, stays on for this data dir: DATA/wal_archive_dir records the archive, and a
+ * start without one (agentzd without the setting, an admin command) keeps archiving there. A
+ * start with archive_mode off would let finished WAL segments be recycled unarchived, leaving a
+ * gap in the archive that no point-in-time recovery can cross. Deleting the file turns it off. */
+static az_err pick_archive(az_embed *e, const az_embed_opts *opts, char *msg)
+{
+    char record[PATH_MAX], kept[PATH_MAX] = "";
+    if (join(record, e->dir, ARCHIVE_RECORD) != 0)
+        return az_fail(msg, AZ_ERR_INVALID, "data dir path is too long: %s", e->dir);
+    const char *dir = opts && opts->wal_archive_dir && opts->wal_archive_dir[0] ? opts->wal_archive_dir : NULL;
+    e->archive_timeout_s = opts ? (opts->archive_timeout_s > 0 ? opts->archive_timeout_s : 0)
+                                : ARCHIVE_TIMEOUT_DEFAULT_S;
+    FILE *f = fopen(record, "re");
+    if (f) {
+        if (fgets(kept, sizeof kept, f)) kept[strcspn(kept, "\n")] = '\0';
+        fclose(f);
+    }
+    if (!dir && kept[0] == '/') {
+        dir = kept;
+        az_warn("this data dir archives wal to %s (recorded in %s) though no wal archive dir is set: "
+                "archiving continues there; delete that file to stop it",
+                kept, record);
+    }
+    if (!dir) return AZ_OK;
+    az_err err = prepare_archive(e, dir, msg);
+    if (err) return err;
+    if (strcmp(kept, e->wal_dir) != 0) {
+        char tmp[PATH_MAX + 8];
+        snprintf(tmp, sizeof tmp, "%s.tmp", record);
+        f = fopen(tmp, "we");
+        if (!f || fprintf(f, "%s\n", e->wal_dir) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+            if (f) fclose(f);
+            unlink(tmp);
+            return az_fail(msg, AZ_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        }
+        fclose(f);
+        if (rename(tmp, record) != 0)
+            return az_fail(msg, AZ_ERR_IO, "cannot write %s: %s", record, strerror(errno));
+    }
+    az_info("embedded postgresql archives wal to %s", e->wal_dir);
+    return AZ_OK;
+}
+
 static az_err pg_start(az_embed *e, char *msg)
 {
     char server_log[PATH_MAX], ctl_log[PATH_MAX], pidfile[PATH_MAX], socklock[PATH_MAX];
@@ -948,11 +993,7 @@ az_err az_embed_start_opts(const char *data_dir, const az_embed_opts *opts, az_e
 
     char pgversion[PATH_MAX];
     az_err err = prepare(e, data_dir, msg);
-    if (!err && opts && opts->wal_archive_dir && opts->wal_archive_dir[0]) {
-        e->archive_timeout_s = opts->archive_timeout_s > 0 ? opts->archive_timeout_s : 0;
-        err = prepare_archive(e, opts->wal_archive_dir, msg);
-        if (!err) az_info("embedded postgresql archives wal to %s", e->wal_dir);
-    }
+    if (!err) err = pick_archive(e, opts, msg);
     if (!err && join(pgversion, e->pg_dir, "PG_VERSION") == 0 && access(pgversion, F_OK) != 0)
         err = pg_initdb(e, msg);
     if (!err) err = pg_start(e, msg);

@@ -300,6 +300,15 @@ class T01RestoreDrill(unittest.TestCase):
             time.sleep(0.2)
         rpo = float(when) - b_commit
         first.stop()  # the disaster: the server and its disk are gone
+        # Archiving sticks to the data dir: a start without the setting (here an admin command,
+        # which starts the cluster itself) keeps archive_mode on, so the archive gets no gap.
+        with open(os.path.join(data, "wal_archive_dir")) as f:
+            self.assertEqual(f.read().strip(), os.path.realpath(os.path.join(backup, "wal")))
+        out = subprocess.run([AGENTZD, "admin", "verify-audit", "--data-dir", data], capture_output=True,
+                             text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        with open(os.path.join(data, "pg", "postmaster.opts")) as f:
+            self.assertIn("archive_mode=on", f.read())
 
         # Restore to T into a fresh data dir; its embedded Redis starts empty.
         t_start = time.monotonic()
