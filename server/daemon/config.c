@@ -232,7 +232,8 @@ static const az_opt opts[] = {
      "their retention"},
     {"wal-archive-dir", "AGENTZ_WAL_ARCHIVE_DIR", AZ_OPT_STR, S(wal_archive_dir), NULL, 0, 0,
      "embedded PostgreSQL: archive every WAL segment into this directory (point-in-time recovery, "
-     "deploy/backup.sh); unset = no archiving"},
+     "deploy/backup.sh); remembered in DATA/wal_archive_dir, so later starts keep archiving; "
+     "unset and never set = no archiving"},
     {"wal-archive-timeout", "AGENTZ_WAL_ARCHIVE_TIMEOUT", AZ_OPT_SECONDS, S(wal_archive_timeout_s),
      "60s", 0, 86400, "embedded PostgreSQL with --wal-archive-dir: archive the current WAL segment "
      "at least this often while there are writes (the most a lost disk loses); 0 = only full segments"},
