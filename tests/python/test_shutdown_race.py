@@ -27,16 +27,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 AGENTZD = os.environ.get("AGENTZD") or os.path.join(REPO, "build", "bin", "agentzd")
 TEST_DIR = os.environ.get("AGENTZ_TEST_DIR") or os.path.join(REPO, "build")
 READY_RE = re.compile(r"AGENTZ is running: gRPC at (\S+)")
-ROUNDS = 3
+ROUNDS = int(os.environ.get("SHUTDOWN_RACE_ROUNDS", "3"))  # more: a rarer race is seen
 THREADS = 8
 DEADLINE_S = 30.0
 PROMPT_S = 3.0  # well under the 10 s grace and the 30 s deadline
+STOP_S = 6.0    # SIGTERM to exit, embedded PostgreSQL and Redis stopped included
 ALLOWED = (grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 def start(data_dir, log_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("AGENTZ_DATABASE_URL", "AGENTZ_REDIS_URL", "AGENTZ_SHUTDOWN_GRACE")}
+    for k in ("AGENTZ_RATE_LIMIT", "AGENTZ_RATE_LIMIT_WORKSPACE", "AGENTZ_RATE_LIMIT_EXPENSIVE"):
+        env[k] = "0"  # the hammering must not be refused for its rate
     log = open(log_path, "a")
     proc = subprocess.Popen([AGENTZD, "--data-dir", data_dir, "--listen", "127.0.0.1:0"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env,
@@ -71,6 +74,7 @@ class T01ShutdownRace(unittest.TestCase):
         os.makedirs(data_dir, exist_ok=True)
         log_path = os.path.join(TEST_DIR, "python-shutdown-agentzd.log")
         total = {}
+        stops = []
         for rnd in range(ROUNDS):
             proc, address = start(data_dir, log_path)
             with open(os.path.join(data_dir, "admin.key")) as f:
@@ -125,10 +129,13 @@ class T01ShutdownRace(unittest.TestCase):
             shared.close()
             proc.stdout.close()
             self.assertEqual(rc, 0, "agentzd exited %r after SIGTERM; see %s" % (rc, log_path))
-            self.assertLess(t_exit - t_term, 15.0)
-            racing = [(s, e, c) for s, e, c in results if e >= t_term]
+            stops.append(round(t_exit - t_term, 2))
+            # Every call here is over in milliseconds, so nothing may hold the 10 s grace period:
+            # a call the gRPC core accepted but never handed over used to hold all of it.
+            self.assertLess(t_exit - t_term, STOP_S, "the stop waited for calls; see %s" % log_path)
+            racing = [(s, e, c) for s, e, c in results if e >= t_term and s < t_exit]
             self.assertTrue(racing, "no call was in flight around the SIGTERM")
-            slow = [(round(s - t_term, 3), round(e - s, 3), c) for s, e, c in racing
+            slow = [(round(s - t_term, 3), round(e - s, 3), c.name) for s, e, c in racing
                     if e - max(s, t_term) > PROMPT_S]
             self.assertEqual(slow, [], "calls that waited after SIGTERM (start rel. to SIGTERM, "
                                        "duration, code); see %s" % log_path)
@@ -138,7 +145,7 @@ class T01ShutdownRace(unittest.TestCase):
             self.assertTrue(ok_before, "no call succeeded before the SIGTERM")
             for c in codes:
                 total[c.name] = total.get(c.name, 0) + sum(1 for _, _, x in racing if x == c)
-        print("\n  calls ending after SIGTERM over %d rounds: %s" % (ROUNDS, total))
+        print("\n  calls ending after SIGTERM over %d rounds: %s; stops took %s s" % (ROUNDS, total, stops))
 
 
 if __name__ == "__main__":
