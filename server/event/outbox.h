@@ -20,7 +20,7 @@ typedef enum az_event_scope {
     AZ_EVENT_SCOPE_AGENTS = 3, /* agent status events of a workspace (WatchAgents) */
 } az_event_scope;
 
-/* NOTIFY channel the relay LISTENs on; az_outbox_append notifies it (delivered at commit). */
+/* NOTIFY channel the relay LISTENs on; az_outbox_append notifies it right after the commit. */
 #define AZ_OUTBOX_NOTIFY "agentz_events"
 
 /* Appends ev inside the caller's transaction c (ev->sequence and ev->time are ignored: the
@@ -34,7 +34,9 @@ typedef enum az_event_scope {
  * them (the caller's transaction is then aborted). Append after the transaction's last row
  * lock on other tables (the transitions collect their events and append them at the end): the
  * scope counters are then the last locks taken, always run before task before agents, so
- * appenders cannot deadlock on them. One round trip per event. */
+ * appenders cannot deadlock on them. No round trip of its own: the append rides with the
+ * transaction's next statement or its COMMIT (az_pg_defer), and its errors are theirs; an event
+ * with webhooks takes one round trip (the deliveries need its id). */
 az_err az_outbox_append(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Event *ev,
                         const char *const *webhook_urls, size_t n_webhook_urls, char *msg);
 

@@ -43,7 +43,22 @@ void az_pg_release(az_pgconn *c);
 az_err az_pg_exec(az_pgconn *c, const az_ctx *ctx, const char *sql, int nparams,
                   const char *const *params, PGresult **res, char *msg);
 
-/* BEGIN / COMMIT / ROLLBACK on c. */
+/* Queues a statement of c's open transaction whose result nobody reads (an outbox append,
+ * an attempt row), to be sent in the round trip of the transaction's next statement or its
+ * COMMIT: its failure is that statement's failure (the transaction is lost either way). sql
+ * must be static text; params are copied. Outside a transaction, or when the queue (4) is
+ * full, it runs at once like az_pg_exec. AZ_ERR_NOMEM queues nothing. */
+az_err az_pg_defer(az_pgconn *c, const az_ctx *ctx, const char *sql, int nparams,
+                   const char *const *params, char *msg);
+
+/* Sends sql (static text, no parameters; a pg_notify) right after the COMMIT of c's open
+ * transaction, in the COMMIT's round trip, as a transaction of its own; dropped if the
+ * transaction rolls back. One per transaction (the last call wins). A failure is logged, never
+ * returned: the commit stands. Outside a transaction it runs at once. */
+void az_pg_after_commit(az_pgconn *c, const az_ctx *ctx, const char *sql);
+
+/* BEGIN / COMMIT / ROLLBACK on c. BEGIN is sent with the transaction's first statement, so
+ * it costs no round trip of its own; a transaction in which nothing ran commits for free. */
 az_err az_pg_begin(az_pgconn *c, const az_ctx *ctx, char *msg);
 az_err az_pg_commit(az_pgconn *c, const az_ctx *ctx, char *msg);
 void az_pg_rollback(az_pgconn *c);

@@ -1262,10 +1262,10 @@ az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *w
     char att[16];
     snprintf(att, sizeof att, "%d", (*out)->attempt);
     const char *q[4] = {ctx->workspace_id, id, att, p[2]};
-    if ((err = az_pg_exec(c, ctx,
-                          "INSERT INTO task_attempts (workspace_id, task_id, attempt, status, worker)"
-                          " VALUES ($1, $2, $3, 3, $4)",
-                          4, q, NULL, msg)) != AZ_OK ||
+    if ((err = az_pg_defer(c, ctx,
+                           "INSERT INTO task_attempts (workspace_id, task_id, attempt, status, worker)"
+                           " VALUES ($1, $2, $3, 3, $4)",
+                           4, q, msg)) != AZ_OK ||
         (err = emit_task(c, ctx, *out, S_QUEUED, NULL, msg)) != AZ_OK)
         goto out;
     err = az_pg_commit(c, ctx, msg);
