@@ -426,7 +426,7 @@ class Kubernetes(unittest.TestCase):
             self.assertEqual(len(__import__("base64").b64decode(dev["AGENTZ_MASTER_KEY"])), 32)
             self.assertNotIn("agentz-secrets", by_kind(self.renders["overlays/production"], "Secret"),
                              "production must not render the Secret (an apply would overwrite it)")
-        say("settings: ConfigMap (%d) + Secret (%d) = the %d documented settings%s" % (
+        say("settings: ConfigMap (%d) + Secret (%d) hold the %d documented settings%s, nothing else" % (
             len(cm), len(secret), len(documented),
             "" if helped is None else " and the %d of --help" % len(helped)))
 
@@ -715,8 +715,9 @@ class Healthcheck(unittest.TestCase):
         try:
             grpc = gw = None
             lines = queue.Queue()
-            threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout] + [lines.put("")],
-                             daemon=True).start()
+            reader = threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout] + [lines.put("")],
+                                      daemon=True)
+            reader.start()
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -749,6 +750,8 @@ class Healthcheck(unittest.TestCase):
         finally:
             proc.terminate()
             rc = proc.wait(timeout=60)
+            reader.join(timeout=10)
+            proc.stdout.close()
         self.assertEqual(rc, 0)
         say("healthcheck: the image's agentz-healthcheck says SERVING for a real agentzd (gRPC) and "
             "its gateway (/readyz), and fails for closed ports")
