@@ -53,7 +53,8 @@ METRICS = {
     "agentz_build_info", "process_resident_memory_bytes", "process_open_fds",
     "process_cpu_seconds_total", "process_start_time_seconds",
 }
-# Settings of the metrics contract the manifests set before the docs and --help may list them.
+# Settings of the metrics contract; the standalone gateway's is documented in prose
+# (configuration.md#the-gateway), in no table, so without built binaries only this names it.
 CONTRACT_SETTINGS = {"AGENTZ_METRICS_LISTEN", "AGENTZ_GATEWAY_METRICS_LISTEN"}
 # Settings that hold credentials: in the Secret, never in the ConfigMap.
 SECRET_SETTINGS = {
