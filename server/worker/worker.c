@@ -7,7 +7,6 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,6 +23,7 @@
 #include "engine/http.h"
 #include "event/hub.h"
 #include "queue/queue.h"
+#include "store/redisuv.h"
 #include "task/task.h"
 #include "workflow/run.h"
 
@@ -623,7 +623,7 @@ static redisAsyncContext *redis_open(az_worker *w)
         return NULL;
     }
     ac->data = w;
-    if (redisLibuvAttach(ac, &w->loop) != REDIS_OK) {
+    if (az_redisuv_attach(ac, &w->loop) != REDIS_OK) {
         redisAsyncFree(ac);
         return NULL;
     }

@@ -951,7 +951,8 @@ class Chaos:
         return None
 
     def fault(self, name):
-        """Injects one fault; returns after the driver (as supervisor) restarted what it killed."""
+        """Injects one fault; returns after the driver (as supervisor) restarted what it killed,
+        with the time recovery counts from when that is not the call's start (else None)."""
         ph = self.phase
         if name == "kill -9 worker":
             # while it runs tasks, so that their leases have to expire and be reaped
@@ -963,9 +964,7 @@ class Chaos:
             self.procs["worker1"].kill9()
             self.restart("worker1")
             return t_kill
-        if False:
-            self.restart("worker1")
-        elif name == "kill -9 api":
+        if name == "kill -9 api":
             self.procs["api"].kill9()
             self.restart("api")
         elif name == "kill -9 relay holder":
@@ -1061,8 +1060,6 @@ class Chaos:
         # the resume is what a client does next: it is checked like any watched stream
         with ph.lock:
             ph.watched[("run", run.id)] = seqs
-        with self.wq_lock:
-            pass
         after = max(seqs) if seqs else 0
         try:
             for ev in self.api.stream("agentz.v1.WorkflowService", "WatchRun",
