@@ -55,6 +55,23 @@ static az_err check_pg(void *arg, char *msg) { return az_pg_ping(arg, msg); }
 static az_err check_redis(void *arg, char *msg) { return az_redis_ping(arg, msg); }
 static void health_down(void *arg) { az_health_shutdown(arg); }
 
+/* The worker's queue connections, for health: the worker is created after health starts and
+ * freed while its checker thread may still run, so the check reads it under a lock. */
+typedef struct worker_probe {
+    pthread_mutex_t mu;
+    az_worker *w;
+} worker_probe;
+#define WORKER_QUEUE_GRACE_MS 1000 /* a reconnect that quick is not worth a NOT_SERVING */
+
+static az_err check_worker_queue(void *arg, char *msg)
+{
+    worker_probe *wp = arg;
+    pthread_mutex_lock(&wp->mu);
+    az_err err = wp->w ? az_worker_check_queue(wp->w, WORKER_QUEUE_GRACE_MS, msg) : AZ_OK;
+    pthread_mutex_unlock(&wp->mu);
+    return err;
+}
+
 /* The reconciler reports the agent of every task it reaped: its dead worker never did. */
 static az_err agent_ended_hook(void *pg, const az_ctx *ctx, const char *agent_id, int failed,
                                char *msg)
@@ -219,6 +236,7 @@ static int run(const az_config *cfg)
     az_tools *tools = NULL;
     az_llm_prices *prices = NULL; /* AGENTZ_LLM_PRICES_FILE / AGENTZ_LLM_PRICES over the defaults */
     az_worker *worker = NULL;
+    worker_probe wprobe = {.mu = PTHREAD_MUTEX_INITIALIZER, .w = NULL};
     az_gateway *gateway = NULL; /* role gateway: HTTP in front of the gRPC services */
     az_prom_server *prom = NULL; /* GET /metrics (AGENTZ_METRICS_LISTEN) */
     int prom_collecting = 0;
@@ -365,7 +383,9 @@ static int run(const az_config *cfg)
     static const char *const services[] = {"agentz.v1.AgentService", "agentz.v1.TaskService",
                                            "agentz.v1.WorkflowService", "agentz.v1.SystemService"};
     if (az_health_add_check(health, "postgresql", check_pg, pg, msg) != AZ_OK ||
-        az_health_add_check(health, "redis", check_redis, redis, msg) != AZ_OK) {
+        az_health_add_check(health, "redis", check_redis, redis, msg) != AZ_OK ||
+        (role_worker &&
+         az_health_add_check(health, "worker queue", check_worker_queue, &wprobe, msg) != AZ_OK)) {
         az_error("cannot set up health checks: %s", msg);
         goto out;
     }
@@ -493,6 +513,9 @@ static int run(const az_config *cfg)
             az_error("cannot start the worker: %s", msg);
             goto out;
         }
+        pthread_mutex_lock(&wprobe.mu);
+        wprobe.w = worker;
+        pthread_mutex_unlock(&wprobe.mu);
     }
     /* Every process runs a relay (one publishes at a time): events go out while any runs. */
     if (az_relay_new(db_url, cfg->db_role, redis_url, &relay, msg) != AZ_OK) {
@@ -598,6 +621,9 @@ out:
     free(gateway_sock);
     free(web_dir);
     /* Stops it (grace 0) if still running: before the pool, Redis and tools it borrows. */
+    pthread_mutex_lock(&wprobe.mu);
+    wprobe.w = NULL;
+    pthread_mutex_unlock(&wprobe.mu);
     az_worker_free(worker);
     az_tools_free(tools);
     az_llm_prices_free(prices);

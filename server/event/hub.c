@@ -200,6 +200,14 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     }
     int sub = strcasecmp(kind->str, "subscribe") == 0;
     if (!sub && strcasecmp(kind->str, "unsubscribe") != 0) return;
+    if (sub && chan->len == strlen(h->anchor) && memcmp(chan->str, h->anchor, chan->len) == 0) {
+        /* Up only now: a server can accept the connect and still refuse the client
+         * (maxclients, AUTH), and that must keep backing off rather than retry every 100 ms. */
+        if (h->lost_logged) az_info("event hub reconnected to redis; resubscribing");
+        h->lost_logged = 0;
+        h->backoff_ms = 0;
+        return;
+    }
     pthread_mutex_lock(&h->mu);
     channel *c = find_locked(h, chan->str, chan->len);
     if (c && sub) {
@@ -278,9 +286,6 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     /* TCP only: on a unix socket it fails and poisons the context. */
     if (!h->url.path[0]) redisEnableKeepAlive((redisContext *)&ac->c);
-    if (h->lost_logged) az_info("event hub reconnected to redis; resubscribing");
-    h->lost_logged = 0;
-    h->backoff_ms = 0;
     /* The anchor keeps at least one subscription, so hiredis never leaves subscribe mode while
      * SUBSCRIBE replies are still on their way (it would abort on them). */
     redisAsyncCommand(h->ac, on_reply, NULL, "SUBSCRIBE %s", h->anchor);

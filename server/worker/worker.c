@@ -99,6 +99,8 @@ struct az_worker {
     /* Redis: a connection for the blocking reads, one for commands (XACK, PUBLISH) */
     redisAsyncContext *rd_read, *rd_cmd;
     int read_pending, group_ok, redis_down_logged;
+    int read_up, cmd_up; /* the connect callback said REDIS_OK and no disconnect since */
+    _Atomic int64_t queue_down_since; /* mono ms since the queue is unreadable; 0 = readable */
     int redis_backoff_ms;
     uv_timer_t redis_timer; /* reconnect */
     uv_timer_t read_timer;  /* retry a failed read */
@@ -568,6 +570,16 @@ static void on_redis_timer(uv_timer_t *t)
     redis_connect(t->data);
 }
 
+/* Health reads queue_down_since from another thread (az_worker_check_queue). The queue is
+ * readable when the command connection is up and, while taking tasks, the read connection. */
+static void queue_state(az_worker *w)
+{
+    int up = w->cmd_up && (w->read_up || w->state != W_RUNNING);
+    int64_t since = atomic_load(&w->queue_down_since);
+    if (up && since) atomic_store(&w->queue_down_since, 0);
+    if (!up && !since) atomic_store(&w->queue_down_since, mono_ms() > 0 ? mono_ms() : 1);
+}
+
 static void redis_lost(az_worker *w, const char *why)
 {
     if (w->state == W_CLOSING) return;
@@ -588,28 +600,47 @@ static void on_redis_disconnect(const redisAsyncContext *ac, int status)
     (void)status;
     az_worker *w = ac->data;
     if (!w) return;
-    if (ac == w->rd_read) w->rd_read = NULL;
-    else if (ac == w->rd_cmd) w->rd_cmd = NULL;
+    if (ac == w->rd_read) w->rd_read = NULL, w->read_up = 0;
+    else if (ac == w->rd_cmd) w->rd_cmd = NULL, w->cmd_up = 0;
     else return; /* closed on purpose (redis_close cleared its slot first) */
+    queue_state(w);
     redis_lost(w, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
 static void on_redis_connect(const redisAsyncContext *ac, int status)
 {
     az_worker *w = ac->data;
-    if (!w) return;
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback. */
-        if (ac == w->rd_read) w->rd_read = NULL;
-        if (ac == w->rd_cmd) w->rd_cmd = NULL;
-        redis_lost(w, ac->errstr);
+    if (!w || status == REDIS_OK) return; /* up once its PING is answered (on_redis_ready) */
+    /* hiredis frees the context after this callback. */
+    if (ac == w->rd_read) w->rd_read = NULL, w->read_up = 0;
+    if (ac == w->rd_cmd) w->rd_cmd = NULL, w->cmd_up = 0;
+    queue_state(w);
+    redis_lost(w, ac->errstr);
+}
+
+/* The answer to the PING queued behind AUTH/SELECT. A connect can succeed and the server still
+ * refuse the client (maxclients, a failed AUTH): only an answered PING makes the connection up,
+ * resets the backoff and logs the reconnect, so such a server is retried with growing backoff
+ * instead of every 100 ms, and health does not see a queue it cannot read. */
+static void on_redis_ready(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)privdata;
+    az_worker *w = ac->data;
+    redisReply *r = reply;
+    if (!w || !r) return; /* the context is going away: its disconnect callback says why */
+    if (r->type == REDIS_REPLY_ERROR) {
+        redis_lost(w, r->str);
+        redisAsyncDisconnect(ac); /* on_redis_disconnect clears the slot */
         return;
     }
-    if (w->rd_read && w->rd_cmd && w->redis_down_logged) {
-        az_info("worker reconnected to redis");
+    if (ac == w->rd_read) w->read_up = 1;
+    if (ac == w->rd_cmd) w->cmd_up = 1;
+    queue_state(w);
+    if (w->cmd_up && (w->read_up || w->state != W_RUNNING)) {
+        if (w->redis_down_logged) az_info("worker reconnected to redis");
         w->redis_down_logged = 0;
+        w->redis_backoff_ms = 0;
     }
-    w->redis_backoff_ms = 0;
 }
 
 static redisAsyncContext *redis_open(az_worker *w)
@@ -637,6 +668,7 @@ static redisAsyncContext *redis_open(az_worker *w)
             redisAsyncCommand(ac, NULL, NULL, "AUTH %s", w->rurl.password);
     }
     if (w->rurl.db) redisAsyncCommand(ac, NULL, NULL, "SELECT %d", w->rurl.db);
+    redisAsyncCommand(ac, on_redis_ready, NULL, "PING");
     return ac;
 }
 
@@ -656,9 +688,11 @@ static void redis_close(az_worker *w, redisAsyncContext **slot)
     redisAsyncContext *ac = *slot;
     if (!ac) return;
     *slot = NULL;
+    if (slot == &w->rd_read) w->read_up = 0;
+    if (slot == &w->rd_cmd) w->cmd_up = 0;
+    queue_state(w);
     /* Pending callbacks run with NULL replies; on_redis_disconnect sees the slot cleared. */
     redisAsyncFree(ac);
-    (void)w;
 }
 
 /* ---------------------------------------------------------------- the in-flight check (libpq) */
@@ -887,6 +921,7 @@ static void on_grace_timer(uv_timer_t *t)
     az_worker *w = t->data;
     if (w->state != W_DRAINING) return;
     w->state = W_HANDBACK;
+    queue_state(w);
     if (w->n_flights) az_info("handing %d running tasks back to the queue", w->n_flights);
     for (flight *f = w->flights; f; f = f->next) abort_flight(f, AZ_EXEC_ABORT_HANDBACK);
     maybe_finish(w);
@@ -897,6 +932,7 @@ static void on_stop(uv_async_t *a)
     az_worker *w = a->data;
     if (w->state != W_RUNNING) return;
     w->state = W_DRAINING;
+    queue_state(w);
     /* Stop taking tasks: the pending read ends with a NULL reply. */
     redis_close(w, &w->rd_read);
     uv_timer_stop(&w->read_timer);
@@ -984,6 +1020,17 @@ const char *az_worker_id(const az_worker *w)
     return w->id;
 }
 
+az_err az_worker_check_queue(const az_worker *w, int grace_ms, char *msg)
+{
+    az_worker *m = (az_worker *)w; /* an atomic read */
+    int64_t since = atomic_load(&m->queue_down_since);
+    int64_t down = since ? mono_ms() - since : 0;
+    if (!since || down <= grace_ms) return AZ_OK;
+    return az_fail(msg, AZ_ERR_UNAVAILABLE,
+                   "worker %s cannot read the task queue: no redis connection for %lld ms", w->id,
+                   (long long)down);
+}
+
 void az_worker_get_stats(const az_worker *w, az_worker_stats *out)
 {
     az_worker *m = (az_worker *)w; /* atomics are read-only here */
@@ -1033,6 +1080,7 @@ az_err az_worker_start(az_worker *w, char *msg)
         pthread_mutex_unlock(&w->mu);
         return err;
     }
+    atomic_store(&w->queue_down_since, mono_ms()); /* until both connections are up */
     if (uv_loop_init(&w->loop) != 0) {
         PQfinish(c);
         pthread_mutex_unlock(&w->mu);

@@ -61,6 +61,13 @@ az_err az_worker_start(az_worker *w, char *msg);
 /* The consumer name (owned by w). */
 const char *az_worker_id(const az_worker *w);
 
+/* For health checks, from any thread: AZ_OK while the worker can read the task queue, or has
+ * not been unable to for more than grace_ms (a reconnect in progress); else AZ_ERR_UNAVAILABLE
+ * with msg naming the worker and for how long (its Redis connections are down or reconnecting
+ * with backoff). Not before az_worker_start: from the start until both connections are up it
+ * counts as unable. Changes nothing. */
+az_err az_worker_check_queue(const az_worker *w, int grace_ms, char *msg);
+
 /* A snapshot of the counters. */
 void az_worker_get_stats(const az_worker *w, az_worker_stats *out);
 
