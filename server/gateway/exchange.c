@@ -858,7 +858,12 @@ static int64_t parse_timeout(const char *s)
         double ms;
     } units[] = {{"", 1000}, {"s", 1000}, {"ms", 1}, {"m", 60000}, {"h", 3600000}};
     for (size_t i = 0; i < sizeof units / sizeof *units; i++)
-        if (strcmp(end, units[i].unit) == 0) return v * units[i].ms > 9e15 ? -1 : (int64_t)(v * units[i].ms);
+        if (strcmp(end, units[i].unit) == 0) {
+            double ms = v * units[i].ms;
+            if (ms > 9e15) return -1;
+            int64_t whole = (int64_t)ms;
+            return whole + (ms > (double)whole); /* 0.5ms is 1 ms, not an expired 0 */
+        }
     return -1;
 }
 
@@ -882,8 +887,11 @@ static int64_t parse_grpc_timeout(const char *s, size_t n)
     return -1;
 }
 
+#define TIMEOUT_EXPIRED (-2)
+
 /* The upstream deadline: X-Request-Timeout (grpc-timeout for grpc-web), capped; else the
- * default for unary calls and none for streams. -1 = a malformed header. */
+ * default for unary calls and none for streams. -1 = a malformed header, TIMEOUT_EXPIRED = a
+ * timeout of zero ("0s", "0m"): the deadline has passed before the call could start. */
 static int64_t call_timeout(const az_xch *x, int streaming)
 {
     const az_xch_env *env = x->env;
@@ -906,7 +914,7 @@ static int64_t call_timeout(const az_xch *x, int streaming)
         ms = env->call_timeout_ms;
     }
     if (ms > env->max_call_timeout_ms) ms = env->max_call_timeout_ms;
-    if (given && ms == 0) ms = 1; /* "0s" is an expired deadline, not none */
+    if (given && ms == 0) return TIMEOUT_EXPIRED; /* "0s" is an expired deadline, not none */
     return ms;
 }
 
@@ -920,6 +928,11 @@ static void start_call(az_xch *x, const char *method, int streaming, const uint8
 {
     az_xch_env *env = x->env;
     int64_t timeout = call_timeout(x, streaming);
+    if (timeout == TIMEOUT_EXPIRED) {
+        /* As gRPC does with an expired deadline: DEADLINE_EXCEEDED, the call never starts. */
+        az_xch_fail(x, 0, 4, "deadline exceeded: a timeout of 0 expired before the call started");
+        return;
+    }
     if (timeout < 0) {
         az_xch_fail(x, 0, 3, "header %s: not a valid timeout",
                     x->hv[AZ_H_TIMEOUT] ? "X-Request-Timeout (a duration like 5s, 250ms or 2m)"

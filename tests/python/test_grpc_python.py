@@ -804,9 +804,16 @@ class T06Metadata(AgentsBase):
 
 class T07Deadline(AgentsBase):
     def test_tiny_deadline(self):
-        with self.assertRaises(grpc.RpcError) as cm:
-            self.call("ListAgents", page_size=1000, timeout=0.001)
-        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        # A deadline the server may meet (ListAgents can answer within 1 ms): each answer is the
+        # list or DEADLINE_EXCEEDED, and the shortest ones cannot be met.
+        exceeded = 0
+        for timeout in (0.001, 0.0005, 0.0002, 0.0001, 0.00005):
+            try:
+                self.call("ListAgents", page_size=1000, timeout=timeout)
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED, e)
+                exceeded += 1
+        self.assertGreater(exceeded, 0, "a 50 µs deadline was met")
         # A 1 ms deadline may or may not be met by a create on a fast machine; either way the
         # answer is a created agent or DEADLINE_EXCEEDED, nothing else.
         for _ in range(3):
