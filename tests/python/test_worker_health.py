@@ -12,21 +12,20 @@ SERVING while it took no task (docs/reliability.md, finding 2).
 """
 
 import os
-import queue
 import re
-import signal
 import socket
-import subprocess
-import threading
+import sys
 import time
 import unittest
 
 import grpc
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import azproc  # noqa: E402  (the sibling module, however this file is run)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGENTZD = os.environ.get("AGENTZD") or os.path.join(REPO, "build", "bin", "agentzd")
 TEST_DIR = os.environ.get("AGENTZ_TEST_DIR") or os.path.join(REPO, "build")
-READY_RE = re.compile(r"AGENTZ is running: gRPC at (\S+)")
 SERVING, NOT_SERVING = 1, 2
 
 
@@ -98,28 +97,13 @@ class T01WorkerQueueHealth(unittest.TestCase):
         drop = ("AGENTZ_DATABASE_URL", "AGENTZ_REDIS_URL")
         env = {k: v for k, v in os.environ.items() if k not in drop}
         env["AGENTZ_RATE_LIMIT"] = "0"
-        log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [AGENTZD, "--data-dir", self.data, "--listen", "127.0.0.1:0", "--roles", "api,worker",
-             "--health-interval", "200ms", "--metrics-listen", ""],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
-        log.close()
-        lines = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(l) for l in iter(self.proc.stdout.readline, "")]
-                         + [lines.put(None)], daemon=True).start()
-        address, deadline = None, time.monotonic() + 90
-        while address is None:
-            try:
-                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.proc.kill()
-                self.proc.wait()
-                self.fail("agentzd did not become ready; log tail:\n" + self.log_tail())
-            m = READY_RE.search(line)
-            if m:
-                address = m.group(1)
+        try:
+            self.proc, address = azproc.start(
+                [AGENTZD, "--data-dir", self.data, "--listen", "127.0.0.1:0", "--roles",
+                 "api,worker", "--health-interval", "200ms", "--metrics-listen", ""],
+                env, self.log_path)
+        except RuntimeError as e:
+            self.fail("%s; log tail:\n%s" % (e, self.log_tail()))
         self.channel = grpc.insecure_channel(address)
         sockdir = os.path.join(self.data, "run")
         try:
@@ -136,14 +120,8 @@ class T01WorkerQueueHealth(unittest.TestCase):
             pass
         self.redis.close()
         self.channel.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            self.fail("agentzd did not stop within 30 s of SIGTERM")
-        self.proc.stdout.close()
+        rc = azproc.stop(self.proc)
+        self.assertIsNotNone(rc, "agentzd did not stop within 30 s of SIGTERM")
         self.assertEqual(rc, 0, "agentzd exited %d after SIGTERM; log tail:\n%s" % (rc, self.log_tail()))
 
     def log_tail(self, n=40):
