@@ -12,11 +12,11 @@ import time
 READY_RE = re.compile(r"AGENTZ is running: gRPC at (\S+)")
 
 
-def start(argv, env, log_path, ready_s=90):
-    """Runs argv (agentzd first) with env, stderr to log_path; returns (process, address) once
+def start(argv, env, log_path, append=False, ready_s=90):
+    """Runs argv (agentzd first) with env, stderr to log_path (appended to with append); returns (process, address) once
     it prints its ready line. Raises RuntimeError (after killing it) if it exits or stays silent
     for ready_s seconds."""
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if append else "w") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                 env=env, text=True)
     lines = queue.Queue()

@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +31,9 @@ import uuid
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import azproc  # noqa: E402  (the sibling module, however this file is run)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGENTZD = os.environ.get("AGENTZD") or os.path.join(REPO, "build", "bin", "agentzd")
@@ -205,33 +209,10 @@ def setUpModule():
     env = {k: v for k, v in os.environ.items() if k not in drop}
     for k in ("AGENTZ_RATE_LIMIT", "AGENTZ_RATE_LIMIT_WORKSPACE", "AGENTZ_RATE_LIMIT_EXPENSIVE"):
         env.setdefault(k, "0")
-    log = open(LOG_PATH, "w")
-    SERVER = subprocess.Popen([AGENTZD, "--data-dir", DATA_DIR, "--listen", "127.0.0.1:0"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                              env=env, text=True)
-    log.close()
-    lines = queue.Queue()
-
-    def pump():
-        for line in iter(SERVER.stdout.readline, ""):
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    address = None
-    deadline = time.monotonic() + 90
-    while address is None:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            line = None
-        if line is None:
-            SERVER.kill()
-            SERVER.wait()
-            raise RuntimeError("agentzd did not become ready; log tail:\n" + log_tail())
-        m = READY_RE.search(line)
-        if m:
-            address = m.group(1)
+    try:
+        SERVER, address = azproc.start([AGENTZD, "--data-dir", DATA_DIR, "--listen", "127.0.0.1:0"], env, LOG_PATH)
+    except RuntimeError as e:
+        raise RuntimeError("%s; %s" % (e, log_tail()))
     CHANNEL = grpc.insecure_channel(address)
     grpc.channel_ready_future(CHANNEL).result(timeout=10)
     try:

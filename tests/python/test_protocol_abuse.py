@@ -19,11 +19,15 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 import unittest
 
 import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import azproc  # noqa: E402  (the sibling module, however this file is run)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGENTZD = os.environ.get("AGENTZD") or os.path.join(REPO, "build", "bin", "agentzd")
@@ -158,32 +162,10 @@ def start_server():
     env["AGENTZ_MAX_MESSAGE_BYTES"] = str(MAX_MESSAGE)
     for k in ("AGENTZ_RATE_LIMIT", "AGENTZ_RATE_LIMIT_WORKSPACE", "AGENTZ_RATE_LIMIT_EXPENSIVE"):
         env.setdefault(k, "0")
-    log = open(LOG_PATH, "w")
-    SERVER = subprocess.Popen([AGENTZD, "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--roles", "api"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env,
-                              text=True)
-    log.close()
-    lines = queue.Queue()
-
-    def pump():
-        for line in iter(SERVER.stdout.readline, ""):
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + 90
-    while ADDRESS is None:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            line = None
-        if line is None:
-            SERVER.kill()
-            SERVER.wait()
-            raise RuntimeError("agentzd did not become ready; see " + LOG_PATH)
-        m = READY_RE.search(line)
-        if m:
-            ADDRESS = m.group(1)
+    try:
+        SERVER, ADDRESS = azproc.start([AGENTZD, "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--roles", "api"], env, LOG_PATH)
+    except RuntimeError as e:
+        raise RuntimeError("%s; %s" % (e, "see " + LOG_PATH))
     with open(os.path.join(data_dir, "admin.key")) as f:
         METADATA = (("authorization", "Bearer " + f.read().strip()),)
 

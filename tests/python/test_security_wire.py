@@ -25,6 +25,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,6 +36,9 @@ import grpc
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import azproc  # noqa: E402  (the sibling module, however this file is run)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGENTZD = os.environ.get("AGENTZD") or os.path.join(REPO, "build", "bin", "agentzd")
@@ -185,32 +189,10 @@ def start(extra_env):
     env.update({"AGENTZ_RATE_LIMIT": "0", "AGENTZ_RATE_LIMIT_WORKSPACE": "0", "AGENTZ_RATE_LIMIT_EXPENSIVE": "0",
                 "AGENTZ_STREAM_HEARTBEAT": "1s", "AGENTZ_RECONCILE_INTERVAL_MS": "300"})
     env.update(extra_env)
-    log = open(LOG_PATH, "a")
-    SERVER = subprocess.Popen([AGENTZD, "--data-dir", DATA_DIR, "--listen", "127.0.0.1:0"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
-    log.close()
-    lines = queue.Queue()
-
-    def pump(p=SERVER):
-        for line in iter(p.stdout.readline, ""):
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            line = None
-        if line is None:
-            SERVER.kill()
-            SERVER.wait()
-            raise RuntimeError("agentzd did not become ready; see " + LOG_PATH)
-        m = READY_RE.search(line)
-        if m:
-            ADDRESS = m.group(1)
-            break
+    try:
+        SERVER, ADDRESS = azproc.start([AGENTZD, "--data-dir", DATA_DIR, "--listen", "127.0.0.1:0"], env, LOG_PATH, append=True)
+    except RuntimeError as e:
+        raise RuntimeError("%s; %s" % (e, "see " + LOG_PATH))
     CHANNEL = grpc.insecure_channel(ADDRESS)
     with open(os.path.join(DATA_DIR, "admin.key")) as f:
         ADMIN = (("authorization", "Bearer " + f.read().strip()),)

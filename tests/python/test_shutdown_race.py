@@ -17,11 +17,15 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import unittest
 
 import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import azproc  # noqa: E402  (the sibling module, however this file is run)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGENTZD = os.environ.get("AGENTZD") or os.path.join(REPO, "build", "bin", "agentzd")
@@ -40,32 +44,10 @@ def start(data_dir, log_path):
            if k not in ("AGENTZ_DATABASE_URL", "AGENTZ_REDIS_URL", "AGENTZ_SHUTDOWN_GRACE")}
     for k in ("AGENTZ_RATE_LIMIT", "AGENTZ_RATE_LIMIT_WORKSPACE", "AGENTZ_RATE_LIMIT_EXPENSIVE"):
         env[k] = "0"  # the hammering must not be refused for its rate
-    log = open(log_path, "a")
-    proc = subprocess.Popen([AGENTZD, "--data-dir", data_dir, "--listen", "127.0.0.1:0"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env,
-                            text=True)
-    log.close()
-    lines = queue.Queue()
-
-    def pump():
-        for line in iter(proc.stdout.readline, ""):
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            line = None
-        if line is None:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError("agentzd did not become ready; see " + log_path)
-        m = READY_RE.search(line)
-        if m:
-            return proc, m.group(1)
+    try:
+        return azproc.start([AGENTZD, "--data-dir", data_dir, "--listen", "127.0.0.1:0"], env, log_path, append=True)
+    except RuntimeError as e:
+        raise RuntimeError("%s; %s" % (e, "see " + log_path))
 
 
 class T01ShutdownRace(unittest.TestCase):
