@@ -311,7 +311,8 @@ class T02Http2Abuse(Base):
         self.assert_still_serving()
 
     def test_oversized_headers(self):
-        """A 256 KiB header block spread over CONTINUATION frames: refused, not buffered."""
+        """A 256 KiB header block spread over CONTINUATION frames: refused (answered, reset or
+        the connection closed) or dropped while the connection goes on serving; not buffered."""
         c = H2()
         try:
             block = grpc_headers("/grpc.health.v1.Health/Check", [("x-big", "a" * (256 * 1024))])
@@ -322,8 +323,14 @@ class T02Http2Abuse(Base):
                 if not c.send(frame(CONTINUATION, 0 if rest else END_HEADERS, 1, part)):
                     break
             got = c.outcome(1)
-            self.assertIsNotNone(got, "no answer to oversized headers")
             self.assertNotEqual(got, "grpc-status 0", got)
+            if got is None:
+                # gRPC core 1.51 sometimes drops such a stream without a word (about one try in
+                # three; docs/reliability.md, finding 5): then the connection must still serve.
+                c.send(frame(HEADERS, END_HEADERS, 3, grpc_headers("/grpc.health.v1.Health/Check")))
+                c.send(frame(DATA, END_STREAM, 3, grpc_msg(b"")))
+                self.assertIn(c.outcome(3), ("grpc-status 0", "closed", "goaway"),
+                              "no answer to oversized headers, and the connection serves no more")
         finally:
             c.close()
         self.assert_still_serving()
