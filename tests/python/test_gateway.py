@@ -930,9 +930,15 @@ class T01Rest(unittest.TestCase):
         self.assertEqual(ok("DELETE", "/v1/secrets/" + name), {})
         self.assertNotIn(name, [s["name"] for s in ok("GET", "/v1/secrets").get("secrets", [])])
 
-        entries = ok("GET", "/v1/auditLog?pageSize=200&method=/agentz.v1.SystemService/CreateSecret")
-        entries = entries["entries"]
-        mine = [e for e in entries if e.get("requestId") == rid]
+        # The audit writer batches its rows: the entry lands shortly after the call.
+        deadline = time.monotonic() + 15
+        while True:
+            entries = ok("GET", "/v1/auditLog?pageSize=200&method=/agentz.v1.SystemService/CreateSecret")
+            entries = entries.get("entries", [])
+            mine = [e for e in entries if e.get("requestId") == rid]
+            if mine or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         self.assertEqual([e["outcome"] for e in mine], ["OK"], entries[:3])
         self.assertNotIn(value, json.dumps(entries))
 
