@@ -99,7 +99,7 @@ struct az_worker {
     /* Redis: a connection for the blocking reads, one for commands (XACK, PUBLISH) */
     redisAsyncContext *rd_read, *rd_cmd;
     int read_pending, group_ok, redis_down_logged;
-    int read_up, cmd_up; /* the connect callback said REDIS_OK and no disconnect since */
+    int read_up, cmd_up; /* its PING was answered and no disconnect since */
     _Atomic int64_t queue_down_since; /* mono ms since the queue is unreadable; 0 = readable */
     int redis_backoff_ms;
     uv_timer_t redis_timer; /* reconnect */
@@ -570,14 +570,22 @@ static void on_redis_timer(uv_timer_t *t)
     redis_connect(t->data);
 }
 
-/* Health reads queue_down_since from another thread (az_worker_check_queue). The queue is
- * readable when the command connection is up and, while taking tasks, the read connection. */
+/* The queue is readable when the command connection is up and, while taking tasks, the read
+ * connection. */
+static int queue_up(const az_worker *w)
+{
+    return w->cmd_up && (w->read_up || w->state != W_RUNNING);
+}
+
+/* Health reads queue_down_since from another thread (az_worker_check_queue). */
 static void queue_state(az_worker *w)
 {
-    int up = w->cmd_up && (w->read_up || w->state != W_RUNNING);
     int64_t since = atomic_load(&w->queue_down_since);
-    if (up && since) atomic_store(&w->queue_down_since, 0);
-    if (!up && !since) atomic_store(&w->queue_down_since, mono_ms() > 0 ? mono_ms() : 1);
+    if (queue_up(w) && since) atomic_store(&w->queue_down_since, 0);
+    if (!queue_up(w) && !since) {
+        int64_t now = mono_ms();
+        atomic_store(&w->queue_down_since, now > 0 ? now : 1);
+    }
 }
 
 static void redis_lost(az_worker *w, const char *why)
@@ -636,7 +644,7 @@ static void on_redis_ready(redisAsyncContext *ac, void *reply, void *privdata)
     if (ac == w->rd_read) w->read_up = 1;
     if (ac == w->rd_cmd) w->cmd_up = 1;
     queue_state(w);
-    if (w->cmd_up && (w->read_up || w->state != W_RUNNING)) {
+    if (queue_up(w)) {
         if (w->redis_down_logged) az_info("worker reconnected to redis");
         w->redis_down_logged = 0;
         w->redis_backoff_ms = 0;
