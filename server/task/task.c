@@ -452,7 +452,7 @@ static az_err cancel_downstream(az_pgconn *c, const az_ctx *ctx, const char *roo
         " UPDATE tasks t SET status = 7, error_type = $3, error_message = $4,"
         " error_retryable = false, cause_id = $2::uuid, end_time = clock_timestamp(),"
         " revision = revision + 1"
-        " FROM down WHERE t.workspace_id = $1 AND t.id = down.id AND t.status = 1"
+        " FROM down WHERE t.workspace_id = $1 AND t.id = down.id AND t.status::integer = 1"
         " RETURNING " EVCOLS,
         4, p, &r, msg);
     free(text);
@@ -879,7 +879,7 @@ static const char cancel_sql[] =
     " error_retryable = false, cause_id = NULL, end_time = clock_timestamp(),"
     " next_attempt_time = NULL, revision = revision + 1"
     " FROM (SELECT id, status FROM tasks WHERE workspace_id = $1 AND id = $2 FOR UPDATE) o"
-    " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status IN (1, 2, 3, 4)"
+    " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status::integer IN (1, 2, 3, 4)"
     " RETURNING " COLS ", o.status";
 #define C_OLD_STATUS (C_SERIES + 1)
 
@@ -970,7 +970,7 @@ az_err az_task_retry(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *a,
                           " queued_at = CASE WHEN $3::smallint = 2 THEN clock_timestamp() END,"
                           " published_at = CASE WHEN $3::smallint = 2 THEN clock_timestamp() END,"
                           " revision = revision + 1"
-                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status IN (6, 7)"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status::integer IN (6, 7)"
                           " RETURNING " COLS,
                           3, p, &r, msg)) != AZ_OK)
         goto out;
@@ -1011,7 +1011,7 @@ az_err az_task_cancel_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, c
                             " revision = revision + 1"
                             " FROM (SELECT id, status FROM tasks WHERE workspace_id = $1"
                             "  AND run_id = $2 AND status IN (1, 2, 3, 4) ORDER BY id FOR UPDATE) o"
-                            " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status IN (1, 2, 3, 4)"
+                            " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status::integer IN (1, 2, 3, 4)"
                             " RETURNING " EVCOLS ", o.status",
                             3, p, &r, msg);
     if (err != AZ_OK) return err;
@@ -1041,7 +1041,7 @@ az_err az_task_resume_run(az_pgconn *c, const az_ctx *ctx, const char *run_id, i
                             " progress = 0, retry_base = attempt, revision = revision + 1"
                             " FROM (SELECT id, status FROM tasks WHERE workspace_id = $1"
                             "  AND run_id = $2 AND status IN (6, 7) ORDER BY id FOR UPDATE) o"
-                            " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status IN (6, 7)"
+                            " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status::integer IN (6, 7)"
                             " RETURNING " EVCOLS ", o.status",
                             2, p, &back, msg);
     if (err != AZ_OK) return err;
@@ -1250,7 +1250,7 @@ az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *w
                           " progress = 0, next_attempt_time = NULL, revision = revision + 1,"
                           " lease_owner = $3, lease_expires_at = clock_timestamp()"
                           "  + make_interval(secs => $4::bigint / 1000.0)"
-                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 2"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status::integer = 2"
                           " RETURNING " COLS,
                           4, p, &r, msg)) != AZ_OK)
         goto out;
@@ -1319,7 +1319,7 @@ az_err az_task_complete(az_pg *pg, const az_ctx *ctx, const char *id, int attemp
                           " prompt_tokens = prompt_tokens + $6, completion_tokens = completion_tokens + $7,"
                           " total_tokens = total_tokens + $8, cost_usd = cost_usd + $9,"
                           " progress = 1, end_time = clock_timestamp(), revision = revision + 1"
-                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status::integer = 3"
                           " AND t.attempt = $3::integer RETURNING " EVCOLS,
                           9, p, &r, msg)) != AZ_OK)
         goto out;
@@ -1443,7 +1443,7 @@ static az_err fail_attempt(az_pg *pg, const az_ctx *ctx, const char *id, int att
                           " prompt_tokens = prompt_tokens + $9, completion_tokens = completion_tokens + $10,"
                           " total_tokens = total_tokens + $11, cost_usd = cost_usd + $12,"
                           " lease_owner = NULL, lease_expires_at = NULL, revision = revision + 1"
-                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status::integer = 3"
                           " AND t.attempt = $3::integer"
                           " AND (NOT $13::boolean OR t.lease_expires_at < clock_timestamp())"
                           " RETURNING " EVCOLS,
@@ -1633,7 +1633,7 @@ az_err az_task_release(az_pg *pg, const az_ctx *ctx, const char *id, int attempt
                           "UPDATE tasks t SET status = 2, retry_base = retry_base + 1, progress = 0,"
                           " queued_at = clock_timestamp(), published_at = clock_timestamp(),"
                           " lease_owner = NULL, lease_expires_at = NULL, revision = revision + 1"
-                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
+                          " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status::integer = 3"
                           " AND t.attempt = $3::integer RETURNING " EVCOLS,
                           3, p, &r, msg)) != AZ_OK)
         goto out;
@@ -1674,7 +1674,7 @@ az_err az_task_set_progress(az_pg *pg, const az_ctx *ctx, const char *id, int at
     /* Stale attempts match nothing: best effort by design. */
     err = az_pg_exec(c, ctx,
                      "UPDATE tasks t SET progress = $4::double precision, revision = revision + 1"
-                     " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status = 3"
+                     " WHERE t.workspace_id = $1 AND t.id = $2 AND t.status::integer = 3"
                      " AND t.attempt = $3::integer AND t.progress <> $4::double precision",
                      4, p, NULL, msg);
     az_pg_release(c);
@@ -1687,7 +1687,7 @@ const char *az_task_sql_not_running(void)
      * tasks_lease_owner (0006) serves the lookup. */
     return "SELECT q.id::text, q.attempt FROM unnest($1::uuid[], $2::integer[]) AS q(id, attempt)"
            " WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.lease_owner = $3 AND t.id = q.id"
-           " AND t.status = 3 AND t.attempt = q.attempt)";
+           " AND t.status::integer = 3 AND t.attempt = q.attempt)";
 }
 
 az_err az_task_wake(az_pg *pg, const az_ctx *ctx, int limit, az_arena *a, az_task_ready *ready,
@@ -1710,7 +1710,7 @@ az_err az_task_wake(az_pg *pg, const az_ctx *ctx, int limit, az_arena *a, az_tas
                           " WHERE t.workspace_id = $1 AND t.id IN (SELECT id FROM tasks"
                           "  WHERE workspace_id = $1 AND status = 4 AND next_attempt_time <= clock_timestamp()"
                           "  ORDER BY next_attempt_time LIMIT $2::integer FOR UPDATE SKIP LOCKED)"
-                          " AND t.status = 4 RETURNING " EVCOLS,
+                          " AND t.status::integer = 4 RETURNING " EVCOLS,
                           2, p, &r, msg)) == AZ_OK &&
         (err = ready_add_rows(ready, a, r, msg)) == AZ_OK &&
         (err = emit_rows(c, ctx, r, 0, -1, S_BACKOFF, S_QUEUED, msg)) == AZ_OK)
@@ -1738,7 +1738,7 @@ az_err az_task_stale_queued(az_pg *pg, const az_ctx *ctx, int64_t older_than_ms,
                      "  WHERE workspace_id = $1 AND status = 2 AND (published_at IS NULL OR"
                      "  published_at < clock_timestamp() - make_interval(secs => $3::bigint / 1000.0))"
                      "  ORDER BY published_at NULLS FIRST LIMIT $2::integer FOR UPDATE SKIP LOCKED)"
-                     " AND t.status = 2 RETURNING t.id::text",
+                     " AND t.status::integer = 2 RETURNING t.id::text",
                      3, p, &r, msg);
     az_pg_release(c);
     if (err != AZ_OK) return err;
