@@ -73,10 +73,10 @@ static az_err check_worker_queue(void *arg, char *msg)
 }
 
 /* The reconciler reports the agent of every task it reaped: its dead worker never did. */
-static az_err agent_ended_hook(void *pg, const az_ctx *ctx, const char *agent_id, int failed,
-                               char *msg)
+static az_err agent_ended_hook(void *pg, const az_ctx *ctx, const char *agent_id,
+                               const char *worker, int failed, char *msg)
 {
-    return az_agent_task_ended(pg, ctx, agent_id, failed, msg);
+    return az_agent_holder_lost(pg, ctx, agent_id, worker, failed, msg);
 }
 static void watch_down(void *arg) { az_watch_shutdown(arg); }
 static size_t watch_count(void *arg) { return az_watch_count(arg); }

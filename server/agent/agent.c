@@ -3,6 +3,7 @@
 #include "agent.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -495,23 +496,27 @@ int64_t az_agent_etag_revision(const char *etag)
  * update_time alone, so a client's read-modify-write is not refused because a task started.
  * A disabled agent stays DISABLED while its last tasks finish. */
 
-/* The live-status update of az_agent_task_started/ended: SET is the assignment (running_tasks
- * and status), TARGET the status it sets (an expression over the row before the update), $3 a
- * boolean parameter of both. A status change appends AgentStatusChanged in the same
- * transaction. The common case, an agent whose status stays (a busy agent starting another
- * task), takes one statement without a transaction: it updates only when the status already
- * equals its target. Otherwise the transaction reads the old status in the same statement
- * (a locking subquery; RETURNING sees only the new row). */
-static az_err change_status(az_pg *pg, const az_ctx *ctx, const char *agent_id, const char *set,
-                            const char *target, int flag, const char *reason, char *msg)
+/* Live status counts processes, not tasks (migration 0013): a worker holds an agent while it
+ * runs at least one of its tasks, one agent_holders row per (agent, worker), and running_tasks
+ * is the number of those rows. Each process keeps its own count per agent here and writes only
+ * when that count leaves or reaches zero. Every task used to update the agent's row twice, each
+ * update committed with a WAL flush while holding the row lock, so all tasks of one agent
+ * queued on that lock (docs/performance.md, the profile of issue 12, finding 3). BUSY, IDLE
+ * and ERROR mean what they meant: a task of the agent runs somewhere, or the task that ended
+ * last failed. */
+
+/* One hold change in one transaction: pre (INSERT or DELETE of the holder's row, $1 workspace,
+ * $2 agent, $3 holder) and, when it changed a row, the agents row (SET: the assignment of
+ * running_tasks and status, over the row before the update; $3 a boolean of it) with
+ * AgentStatusChanged when the status moved. The status is read in the same statement (a
+ * locking subquery; RETURNING sees only the new row). */
+static az_err change_status(az_pg *pg, const az_ctx *ctx, const char *agent_id, const char *holder,
+                            const char *pre, const char *set, int flag, const char *reason,
+                            char *msg)
 {
-    if (!az_text_is_uuid(agent_id)) return az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
+    const char *hp[3] = {ctx->workspace_id, agent_id, holder};
     const char *p[3] = {ctx->workspace_id, agent_id, flag ? "t" : "f"};
-    char same[640], moved[800];
-    snprintf(same, sizeof same,
-             "UPDATE agents SET %s WHERE workspace_id = $1 AND id = $2 AND status = (%s)"
-             " AND $3::boolean IS NOT NULL",
-             set, target);
+    char moved[800];
     snprintf(moved, sizeof moved,
              "UPDATE agents a SET %s FROM (SELECT id, status FROM agents WHERE workspace_id = $1"
              " AND id = $2 FOR UPDATE) o WHERE a.workspace_id = $1 AND a.id = o.id"
@@ -521,13 +526,19 @@ static az_err change_status(az_pg *pg, const az_ctx *ctx, const char *agent_id, 
     az_err err = az_pg_acquire(pg, ctx, &c, msg);
     if (err != AZ_OK) return err;
     PGresult *r = NULL;
-    if ((err = az_pg_exec(c, ctx, same, 3, p, &r, msg)) != AZ_OK) goto out;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    err = az_pg_exec(c, ctx, pre, 3, hp, &r, msg);
+    if (err == AZ_ERR_PRECONDITION) /* the foreign key: no such agent in this workspace */
+        err = az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
+    if (err != AZ_OK) goto out;
     int n = atoi(PQcmdTuples(r));
     PQclear(r);
     r = NULL;
-    if (n) goto out;
-    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK || (err = az_pg_exec(c, ctx, moved, 3, p, &r, msg)) != AZ_OK)
+    if (n == 0) { /* already held, or already released (by the reaper) */
+        err = az_pg_commit(c, ctx, msg);
         goto out;
+    }
+    if ((err = az_pg_exec(c, ctx, moved, 3, p, &r, msg)) != AZ_OK) goto out;
     if (PQntuples(r) == 0) {
         err = az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
         goto out;
@@ -551,22 +562,159 @@ out:
     return err;
 }
 
-az_err az_agent_task_started(az_pg *pg, const az_ctx *ctx, const char *agent_id, char *msg)
+static az_err hold_add(az_pg *pg, const az_ctx *ctx, const char *agent_id, const char *holder,
+                       char *msg)
 {
-    return change_status(pg, ctx, agent_id,
+    return change_status(pg, ctx, agent_id, holder,
+                         "INSERT INTO agent_holders (workspace_id, agent_id, holder)"
+                         " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                          "running_tasks = running_tasks + 1, status = CASE WHEN disabled THEN 3 ELSE 2 END",
-                         "CASE WHEN disabled THEN 3 ELSE 2 END", 0, "", msg);
+                         0, "", msg);
 }
 
-az_err az_agent_task_ended(az_pg *pg, const az_ctx *ctx, const char *agent_id, int failed,
-                           char *msg)
+static az_err hold_drop(az_pg *pg, const az_ctx *ctx, const char *agent_id, const char *holder,
+                        int failed, char *msg)
 {
     /* On the right-hand side running_tasks is the count before this update. */
-    return change_status(pg, ctx, agent_id,
+    return change_status(pg, ctx, agent_id, holder,
+                         "DELETE FROM agent_holders WHERE workspace_id = $1 AND agent_id = $2"
+                         " AND holder = $3",
                          "running_tasks = GREATEST(running_tasks - 1, 0),"
                          " status = CASE WHEN disabled THEN 3 WHEN running_tasks > 1 THEN 2"
                          "  WHEN $3::boolean THEN 4 ELSE 1 END",
-                         "CASE WHEN disabled THEN 3 WHEN running_tasks > 1 THEN 2"
-                         " WHEN $3::boolean THEN 4 ELSE 1 END",
                          failed, "its last task failed", msg);
+}
+
+typedef struct hold {
+    char ws[40], id[40], holder[AZ_AGENT_HOLDER_MAX + 1];
+    int n;               /* tasks of the agent this holder runs now (holds_mu) */
+    int users;           /* calls between lookup and release; the entry lives while > 0 */
+    int in_db;           /* the holder's row is committed (written under db and holds_mu) */
+    pthread_mutex_t db;  /* orders this holder's writes for the agent */
+    struct hold *next;
+} hold;
+
+#define HOLD_BUCKETS 64
+static pthread_mutex_t holds_mu = PTHREAD_MUTEX_INITIALIZER;
+static hold *holds[HOLD_BUCKETS];
+
+static unsigned hold_bucket(const char *ws, const char *id, const char *holder)
+{
+    unsigned h = 2166136261u;
+    for (const char *s = ws; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    for (const char *s = id; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    for (const char *s = holder; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % HOLD_BUCKETS;
+}
+
+/* Under holds_mu: the entry, created when create is set; NULL when absent or out of memory. */
+static hold *hold_find(const char *ws, const char *id, const char *holder, int create)
+{
+    hold **slot = &holds[hold_bucket(ws, id, holder)];
+    for (hold *h = *slot; h; h = h->next)
+        if (strcmp(h->id, id) == 0 && strcmp(h->ws, ws) == 0 && strcmp(h->holder, holder) == 0)
+            return h;
+    if (!create) return NULL;
+    hold *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    snprintf(h->ws, sizeof h->ws, "%s", ws);
+    snprintf(h->id, sizeof h->id, "%s", id);
+    snprintf(h->holder, sizeof h->holder, "%s", holder);
+    pthread_mutex_init(&h->db, NULL);
+    h->next = *slot;
+    *slot = h;
+    return h;
+}
+
+/* Under holds_mu: drops one user and frees the entry once nothing refers to it. */
+static void hold_release(hold *h)
+{
+    if (--h->users > 0 || h->n > 0 || h->in_db) return;
+    for (hold **p = &holds[hold_bucket(h->ws, h->id, h->holder)]; *p; p = &(*p)->next) {
+        if (*p == h) {
+            *p = h->next;
+            break;
+        }
+    }
+    pthread_mutex_destroy(&h->db);
+    free(h);
+}
+
+/* Brings the database in line with the holder's count: its row is inserted when it runs tasks
+ * of the agent, deleted when it runs none. One caller at a time per entry, so the writes come
+ * in order whatever the threads' interleaving. */
+static az_err hold_settle(az_pg *pg, const az_ctx *ctx, hold *h, int failed, char *msg)
+{
+    az_err err = AZ_OK;
+    pthread_mutex_lock(&h->db);
+    pthread_mutex_lock(&holds_mu);
+    int want = h->n > 0, have = h->in_db;
+    pthread_mutex_unlock(&holds_mu);
+    if (want && !have) err = hold_add(pg, ctx, h->id, h->holder, msg);
+    else if (!want && have) err = hold_drop(pg, ctx, h->id, h->holder, failed, msg);
+    if (err == AZ_OK && want != have) {
+        pthread_mutex_lock(&holds_mu);
+        h->in_db = want;
+        pthread_mutex_unlock(&holds_mu);
+    }
+    pthread_mutex_unlock(&h->db);
+    return err;
+}
+
+static az_err check_holder(const char *agent_id, const char *holder, char *msg)
+{
+    if (!az_text_is_uuid(agent_id)) return az_fail(msg, AZ_ERR_NOT_FOUND, "agent %s not found", agent_id);
+    if (!holder || !*holder || strlen(holder) > AZ_AGENT_HOLDER_MAX)
+        return az_fail(msg, AZ_ERR_INVALID, "holder: 1 to %d characters", AZ_AGENT_HOLDER_MAX);
+    return AZ_OK;
+}
+
+az_err az_agent_task_started(az_pg *pg, const az_ctx *ctx, const char *agent_id,
+                             const char *holder, char *msg)
+{
+    az_err err = check_holder(agent_id, holder, msg);
+    if (err != AZ_OK) return err;
+    pthread_mutex_lock(&holds_mu);
+    hold *h = hold_find(ctx->workspace_id, agent_id, holder, 1);
+    if (h) {
+        h->n++;
+        h->users++;
+    }
+    pthread_mutex_unlock(&holds_mu);
+    if (!h) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    err = hold_settle(pg, ctx, h, 0, msg);
+    pthread_mutex_lock(&holds_mu);
+    if (err != AZ_OK) h->n--; /* not started: no az_agent_task_ended will follow */
+    hold_release(h);
+    pthread_mutex_unlock(&holds_mu);
+    return err;
+}
+
+az_err az_agent_task_ended(az_pg *pg, const az_ctx *ctx, const char *agent_id, const char *holder,
+                           int failed, char *msg)
+{
+    az_err err = check_holder(agent_id, holder, msg);
+    if (err != AZ_OK) return err;
+    pthread_mutex_lock(&holds_mu);
+    hold *h = hold_find(ctx->workspace_id, agent_id, holder, 0);
+    if (h && h->n == 0 && !h->in_db) h = NULL;
+    if (h) {
+        if (h->n > 0) h->n--;
+        h->users++;
+    }
+    pthread_mutex_unlock(&holds_mu);
+    if (!h) return AZ_OK; /* nothing started here: a duplicate report changes nothing */
+    err = hold_settle(pg, ctx, h, failed, msg);
+    pthread_mutex_lock(&holds_mu);
+    hold_release(h);
+    pthread_mutex_unlock(&holds_mu);
+    return err;
+}
+
+az_err az_agent_holder_lost(az_pg *pg, const az_ctx *ctx, const char *agent_id, const char *holder,
+                            int failed, char *msg)
+{
+    az_err err = check_holder(agent_id, holder, msg);
+    if (err != AZ_OK) return err;
+    return hold_drop(pg, ctx, agent_id, holder, failed, msg);
 }

@@ -59,12 +59,31 @@ int64_t az_agent_etag_revision(const char *etag);
 
 /* ---- agent status, kept true by the executor ---- */
 
-/* A task of the agent started: its running count + 1 and status BUSY. */
-az_err az_agent_task_started(az_pg *pg, const az_ctx *ctx, const char *agent_id, char *msg);
+/* Longest holder (worker id) az_agent_task_started and friends accept. */
+#define AZ_AGENT_HOLDER_MAX 200
 
-/* A task of the agent ended (succeeded, failed, cancelled, handed back): running count - 1 (never
- * below 0); status BUSY while others run, else ERROR when this one failed, else IDLE. */
-az_err az_agent_task_ended(az_pg *pg, const az_ctx *ctx, const char *agent_id, int failed,
-                           char *msg);
+/* A task of the agent started on worker holder (its id, as in the task's lease): status BUSY.
+ * The agent's row counts holders, not tasks: only a holder's first running task of the agent
+ * writes (its agent_holders row, running_tasks + 1, AgentStatusChanged when the status moves);
+ * the others change a count in this process's memory. Any thread. On error (NOT_FOUND for an
+ * unknown agent, INVALID for an empty or overlong holder, or the database's) nothing is
+ * counted and no az_agent_task_ended must follow. */
+az_err az_agent_task_started(az_pg *pg, const az_ctx *ctx, const char *agent_id,
+                             const char *holder, char *msg);
+
+/* A task started with az_agent_task_started ended (succeeded, failed, cancelled, handed back).
+ * When it was the holder's last running task of the agent, the holder's row goes and the
+ * status becomes BUSY while other holders remain, else ERROR when this task failed, else IDLE.
+ * An end without a start in this process changes nothing and returns AZ_OK. Any thread. On a
+ * database error the holder stays counted and the next start or end of the agent on this
+ * holder corrects it. */
+az_err az_agent_task_ended(az_pg *pg, const az_ctx *ctx, const char *agent_id, const char *holder,
+                           int failed, char *msg);
+
+/* The reaper found holder's lease on a task of the agent expired (the worker died): the
+ * holder's row goes, with the status as az_agent_task_ended sets it (failed: the reaped task
+ * failed for good). A holder without a row changes nothing. Any process. */
+az_err az_agent_holder_lost(az_pg *pg, const az_ctx *ctx, const char *agent_id, const char *holder,
+                            int failed, char *msg);
 
 #endif

@@ -276,6 +276,13 @@ static int on_text(void *arg, const char *delta, size_t len)
     return 0;
 }
 
+/* Who holds the agent while this execution runs (az_agent_task_started): the worker, whose id
+ * the reaper finds on the task's lease if the worker dies. */
+static const char *holder_of(const az_engine_env *env)
+{
+    return env->worker_id && *env->worker_id ? env->worker_id : "executor";
+}
+
 /* ---------------------------------------------------------------- threadpool jobs */
 
 static void job_work(uv_work_t *req)
@@ -999,7 +1006,7 @@ static void outcome_work(job *j)
         break;
     }
     if (ex->agent_started &&
-        az_agent_task_ended(ex->env->pg, &ex->ctx, ex->agent_id, failed, msg) != AZ_OK)
+        az_agent_task_ended(ex->env->pg, &ex->ctx, ex->agent_id, holder_of(ex->env), failed, msg) != AZ_OK)
         log_db(ex, "update the agent's status", msg);
 }
 
@@ -1138,7 +1145,7 @@ static az_err prepare(az_exec *ex)
     if (agent->disabled)
         return prep_fail(ex, "agent_disabled", 0, "agent %s is disabled", ex->agent_id);
     /* The agent is busy from now on; whatever fails below shows on its status too. */
-    if ((err = az_agent_task_started(env->pg, &ex->ctx, ex->agent_id, msg)) == AZ_OK)
+    if ((err = az_agent_task_started(env->pg, &ex->ctx, ex->agent_id, holder_of(env), msg)) == AZ_OK)
         ex->agent_started = 1;
     else
         az_warn("cannot mark agent %s busy for task %s: %s", ex->agent_id, ex->task_id, msg);

@@ -25,7 +25,8 @@ struct az_reconciler {
     int started, stop;
     az_err (*run_hook)(void *arg, const az_ctx *ctx, const char *run_id, char *msg);
     void *run_hook_arg;
-    az_err (*agent_hook)(void *arg, const az_ctx *ctx, const char *agent_id, int failed, char *msg);
+    az_err (*agent_hook)(void *arg, const az_ctx *ctx, const char *agent_id, const char *worker,
+                        int failed, char *msg);
     void *agent_hook_arg;
     az_err (*retention_hook)(void *arg, az_pg *pg, char *msg);
     void *retention_arg;
@@ -43,7 +44,7 @@ void az_reconciler_set_run_hook(az_reconciler *r,
 
 void az_reconciler_set_agent_hook(az_reconciler *r,
                                   az_err (*fn)(void *arg, const az_ctx *ctx, const char *agent_id,
-                                               int failed, char *msg),
+                                               const char *worker, int failed, char *msg),
                                   void *arg)
 {
     r->agent_hook = fn;
@@ -110,7 +111,7 @@ static az_err reap(az_reconciler *r, az_reconciler_counts *counts, char *msg)
         az_ctx ctx = {.workspace_id = e->workspace_id, .principal = "", .request_id = "reconciler",
                       .deadline_ms = -1};
         if (r->agent_hook && *e->agent_id &&
-            r->agent_hook(r->agent_hook_arg, &ctx, e->agent_id, e->failed, m) != AZ_OK)
+            r->agent_hook(r->agent_hook_arg, &ctx, e->agent_id, e->worker, e->failed, m) != AZ_OK)
             az_warn("cannot update agent %s after reaping task %s: %s", e->agent_id, e->task_id, m);
         if (r->run_hook && *e->run_id && r->run_hook(r->run_hook_arg, &ctx, e->run_id, m) != AZ_OK)
             az_warn("cannot refresh run %s after reaping task %s: %s", e->run_id, e->task_id, m);

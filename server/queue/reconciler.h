@@ -36,13 +36,14 @@ void az_reconciler_set_run_hook(az_reconciler *r,
                                              char *msg),
                                 void *arg);
 
-/* Registers fn(arg, ctx, agent_id, failed, msg), called for the agent of every reaped task (the
- * dead worker never reported its end), so the agent's status and running count stay true
- * (main.c registers az_agent_task_ended). failed: the task failed for good. Its failure is
+/* Registers fn(arg, ctx, agent_id, worker, failed, msg), called for the agent of every reaped
+ * task with the worker whose lease expired (the dead worker never reported its end), so the
+ * agent's status stays true (main.c registers az_agent_holder_lost). failed: the task failed
+ * for good. Its failure is
  * logged. Call before az_reconciler_start. */
 void az_reconciler_set_agent_hook(az_reconciler *r,
                                   az_err (*fn)(void *arg, const az_ctx *ctx, const char *agent_id,
-                                               int failed, char *msg),
+                                               const char *worker, int failed, char *msg),
                                   void *arg);
 
 /* Registers fn(arg, pg, msg), called by the thread every every_ms (the first time one interval

@@ -1560,8 +1560,8 @@ az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *re
     if (err != AZ_OK) return err;
     PGresult *r;
     err = az_pg_exec(c, &system_ctx,
-                     "SELECT t.workspace_id::text, t.id::text, t.attempt, COALESCE(t.agent_id::text, '')"
-                     " FROM tasks t WHERE t.status = 3 AND t.lease_expires_at < clock_timestamp()"
+                     "SELECT t.workspace_id::text, t.id::text, t.attempt, COALESCE(t.agent_id::text, ''),"
+                     " COALESCE(t.lease_owner, '') FROM tasks t WHERE t.status = 3 AND t.lease_expires_at < clock_timestamp()"
                      " ORDER BY t.lease_expires_at LIMIT $1::integer",
                      1, p, &r, msg);
     az_pg_release(c);
@@ -1605,7 +1605,7 @@ az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *re
             e->run_id = az_arena_strdup(arena, run_id);
             e->agent_id = az_arena_strdup(arena, PQgetvalue(r, i, 3));
             e->failed = final;
-            if (!e->workspace_id || !e->task_id || !e->run_id || !e->agent_id) {
+            if (!e->workspace_id || !e->task_id || !e->run_id || !e->agent_id || !e->worker) {
                 PQclear(r);
                 return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
             }
@@ -1785,3 +1785,4 @@ int64_t az_task_etag_revision(const char *etag)
     }
     return v > 0 ? v : -1;
 }
+            e->worker = az_arena_strdup(arena, PQgetvalue(r, i, 4));

@@ -172,6 +172,7 @@ az_err az_task_set_progress(az_pg *pg, const az_ctx *ctx, const char *id, int at
  * finished elsewhere). Parameters: $1 uuid[] task ids, $2 integer[] their attempts (parallel
  * array literals, e.g. "{id1,id2}" and "{1,3}"), $3 the worker id. Rows: (task id, attempt) of
  * every attempt that is not running under that worker any more. Static text. */
+    const char *worker;   /* the lease owner whose lease expired */
 const char *az_task_sql_not_running(void);
 
 /* running (at `attempt`) -> succeeded with output and usage; dependents whose dependencies have

@@ -1,6 +1,7 @@
 /* CUnit suite for server/agent/agent (the agent service) against a real PostgreSQL (the embedded
- * one in a temp dir): the live status kept by az_agent_task_started / az_agent_task_ended, as
- * GetAgent and ListAgents' status filter see it, with disabling, concurrency and workspaces. */
+ * one in a temp dir): the live status kept by az_agent_task_started / az_agent_task_ended and
+ * az_agent_holder_lost (holders counted, not tasks), as GetAgent and ListAgents' status filter
+ * see it, with disabling, concurrency and workspaces. */
 #include <CUnit/Basic.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -22,6 +23,8 @@
 #define ST_DISABLED AGENTZ__V1__AGENT_STATUS__AGENT_STATUS_DISABLED
 #define ST_ERROR AGENTZ__V1__AGENT_STATUS__AGENT_STATUS_ERROR
 #define WS_B "0b0b0b0b-0000-4000-8000-00000000000b"
+#define HOLDER "worker-a"
+#define HOLDER_2 "worker-b"
 
 static char dir[64];
 static az_embed *embed;
@@ -76,32 +79,32 @@ static void test_transitions(void)
     CU_ASSERT_TRUE(listed(ST_IDLE, id));
 
     /* Two tasks: busy until both end. */
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, HOLDER, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(id), ST_BUSY);
     CU_ASSERT_TRUE(listed(ST_BUSY, id));
     CU_ASSERT_FALSE(listed(ST_IDLE, id));
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
-    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 1, msg), AZ_OK); /* one failed: still busy */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, HOLDER, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, HOLDER, 1, msg), AZ_OK); /* one failed: still busy */
     CU_ASSERT_EQUAL(status_of(id), ST_BUSY);
-    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, HOLDER, 0, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(id), ST_IDLE);
 
     /* The last task failed for good: error, until the next task. */
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
-    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 1, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, HOLDER, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, HOLDER, 1, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(id), ST_ERROR);
     CU_ASSERT_TRUE(listed(ST_ERROR, id));
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, HOLDER, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(id), ST_BUSY);
-    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, HOLDER, 0, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(id), ST_IDLE);
 
     /* An extra end (a duplicate report) never drives the count below zero. */
-    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, HOLDER, 0, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(id), ST_IDLE);
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, id, HOLDER, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(id), ST_BUSY);
-    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, id, HOLDER, 0, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(id), ST_IDLE);
 
     /* Status is not configuration: the etag stays. */
@@ -114,31 +117,31 @@ static void test_disabled(void)
 {
     Agentz__V1__Agent *a = new_agent("status-2");
     /* Disabled while a task runs: disabled wins, and stays when the task ends. */
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, HOLDER, msg), AZ_OK);
     Agentz__V1__Agent *cur = NULL, *g = NULL;
     CU_ASSERT_EQUAL_FATAL(az_agent_get(pg, &ctx, a->id, arena, &cur, msg), AZ_OK);
     cur->disabled = 1;
     CU_ASSERT_EQUAL_FATAL(az_agent_replace(pg, &ctx, cur, az_agent_etag_revision(cur->etag), arena, &g, msg), AZ_OK);
     CU_ASSERT_EQUAL(g->status, ST_DISABLED);
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, msg), AZ_OK); /* a task already queued */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, HOLDER, msg), AZ_OK); /* a task already queued */
     CU_ASSERT_EQUAL(status_of(a->id), ST_DISABLED);
-    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, 1, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, HOLDER, 1, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(a->id), ST_DISABLED);
     CU_ASSERT_TRUE(listed(ST_DISABLED, a->id));
     /* Enabled again while one task still runs: busy, not idle. */
     g->disabled = 0;
     CU_ASSERT_EQUAL_FATAL(az_agent_replace(pg, &ctx, g, az_agent_etag_revision(g->etag), arena, &cur, msg), AZ_OK);
     CU_ASSERT_EQUAL(cur->status, ST_BUSY);
-    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, HOLDER, 0, msg), AZ_OK);
     CU_ASSERT_EQUAL(status_of(a->id), ST_IDLE);
 }
 
 static void test_unknown_and_other_workspace(void)
 {
     Agentz__V1__Agent *a = new_agent("status-3");
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, "0a0a0a0a-0000-4000-8000-00000000dead", msg), AZ_ERR_NOT_FOUND);
-    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, "nope", 0, msg), AZ_ERR_NOT_FOUND);
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx_b, a->id, msg), AZ_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, "0a0a0a0a-0000-4000-8000-00000000dead", HOLDER, msg), AZ_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, "nope", HOLDER, 0, msg), AZ_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx_b, a->id, HOLDER, msg), AZ_ERR_NOT_FOUND);
     CU_ASSERT_EQUAL(status_of(a->id), ST_IDLE);
 }
 
@@ -154,8 +157,8 @@ static void *race_main(void *arg)
     char m[AZ_MSG_MAX];
     pthread_barrier_wait(r->bar);
     for (int i = 0; i < 25; i++) {
-        if (az_agent_task_started(pg, &ctx, r->id, m) != AZ_OK) r->errors++;
-        if (az_agent_task_ended(pg, &ctx, r->id, 0, m) != AZ_OK) r->errors++;
+        if (az_agent_task_started(pg, &ctx, r->id, HOLDER, m) != AZ_OK) r->errors++;
+        if (az_agent_task_ended(pg, &ctx, r->id, HOLDER, 0, m) != AZ_OK) r->errors++;
     }
     return NULL;
 }
@@ -188,6 +191,88 @@ static void test_concurrent(void)
     CU_ASSERT_STRING_EQUAL(PQgetvalue(res, 0, 0), "0");
     PQclear(res);
     az_pg_release(c);
+}
+
+/* One integer from a query over (workspace, agent id). */
+static long long scalar(const char *sql, const char *id)
+{
+    az_pgconn *c;
+    CU_ASSERT_EQUAL_FATAL(az_pg_acquire(pg, &ctx, &c, msg), AZ_OK);
+    PGresult *res = NULL;
+    const char *p[2] = {AZ_DEFAULT_WORKSPACE, id};
+    long long v = -1;
+    if (az_pg_exec(c, &ctx, sql, 2, p, &res, msg) == AZ_OK && PQntuples(res) == 1)
+        v = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    az_pg_release(c);
+    return v;
+}
+#define RUNNING "SELECT running_tasks FROM agents WHERE workspace_id = $1 AND id = $2"
+#define HOLDERS "SELECT count(*) FROM agent_holders WHERE workspace_id = $1 AND agent_id = $2"
+
+static void test_holders(void)
+{
+    /* Tasks of one holder are counted in memory: three running tasks, one row, one count. */
+    Agentz__V1__Agent *a = new_agent("status-5");
+    for (int i = 0; i < 3; i++) CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, HOLDER, msg), AZ_OK);
+    CU_ASSERT_EQUAL(scalar(RUNNING, a->id), 1);
+    CU_ASSERT_EQUAL(scalar(HOLDERS, a->id), 1);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_BUSY);
+    /* A second worker holds it too: busy until both have no task left. */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, HOLDER_2, msg), AZ_OK);
+    CU_ASSERT_EQUAL(scalar(RUNNING, a->id), 2);
+    for (int i = 0; i < 3; i++) CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, HOLDER, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(scalar(RUNNING, a->id), 1);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_BUSY);
+    /* The last task anywhere failed: error. */
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, HOLDER_2, 1, msg), AZ_OK);
+    CU_ASSERT_EQUAL(scalar(RUNNING, a->id), 0);
+    CU_ASSERT_EQUAL(scalar(HOLDERS, a->id), 0);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_ERROR);
+    /* Holders are checked. */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, "", msg), AZ_ERR_INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "holder"));
+    char long_holder[AZ_AGENT_HOLDER_MAX + 2];
+    memset(long_holder, 'h', sizeof long_holder - 1);
+    long_holder[sizeof long_holder - 1] = '\0';
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, long_holder, msg), AZ_ERR_INVALID);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_ERROR);
+}
+
+static void test_holder_lost(void)
+{
+    /* A worker dies with two tasks of the agent running: the reaper drops its hold. */
+    Agentz__V1__Agent *a = new_agent("status-6");
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, HOLDER, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, HOLDER, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, HOLDER_2, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_holder_lost(pg, &ctx, a->id, HOLDER, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(scalar(RUNNING, a->id), 1); /* worker-b still runs one */
+    CU_ASSERT_EQUAL(status_of(a->id), ST_BUSY);
+    CU_ASSERT_EQUAL(az_agent_holder_lost(pg, &ctx, a->id, HOLDER_2, 1, msg), AZ_OK);
+    CU_ASSERT_EQUAL(scalar(RUNNING, a->id), 0);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_ERROR);
+    /* Losing a holder twice, or one that never held it, changes nothing. */
+    CU_ASSERT_EQUAL(az_agent_holder_lost(pg, &ctx, a->id, HOLDER, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_holder_lost(pg, &ctx, a->id, "never", 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_ERROR);
+    CU_ASSERT_EQUAL(az_agent_holder_lost(pg, &ctx, "0a0a0a0a-0000-4000-8000-00000000dead", HOLDER, 0, msg),
+                    AZ_OK);
+    /* The worker was not dead after all: its late ends find no row and change nothing. */
+    for (int i = 0; i < 2; i++) CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, HOLDER, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, HOLDER_2, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(scalar(RUNNING, a->id), 0);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_ERROR);
+    /* And it holds the agent again with its next task. */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, HOLDER, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_BUSY);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, HOLDER, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(status_of(a->id), ST_IDLE);
+    /* Deleting the agent takes its holders along. */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, a->id, HOLDER, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_agent_delete(pg, &ctx, a->id, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL(scalar(HOLDERS, a->id), 0);
+    CU_ASSERT_EQUAL(az_agent_task_ended(pg, &ctx, a->id, HOLDER, 0, msg), AZ_OK);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -241,6 +326,8 @@ int main(void)
     CU_add_test(s, "disabled wins; enabling while busy", test_disabled);
     CU_add_test(s, "unknown agent, other workspace", test_unknown_and_other_workspace);
     CU_add_test(s, "concurrent starts and ends", test_concurrent);
+    CU_add_test(s, "one row per holder, not per task", test_holders);
+    CU_add_test(s, "a lost holder (dead worker)", test_holder_lost);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

@@ -440,6 +440,8 @@ static void test_validation(void)
     CU_ASSERT_EQUAL(n, 0);
 }
 
+#define HOLDER "outbox-worker"
+
 static void test_agent_status_events(void)
 {
     Agentz__V1__Agent in = AGENTZ__V1__AGENT__INIT, *ag;
@@ -451,13 +453,13 @@ static void test_agent_status_events(void)
     CU_ASSERT_EQUAL_FATAL(az_agent_create(pg, &ctx, &in, "", "", arena, &ag, &replayed, msg), AZ_OK);
     size_t before, n;
     events(AZ_EVENT_SCOPE_AGENTS, NULL, &before);
-    CU_ASSERT_EQUAL_FATAL(az_agent_task_started(pg, &ctx, ag->id, msg), AZ_OK); /* idle -> busy */
-    CU_ASSERT_EQUAL_FATAL(az_agent_task_started(pg, &ctx, ag->id, msg), AZ_OK); /* stays busy */
-    CU_ASSERT_EQUAL_FATAL(az_agent_task_ended(pg, &ctx, ag->id, 0, msg), AZ_OK);  /* stays busy */
-    CU_ASSERT_EQUAL_FATAL(az_agent_task_ended(pg, &ctx, ag->id, 1, msg), AZ_OK);  /* busy -> error */
-    CU_ASSERT_EQUAL_FATAL(az_agent_task_started(pg, &ctx, ag->id, msg), AZ_OK); /* error -> busy */
-    CU_ASSERT_EQUAL_FATAL(az_agent_task_ended(pg, &ctx, ag->id, 0, msg), AZ_OK);  /* busy -> idle */
-    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, "0d0d0d0d-0000-4000-8000-00000000000f", msg),
+    CU_ASSERT_EQUAL_FATAL(az_agent_task_started(pg, &ctx, ag->id, HOLDER, msg), AZ_OK); /* idle -> busy */
+    CU_ASSERT_EQUAL_FATAL(az_agent_task_started(pg, &ctx, ag->id, HOLDER, msg), AZ_OK); /* stays busy */
+    CU_ASSERT_EQUAL_FATAL(az_agent_task_ended(pg, &ctx, ag->id, HOLDER, 0, msg), AZ_OK);  /* stays busy */
+    CU_ASSERT_EQUAL_FATAL(az_agent_task_ended(pg, &ctx, ag->id, HOLDER, 1, msg), AZ_OK);  /* busy -> error */
+    CU_ASSERT_EQUAL_FATAL(az_agent_task_started(pg, &ctx, ag->id, HOLDER, msg), AZ_OK); /* error -> busy */
+    CU_ASSERT_EQUAL_FATAL(az_agent_task_ended(pg, &ctx, ag->id, HOLDER, 0, msg), AZ_OK);  /* busy -> idle */
+    CU_ASSERT_EQUAL(az_agent_task_started(pg, &ctx, "0d0d0d0d-0000-4000-8000-00000000000f", HOLDER, msg),
                     AZ_ERR_NOT_FOUND);
     Agentz__V1__Event **v = events(AZ_EVENT_SCOPE_AGENTS, NULL, &n);
     CU_ASSERT_EQUAL_FATAL(n, before + 4);
