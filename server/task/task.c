@@ -1625,6 +1625,111 @@ az_err az_task_release(az_pg *pg, const az_ctx *ctx, const char *id, int attempt
     size_t ready_n = ready ? ready->n : 0;
     az_pgconn *c;
     az_err err = az_pg_acquire(pg, ctx, &c, msg);
+/* The ids as a PostgreSQL array literal ({a,b,...}); NULL when out of memory. The ids are
+ * checked uuids, so they need no quoting. */
+static char *uuid_array(az_arena *a, char *const *ids, size_t n)
+{
+    char *out = az_arena_alloc(a, n * 37 + 3);
+    if (!out) return NULL;
+    size_t k = 0;
+    out[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i) out[k++] = ',';
+        memcpy(out + k, ids[i], 36);
+        k += 36;
+    }
+    out[k++] = '}';
+    out[k] = '\0';
+    return out;
+}
+
+az_err az_task_claim_many(az_pg *pg, const az_ctx *ctx, char *const *ids, size_t n,
+                          const char *worker, int64_t lease_ms, az_arena *a,
+                          Agentz__V1__Task ***out, size_t *n_out, char *msg)
+{
+    *out = NULL;
+    *n_out = 0;
+    if (n == 0) return AZ_OK;
+    if (n > AZ_TASK_CLAIM_MAX)
+        return az_fail(msg, AZ_ERR_INVALID, "at most %d tasks per claim, got %zu", AZ_TASK_CLAIM_MAX, n);
+    char **valid = az_arena_alloc(a, n * sizeof *valid);
+    if (!valid) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    size_t nv = 0;
+    for (size_t i = 0; i < n; i++)
+        if (az_text_is_uuid(ids[i])) valid[nv++] = ids[i];
+    if (nv == 0) return AZ_OK;
+    char lease[24];
+    snprintf(lease, sizeof lease, "%lld", (long long)(lease_ms > 0 ? lease_ms : AZ_TASK_DEFAULT_LEASE_MS));
+    const char *p[4] = {ctx->workspace_id, uuid_array(a, valid, nv), worker ? worker : "", lease};
+    if (!p[1]) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r = NULL;
+    Agentz__V1__Task **v = NULL;
+    size_t got = 0;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    /* Locks in id order, so two workers claiming overlapping batches (a task published twice)
+     * cannot deadlock; the one that comes second finds the task running and skips it. */
+    if ((err = az_pg_exec(c, ctx,
+                          "UPDATE tasks t SET status = 3, attempt = t.attempt + 1,"
+                          " start_time = COALESCE(t.start_time, clock_timestamp()),"
+                          " series_start_time = CASE WHEN t.attempt = t.retry_base"
+                          "  THEN clock_timestamp() ELSE t.series_start_time END,"
+                          " progress = 0, next_attempt_time = NULL, revision = t.revision + 1,"
+                          " lease_owner = $3, lease_expires_at = clock_timestamp()"
+                          "  + make_interval(secs => $4::bigint / 1000.0)"
+                          " FROM (SELECT id FROM tasks WHERE workspace_id = $1 AND id = ANY ($2::uuid[])"
+                          "  AND status::integer = 2 ORDER BY id FOR UPDATE) o"
+                          " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status::integer = 2"
+                          " RETURNING " COLS,
+                          4, p, &r, msg)) != AZ_OK)
+        goto out;
+    int rows = PQntuples(r);
+    if (rows == 0) {
+        err = az_pg_commit(c, ctx, msg); /* nothing was claimable: the hints were stale */
+        goto out;
+    }
+    v = az_arena_alloc(a, (size_t)rows * sizeof *v);
+    char **claimed = az_arena_alloc(a, (size_t)rows * sizeof *claimed);
+    char *atts = az_arena_alloc(a, (size_t)rows * 12 + 3);
+    if (!v || !claimed || !atts) {
+        err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    size_t k = 0;
+    atts[k++] = '{';
+    for (int i = 0; i < rows; i++) {
+        if ((err = from_row(r, i, a, &v[got], msg)) != AZ_OK) goto out;
+        claimed[got] = v[got]->id;
+        k += (size_t)snprintf(atts + k, 13, "%s%d", got ? "," : "", v[got]->attempt);
+        got++;
+    }
+    atts[k++] = '}';
+    atts[k] = '\0';
+    const char *q[4] = {ctx->workspace_id, uuid_array(a, claimed, got), atts, p[2]};
+    if (!q[1]) {
+        err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((err = az_pg_defer(c, ctx,
+                           "INSERT INTO task_attempts (workspace_id, task_id, attempt, status, worker)"
+                           " SELECT $1, q.id, q.attempt, 3, $4"
+                           " FROM unnest($2::uuid[], $3::integer[]) AS q(id, attempt)",
+                           4, q, msg)) != AZ_OK)
+        goto out;
+    for (size_t i = 0; i < got && err == AZ_OK; i++) err = emit_task(c, ctx, v[i], S_QUEUED, NULL, msg);
+    if (err == AZ_OK) err = az_pg_commit(c, ctx, msg);
+out:
+    PQclear(r);
+    if (err == AZ_OK && got) {
+        *out = v;
+        *n_out = got;
+    }
+    az_pg_release(c);
+    return err;
+}
+
     if (err != AZ_OK) return err;
     PGresult *r = NULL;
     if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;

@@ -149,6 +149,17 @@ typedef struct az_task_reaped {
  * pass. */
 az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *ready,
                             char ***ready_ws, az_arena *arena, az_task_reaped **list, char *msg);
+/* Claims (queued -> running, attempt + 1, leased to worker) those of ids that are still queued,
+ * in one transaction: the attempt rows and one TaskStatusChanged each commit with it. Ids that
+ * are not queued uuids of ctx's workspace (claimed by another worker, cancelled, unknown) are
+ * skipped, not errors. At most AZ_TASK_CLAIM_MAX ids (more: AZ_ERR_INVALID). On success
+ * *out (arena-owned, may be NULL when nothing was claimed) holds the *n_out claimed tasks, in
+ * no particular order; on error nothing is claimed and *out is NULL. */
+#define AZ_TASK_CLAIM_MAX 1000
+az_err az_task_claim_many(az_pg *pg, const az_ctx *ctx, char *const *ids, size_t n,
+                          const char *worker, int64_t lease_ms, az_arena *arena,
+                          Agentz__V1__Task ***out, size_t *n_out, char *msg);
+
 
 /* Hand-back on graceful worker shutdown: running (at attempt) -> queued at once, the attempt
  * recorded as cancelled with error "worker_shutdown"; the hand-back does not count against the

@@ -1,7 +1,7 @@
 /* The worker runtime: one libuv loop thread that takes ready-task hints from the Redis stream
- * through the consumer group (hiredis async), claims each task in PostgreSQL with a lease on
- * libuv's threadpool, runs it with the executor (libcurl multi on the same loop), renews its
- * leases, notices within a second (its own non-blocking libpq connection) when a task it runs
+ * through the consumer group (hiredis async), claims the tasks of each read in one PostgreSQL
+ * transaction with a lease on libuv's threadpool, runs them with the executor (libcurl multi on
+ * the same loop), renews their leases, notices within a second (its own non-blocking libpq connection) when a task it runs
  * was cancelled, timed out or reaped, and hands its tasks back when it stops.
  * Everything below runs on the loop thread unless it says "threadpool" or "any thread". */
 #include "worker.h"
@@ -27,7 +27,8 @@
 #include "task/task.h"
 #include "workflow/run.h"
 
-#define READ_BATCH_MAX 100         /* entries per XREADGROUP */
+#define READ_BATCH_MAX 100         /* entries per XREADGROUP, and at most the tasks of one claim */
+#define ENTRY_ID_MAX 47            /* "<ms>-<seq>": longer is not a stream id */
 #define READ_BLOCK_MS "1000"       /* XREADGROUP BLOCK: bounds how long a stop waits for a read */
 #define CHECK_INTERVAL_MS 500      /* the in-flight status check: cancellation within 1 s */
 #define CHECK_STUCK_MS 10000       /* a check unanswered this long: the connection is reset */
@@ -59,13 +60,17 @@ typedef struct job {
     uv_work_t req;
     az_worker *w;
     jkind kind;
-    char task_id[40], ws[40], entry_id[48];
+    char task_id[40], ws[40];
     int attempt;
     uint64_t seq;
     az_arena *arena;
-    Agentz__V1__Task *task;
     char **ids;
     size_t n_ids;
+    /* J_CLAIM: the tasks of one workspace from one read, their stream entries, and the claimed */
+    char **claim_ids, **claim_entries;
+    size_t n_claim;
+    Agentz__V1__Task **tasks;
+    size_t n_tasks;
     PGconn *conn;
     az_err err;
     char msg[AZ_MSG_MAX];
@@ -232,7 +237,8 @@ static void job_work(uv_work_t *req)
     az_ctx ctx = {.workspace_id = j->ws, .principal = "", .request_id = w->id, .deadline_ms = -1};
     switch (j->kind) {
     case J_CLAIM:
-        j->err = az_task_claim(w->pg, &ctx, j->task_id, w->id, w->lease_ms, j->arena, &j->task, j->msg);
+        j->err = az_task_claim_many(w->pg, &ctx, j->claim_ids, j->n_claim, w->id, w->lease_ms,
+                                    j->arena, &j->tasks, &j->n_tasks, j->msg);
         break;
     case J_HEARTBEAT:
         j->err = az_task_heartbeat(w->pg, w->id, w->lease_ms, j->arena, &j->ids, &j->n_ids, j->msg);
@@ -280,16 +286,31 @@ static void xack(az_worker *w, const char *entry_id)
                       entry_id);
 }
 
-static void start_execution(az_worker *w, job *j)
+/* One XACK for the entries of a claim job: PostgreSQL decided, the hints have served. */
+static void xack_claimed(az_worker *w, job *j)
 {
-    Agentz__V1__Task *t = j->task;
+    if (!w->rd_cmd || j->n_claim == 0) return; /* unacked: the sweep of a later worker acks them */
+    const char **argv = az_arena_alloc(j->arena, (3 + j->n_claim) * sizeof *argv);
+    if (!argv) {
+        for (size_t i = 0; i < j->n_claim; i++) xack(w, j->claim_entries[i]);
+        return;
+    }
+    argv[0] = "XACK";
+    argv[1] = AZ_QUEUE_STREAM;
+    argv[2] = AZ_WORKER_GROUP;
+    for (size_t i = 0; i < j->n_claim; i++) argv[3 + i] = j->claim_entries[i];
+    redisAsyncCommandArgv(w->rd_cmd, NULL, NULL, (int)(3 + j->n_claim), argv, NULL);
+}
+
+static void start_execution(az_worker *w, const char *ws, Agentz__V1__Task *t)
+{
     if (w->state >= W_HANDBACK) {
         /* Claimed while stopping: give it straight back. */
         job *r = calloc(1, sizeof *r);
         if (r && (r->arena = az_arena_new(0))) {
             r->kind = J_RELEASE;
             snprintf(r->task_id, sizeof r->task_id, "%s", t->id);
-            snprintf(r->ws, sizeof r->ws, "%s", j->ws);
+            snprintf(r->ws, sizeof r->ws, "%s", ws);
             r->attempt = t->attempt;
             w->n_jobs++;
             atomic_fetch_add_explicit(&w->s_handed_back, 1, memory_order_relaxed);
@@ -306,10 +327,10 @@ static void start_execution(az_worker *w, job *j)
     if (f) {
         f->w = w;
         snprintf(f->task_id, sizeof f->task_id, "%s", t->id);
-        snprintf(f->ws, sizeof f->ws, "%s", j->ws);
+        snprintf(f->ws, sizeof f->ws, "%s", ws);
         f->attempt = t->attempt;
         f->born = ++w->seq;
-        err = az_exec_start(&w->env, j->ws, t, on_exec_done, f, &f->ex, msg);
+        err = az_exec_start(&w->env, ws, t, on_exec_done, f, &f->ex, msg);
     }
     if (err == AZ_OK) {
         f->next = w->flights;
@@ -327,7 +348,7 @@ static void start_execution(az_worker *w, job *j)
     r->err = err;
     snprintf(r->msg, sizeof r->msg, "the worker could not start the task: %.400s", msg);
     snprintf(r->task_id, sizeof r->task_id, "%s", t->id);
-    snprintf(r->ws, sizeof r->ws, "%s", j->ws);
+    snprintf(r->ws, sizeof r->ws, "%s", ws);
     r->attempt = t->attempt;
     w->n_other_jobs++;
     submit(w, r);
@@ -362,14 +383,14 @@ static void job_done(uv_work_t *req, int status)
     az_worker *w = j->w;
     switch (j->kind) {
     case J_CLAIM:
-        w->n_jobs--;
-        xack(w, j->entry_id); /* PostgreSQL decided; the hint has served */
+        w->n_jobs -= (int)j->n_claim;
+        xack_claimed(w, j);
         if (j->err == AZ_OK) {
-            atomic_fetch_add_explicit(&w->s_claimed, 1, memory_order_relaxed);
-            start_execution(w, j);
-        } else if (j->err != AZ_ERR_PRECONDITION && j->err != AZ_ERR_NOT_FOUND) {
-            /* Still queued: the reconciler publishes it again. */
-            az_warn("cannot claim task %s: %s", j->task_id, j->msg);
+            atomic_fetch_add_explicit(&w->s_claimed, (long)j->n_tasks, memory_order_relaxed);
+            for (size_t i = 0; i < j->n_tasks; i++) start_execution(w, j->ws, j->tasks[i]);
+        } else {
+            /* Still queued: the reconciler publishes them again. */
+            az_warn("cannot claim %zu tasks (first %s): %s", j->n_claim, j->claim_ids[0], j->msg);
         }
         break;
     case J_HEARTBEAT:
@@ -420,42 +441,87 @@ static void submit(az_worker *w, job *j)
 
 /* ---------------------------------------------------------------- reading the stream */
 
-static void claim_entry(az_worker *w, const redisReply *e)
+/* The task and workspace of a stream entry; 0 (after acking it) when it is malformed. */
+static int parse_entry(az_worker *w, const redisReply *e, const char **entry_id, const char **task,
+                       const char **ws)
 {
     if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING)
-        return;
-    const char *entry_id = e->element[0]->str;
+        return 0;
+    *entry_id = e->element[0]->str;
+    *task = *ws = NULL;
     const redisReply *fields = e->element[1];
-    const char *task = NULL, *ws = NULL;
     if (fields && fields->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i + 1 < fields->elements; i += 2) {
             const redisReply *k = fields->element[i], *v = fields->element[i + 1];
             if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) continue;
-            if (strcmp(k->str, "task") == 0) task = v->str;
-            else if (strcmp(k->str, "workspace") == 0) ws = v->str;
+            if (strcmp(k->str, "task") == 0) *task = v->str;
+            else if (strcmp(k->str, "workspace") == 0) *ws = v->str;
         }
     }
-    if (!task || !ws || !az_text_is_uuid(task) || !az_text_is_uuid(ws) ||
-        strlen(entry_id) >= sizeof ((job *)0)->entry_id) {
-        az_warn("ignoring malformed queue entry %s", entry_id);
-        xack(w, entry_id);
+    if (!*task || !*ws || !az_text_is_uuid(*task) || !az_text_is_uuid(*ws) ||
+        strlen(*entry_id) > ENTRY_ID_MAX) {
+        az_warn("ignoring malformed queue entry %s", *entry_id);
+        xack(w, *entry_id);
+        return 0;
+    }
+    return 1;
+}
+
+/* Claims the tasks of a read's (or a sweep's) entries: one claim job, so one transaction, per
+ * workspace among them. Entries left out for lack of memory stay unacked: the sweep retries. */
+static void claim_entries(az_worker *w, const redisReply *entries)
+{
+    if (entries->type != REDIS_REPLY_ARRAY || entries->elements == 0) return;
+    size_t n = entries->elements;
+    job **jobs = calloc(n, sizeof *jobs);
+    if (!jobs) {
+        az_error("cannot claim %zu tasks: out of memory", n);
         return;
     }
-    job *j = calloc(1, sizeof *j);
-    if (j && !(j->arena = az_arena_new(0))) {
-        free(j);
-        j = NULL;
+    size_t nj = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *entry_id, *task, *ws;
+        if (!parse_entry(w, entries->element[i], &entry_id, &task, &ws)) continue;
+        job *j = NULL;
+        for (size_t k = 0; k < nj && !j; k++)
+            if (strcmp(jobs[k]->ws, ws) == 0) j = jobs[k];
+        if (!j) {
+            j = calloc(1, sizeof *j);
+            if (j && (!(j->arena = az_arena_new(0)) ||
+                      !(j->claim_ids = az_arena_alloc(j->arena, n * sizeof *j->claim_ids)) ||
+                      !(j->claim_entries = az_arena_alloc(j->arena, n * sizeof *j->claim_entries)))) {
+                az_arena_free(j->arena);
+                free(j);
+                j = NULL;
+            }
+            if (!j) {
+                az_error("cannot claim task %s: out of memory", task);
+                continue;
+            }
+            j->kind = J_CLAIM;
+            snprintf(j->ws, sizeof j->ws, "%s", ws);
+            jobs[nj++] = j;
+        }
+        char *id = az_arena_strdup(j->arena, task), *eid = az_arena_strdup(j->arena, entry_id);
+        if (!id || !eid) {
+            az_error("cannot claim task %s: out of memory", task);
+            continue;
+        }
+        j->claim_ids[j->n_claim] = id;
+        j->claim_entries[j->n_claim] = eid;
+        j->n_claim++;
     }
-    if (!j) {
-        az_error("cannot claim task %s: out of memory", task); /* unacked: the sweep retries */
-        return;
+    for (size_t k = 0; k < nj; k++) {
+        job *j = jobs[k];
+        if (j->n_claim == 0) {
+            az_arena_free(j->arena);
+            free(j);
+            continue;
+        }
+        w->n_jobs += (int)j->n_claim;
+        submit(w, j);
     }
-    j->kind = J_CLAIM;
-    snprintf(j->task_id, sizeof j->task_id, "%s", task);
-    snprintf(j->ws, sizeof j->ws, "%s", ws);
-    snprintf(j->entry_id, sizeof j->entry_id, "%s", entry_id);
-    w->n_jobs++;
-    submit(w, j);
+    free(jobs);
 }
 
 static void on_group_created(redisAsyncContext *ac, void *reply, void *privdata)
@@ -507,8 +573,7 @@ static void on_read(redisAsyncContext *ac, void *reply, void *privdata)
             redisReply *st = r->element[s];
             if (st->type != REDIS_REPLY_ARRAY || st->elements < 2) continue;
             redisReply *entries = st->element[1];
-            for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++)
-                claim_entry(w, entries->element[i]);
+            claim_entries(w, entries);
         }
     }
     maybe_read(w);
@@ -545,8 +610,7 @@ static void on_sweep(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *r = reply;
     if (!w || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) return;
     redisReply *entries = r->element[1];
-    for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++)
-        claim_entry(w, entries->element[i]);
+    claim_entries(w, entries);
 }
 
 static void on_sweep_timer(uv_timer_t *t)
