@@ -14,6 +14,10 @@
  *               sees N requests in flight at once, samples agentzd's resident memory before and at
  *               the peak, reports memory per call, then cancels every task and times how long it
  *               takes until every call is aborted.
+ *   bulk        N tasks (default 10000) created through CreateTasks in batches of --batch (default
+ *               1000) from --clients threads, answered instantly by the fake; reports the creation
+ *               rate (tasks/s from the first call to the last reply), tasks/s end to end and the
+ *               queue-to-start latency p50/p99 as throughput does.
  *
  * Prints a human summary on stderr and, with --json, one JSON object on stdout. */
 #include <dirent.h>
@@ -45,8 +49,8 @@
 #define CALL_TIMEOUT_MS 60000
 #define MAX_WORKERS 64
 
-typedef enum scenario { SC_THROUGHPUT, SC_SLOWCALLS, SC_DRAIN } scenario;
-static const char *const SCENARIOS[] = {"throughput", "slowcalls", "drain"};
+typedef enum scenario { SC_THROUGHPUT, SC_SLOWCALLS, SC_DRAIN, SC_BULK } scenario;
+static const char *const SCENARIOS[] = {"throughput", "slowcalls", "drain", "bulk"};
 
 static struct {
     scenario sc;
@@ -58,11 +62,12 @@ static struct {
     int delay_ms, chunk_delay_ms;
     int worker_concurrency;
     int workers; /* drain: worker processes */
+    int batch;   /* bulk: tasks per CreateTasks call */
     int timeout_s;
     int json;
     int keep;
 } opt = {.tasks = -1, .clients = 16, .idle_samples = 20, .delay_ms = -1, .worker_concurrency = -1,
-         .workers = 1, .timeout_s = 600};
+         .workers = 1, .batch = 1000, .timeout_s = 600};
 
 static pid_t child;  /* agentzd with the API (and, but in drain, the worker) */
 static pid_t workers[MAX_WORKERS]; /* drain: the worker-only agentzds */
@@ -933,20 +938,170 @@ static int drain(json_t *out)
     return wexit == 0 ? 0 : 1;
 }
 
+/* ---------------------------------------------------------------- bulk */
+
+/* The bulk path: batches of opt.batch tasks through CreateTasks, taken from a shared counter by
+ * opt.clients threads, so the last batch may be short and no thread idles while batches remain. */
+typedef struct bulker {
+    pthread_t th;
+    const char *agent_id;
+    char (*ids)[40];
+    atomic_int *next; /* the next batch's index */
+    int n;
+    int calls, errors;
+    char first_error[AZ_MSG_MAX];
+} bulker;
+
+static void *bulker_main(void *arg)
+{
+    bulker *b = arg;
+    az_conn *c = connect_server();
+    int per = opt.batch;
+    Agentz__V1__Task *t = calloc((size_t)per, sizeof *t);
+    Agentz__V1__CreateTaskRequest *items = calloc((size_t)per, sizeof *items);
+    Agentz__V1__CreateTaskRequest **ptrs = calloc((size_t)per, sizeof *ptrs);
+    char(*desc)[64] = calloc((size_t)per, sizeof *desc);
+    if (!t || !items || !ptrs || !desc) die("out of memory");
+    for (;;) {
+        int k = atomic_fetch_add(b->next, 1);
+        long from = (long)k * per;
+        if (from >= b->n) break;
+        int m = (int)(b->n - from < per ? b->n - from : per);
+        for (int i = 0; i < m; i++) {
+            snprintf(desc[i], sizeof desc[i], "Benchmark task %ld: reply with one word.", from + i);
+            agentz__v1__task__init(&t[i]);
+            t[i].description = desc[i];
+            t[i].expected_output = "One word.";
+            t[i].agent_id = (char *)b->agent_id;
+            agentz__v1__create_task_request__init(&items[i]);
+            items[i].task = &t[i];
+            ptrs[i] = &items[i];
+        }
+        Agentz__V1__CreateTasksRequest req = AGENTZ__V1__CREATE_TASKS_REQUEST__INIT;
+        req.n_requests = (size_t)m;
+        req.requests = ptrs;
+        ProtobufCMessage *resp = NULL;
+        int st = 0;
+        char msg[AZ_MSG_MAX];
+        b->calls++;
+        if (az_conn_unary(c, "/agentz.v1.TaskService/CreateTasks", &req.base,
+                          &agentz__v1__create_tasks_response__descriptor, CALL_TIMEOUT_MS, NULL, &resp,
+                          &st, msg) != AZ_OK) {
+            if (!b->errors++)
+                snprintf(b->first_error, sizeof b->first_error, "%s: %.400s", az_conn_status_name(st), msg);
+            continue;
+        }
+        Agentz__V1__CreateTasksResponse *r = (Agentz__V1__CreateTasksResponse *)resp;
+        if (r->n_tasks != (size_t)m) die("CreateTasks returned %zu tasks for %d", r->n_tasks, m);
+        for (int i = 0; i < m; i++) snprintf(b->ids[from + i], 40, "%s", r->tasks[i]->id);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    free(desc);
+    free(ptrs);
+    free(items);
+    free(t);
+    az_conn_free(c);
+    return NULL;
+}
+
+static int bulk(json_t *out)
+{
+    fakellm_reply r = {.kind = FAKELLM_TEXT, .text = "Done.", .chunk_size = 16};
+    fakellm_on(fake, model, NULL, &r, 1);
+    az_conn *c = connect_server();
+    char agent_id[40];
+    create_agent(c, agent_id);
+    /* One task end to end first, so the worker's lazily built state exists before the clock runs. */
+    char warm[40], msg[AZ_MSG_MAX];
+    if (create_task(c, agent_id, -1, warm, msg) != 0) die("CreateTask failed: %s", msg);
+    Agentz__V1__TaskStats *ws = wait_finished(c, agent_id, 1, 60, "warm-up");
+    protobuf_c_message_free_unpacked(&ws->base, NULL);
+
+    int n = opt.tasks;
+    char(*ids)[40] = calloc((size_t)n, sizeof *ids);
+    if (!ids) die("out of memory");
+    int batches = (n + opt.batch - 1) / opt.batch;
+    int k = opt.clients < batches ? opt.clients : batches;
+    bulker *b = calloc((size_t)k, sizeof *b);
+    if (!b) die("out of memory");
+    atomic_int next = 0;
+    double t0 = now_s();
+    for (int i = 0; i < k; i++) {
+        b[i] = (bulker){.agent_id = agent_id, .ids = ids, .next = &next, .n = n};
+        pthread_create(&b[i].th, NULL, bulker_main, &b[i]);
+    }
+    int errors = 0, calls = 0;
+    for (int i = 0; i < k; i++) {
+        pthread_join(b[i].th, NULL);
+        if (b[i].errors && !errors) fprintf(stderr, "bench_engine: CreateTasks failed: %s\n", b[i].first_error);
+        errors += b[i].errors;
+        calls += b[i].calls;
+    }
+    double create_s = now_s() - t0;
+    free(b);
+    if (errors) die("%d of %d CreateTasks calls failed", errors, calls);
+    fprintf(stderr,
+            "bench_engine: bulk: created %d tasks in %.3f s with %d CreateTasks calls of up to %d "
+            "from %d clients = %.0f tasks/s created (%.1f ms per call)\n",
+            n, create_s, calls, opt.batch, k, n / create_s, create_s * 1000 * k / calls);
+    Agentz__V1__TaskStats *s = wait_finished(c, agent_id, 1 + n, opt.timeout_s, "bulk");
+    double wall = now_s() - t0;
+    long failed = (long)s->failed, cancelled = (long)s->cancelled;
+    protobuf_c_message_free_unpacked(&s->base, NULL);
+    qsort(ids, (size_t)n, sizeof *ids, cmp_id);
+    idset set = {.ids = ids, .n = n};
+    list_tasks(c, agent_id, in_set, &set);
+    times tm = set.tm;
+    if (tm.succeeded != (size_t)n)
+        die("%zu of %d bulk tasks succeeded (%ld failed, %ld cancelled)", tm.succeeded, n, failed,
+            cancelled);
+    qsort(tm.q2s, tm.n, sizeof *tm.q2s, cmp_double);
+    double server_span = tm.max_end - tm.min_create;
+    double tps = n / wall, server_tps = server_span > 0 ? n / server_span : 0;
+    fprintf(stderr,
+            "bench_engine: bulk: %d tasks in %.2f s = %.0f tasks/s end to end "
+            "(server clock, first create to last end: %.2f s = %.0f tasks/s)\n"
+            "bench_engine: queue-to-start under the burst: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n"
+            "bench_engine: CreateTasks rate: %.0f tasks/s; fake LLM calls: %zu\n",
+            n, wall, tps, server_span, server_tps, pct(tm.q2s, tm.n, 50) * 1000,
+            pct(tm.q2s, tm.n, 99) * 1000, tm.q2s[tm.n - 1] * 1000, n / create_s,
+            fakellm_count(fake, model));
+    json_object_set_new(out, "tasks", json_integer(n));
+    json_object_set_new(out, "batch", json_integer(opt.batch));
+    json_object_set_new(out, "clients", json_integer(k));
+    json_object_set_new(out, "calls", json_integer(calls));
+    json_object_set_new(out, "create_s", json_real(create_s));
+    json_object_set_new(out, "create_per_s", json_real(n / create_s));
+    json_object_set_new(out, "wall_s", json_real(wall));
+    json_object_set_new(out, "tasks_per_s", json_real(tps));
+    json_object_set_new(out, "server_span_s", json_real(server_span));
+    json_object_set_new(out, "server_tasks_per_s", json_real(server_tps));
+    json_object_set_new(out, "q2s_p50_ms", json_real(pct(tm.q2s, tm.n, 50) * 1000));
+    json_object_set_new(out, "q2s_p99_ms", json_real(pct(tm.q2s, tm.n, 99) * 1000));
+    json_object_set_new(out, "q2s_max_ms", json_real(tm.q2s[tm.n - 1] * 1000));
+    json_object_set_new(out, "llm_calls", json_integer((json_int_t)fakellm_count(fake, model)));
+    free(tm.q2s);
+    free(ids);
+    az_conn_free(c);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- main */
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: bench_engine --scenario throughput|slowcalls|drain [--agentzd PATH] [--data-dir DIR]\n"
-            "                    [--tasks N] [--clients N] [--idle-samples N]\n"
+            "usage: bench_engine --scenario throughput|slowcalls|drain|bulk [--agentzd PATH] [--data-dir DIR]\n"
+            "                    [--tasks N] [--clients N] [--batch N] [--idle-samples N]\n"
             "                    [--delay-ms MS] [--chunk-delay-ms MS] [--worker-concurrency N]\n"
             "                    [--workers N] [--timeout-s S] [--json] [--keep]\n"
             "  --agentzd PATH           the server binary (default $AGENTZD, else build/bin/agentzd)\n"
             "  --data-dir DIR           where agentzd keeps its data and log (default: a fresh\n"
             "                           /tmp/agentz-bench-engine.* removed at the end)\n"
-            "  --tasks N                tasks in the burst (throughput and drain 2000, slowcalls 5000)\n"
+            "  --tasks N                tasks in the burst (throughput and drain 2000, slowcalls 5000,\n"
+            "                           bulk 10000)\n"
             "  --clients N              gRPC client threads creating and cancelling (default 16)\n"
+            "  --batch N                bulk: tasks per CreateTasks call, 1..1000 (default 1000)\n"
             "  --idle-samples N         throughput: tasks run one at a time first (default 20)\n"
             "  --delay-ms MS            slowcalls: the fake waits this long before the response\n"
             "                           headers (default 180000: longer than creating the\n"
@@ -978,6 +1133,7 @@ int main(int argc, char **argv)
         {"delay-ms", required_argument, 0, 'D'},   {"chunk-delay-ms", required_argument, 0, 'C'},
         {"worker-concurrency", required_argument, 0, 'w'}, {"workers", required_argument, 0, 'W'},
         {"timeout-s", required_argument, 0, 't'},  {"json", no_argument, 0, 'j'},
+        {"batch", required_argument, 0, 'b'},
         {"keep", no_argument, 0, 'k'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -991,7 +1147,7 @@ int main(int argc, char **argv)
                     have_sc = 1;
                 }
             if (!have_sc) {
-                fprintf(stderr, "bench_engine: --scenario: use throughput, slowcalls or drain\n");
+                fprintf(stderr, "bench_engine: --scenario: use throughput, slowcalls, drain or bulk\n");
                 return 2;
             }
             break;
@@ -1004,12 +1160,17 @@ int main(int argc, char **argv)
         case 'C': opt.chunk_delay_ms = int_opt("chunk-delay-ms", optarg, 0); break;
         case 'w': opt.worker_concurrency = int_opt("worker-concurrency", optarg, 1); break;
         case 'W': opt.workers = int_opt("workers", optarg, 1); break;
+        case 'b': opt.batch = int_opt("batch", optarg, 1); break;
         case 't': opt.timeout_s = int_opt("timeout-s", optarg, 1); break;
         case 'j': opt.json = 1; break;
         case 'k': opt.keep = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
+    }
+    if (opt.batch > 1000) {
+        fprintf(stderr, "bench_engine: --batch: at most 1000 (CreateTasks' limit)\n");
+        return 2;
     }
     if (opt.workers > MAX_WORKERS) {
         fprintf(stderr, "bench_engine: --workers: at most %d\n", MAX_WORKERS);
@@ -1025,7 +1186,7 @@ int main(int argc, char **argv)
                 opt.agentzd);
         return 2;
     }
-    if (opt.tasks < 0) opt.tasks = opt.sc == SC_SLOWCALLS ? 5000 : 2000;
+    if (opt.tasks < 0) opt.tasks = opt.sc == SC_SLOWCALLS ? 5000 : opt.sc == SC_BULK ? 10000 : 2000;
     if (opt.delay_ms < 0) opt.delay_ms = opt.sc == SC_SLOWCALLS && !opt.chunk_delay_ms ? 180000 : 0;
     if (opt.worker_concurrency < 0 && opt.sc == SC_SLOWCALLS) opt.worker_concurrency = opt.tasks;
 
@@ -1059,7 +1220,9 @@ int main(int argc, char **argv)
             target, fakellm_base_url(fake), base_dir);
 
     json_t *out = json_pack("{s:s}", "scenario", SCENARIOS[opt.sc]);
-    int rc = opt.sc == SC_THROUGHPUT ? throughput(out) : opt.sc == SC_DRAIN ? drain(out) : slowcalls(out);
+    static int (*const run[])(json_t *) = {
+        [SC_THROUGHPUT] = throughput, [SC_SLOWCALLS] = slowcalls, [SC_DRAIN] = drain, [SC_BULK] = bulk};
+    int rc = run[opt.sc](out);
 
     int exit_status = 0;
     stop_proc(&child, SIGTERM, 60, &exit_status);

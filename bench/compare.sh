@@ -217,7 +217,8 @@ for r in rows:
     if r["system"] == "agentz" and "q2s_p50_ms" in r:
         lat = f"queue-to-start p50 {r['q2s_p50_ms']:.1f} ms, p99 {r['q2s_p99_ms']:.1f} ms"
         if "create_per_s" in r:
-            lat += f"; CreateTask {r['create_per_s']:,.0f}/s"
+            call = "CreateTasks" if r["mode"] == "bulk" else "CreateTask"
+            lat += f"; {call} {r['create_per_s']:,.0f}/s"
     elif r["system"] == "pgbench" and r.get("latency_avg_ms") is not None:
         lat = f"commit latency avg {r['latency_avg_ms']:.2f} ms"
     sysname = names[r["system"]] + (f" ({r['mode']})" if r["system"] in ("agentz", "bullmq") else "")

@@ -1,5 +1,7 @@
 /* `agentz tasks ...`: the TaskService commands. create takes the task as flags (one row per
- * flag in a setter table, like agents) or as a JSON/YAML file; list pages like agents list. */
+ * flag in a setter table, like agents) or as a JSON/YAML file; create-batch sends a file of
+ * tasks as one CreateTasks call; list pages like agents list. */
+#include <errno.h>
 #include <jansson.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -312,6 +314,214 @@ done:
     return code;
 }
 
+/* ---- create-batch ---- */
+
+#define BATCH_FILE_MAX (16u << 20) /* the server takes at most 4 MiB of protobuf per call */
+
+enum { B_FILE, B__COUNT };
+
+static const az_flag batch_flags[B__COUNT] = {
+    [B_FILE] = {"file", 'f', AZ_FLAG_VALUE, "FILE",
+                "the tasks: a JSON array, or JSON lines (one object a line); '-' = stdin", NULL},
+};
+
+/* The whole of path ("-" = stdin), NUL-terminated and malloc'd, at most BATCH_FILE_MAX bytes. */
+static az_err read_all(const char *path, char **out, size_t *len, char *msg)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) return az_fail(msg, AZ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap + 1);
+    az_err err = buf ? AZ_OK : az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    while (err == AZ_OK) {
+        if (n == cap) {
+            char *bigger = cap >= BATCH_FILE_MAX ? NULL : realloc(buf, 2 * cap + 1);
+            if (!bigger) {
+                err = cap >= BATCH_FILE_MAX
+                          ? az_fail(msg, AZ_ERR_INVALID, "%s: larger than %u MiB", path, BATCH_FILE_MAX >> 20)
+                          : az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) err = az_fail(msg, AZ_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+            break;
+        }
+    }
+    if (f != stdin) fclose(f);
+    if (err != AZ_OK) {
+        free(buf);
+        return err;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return AZ_OK;
+}
+
+/* One element of the file: a Task, or a CreateTaskRequest ({"task": ..., "requestId": ...})
+ * when it has a "task" member (Task has no such field, so the two cannot be confused). */
+static az_err batch_item(json_t *j, const char *where, az_arena *ar,
+                         Agentz__V1__CreateTaskRequest **out, char *msg)
+{
+    if (!json_is_object(j)) return az_fail(msg, AZ_ERR_INVALID, "%s: expected a JSON object (a task)", where);
+    ProtobufCMessage *m;
+    az_err err;
+    if (json_object_get(j, "task")) {
+        if ((err = az_pbjson_decode_tree(&agentz__v1__create_task_request__descriptor, j, where,
+                                         az_arena_allocator(ar), &m, msg)) != AZ_OK)
+            return err;
+        *out = (Agentz__V1__CreateTaskRequest *)m;
+        return AZ_OK;
+    }
+    if ((err = az_pbjson_decode_tree(&agentz__v1__task__descriptor, j, where, az_arena_allocator(ar),
+                                     &m, msg)) != AZ_OK)
+        return err;
+    if (!(*out = az_arena_alloc(ar, sizeof **out))) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    agentz__v1__create_task_request__init(*out);
+    (*out)->task = (Agentz__V1__Task *)m;
+    return AZ_OK;
+}
+
+/* Appends item to the request, doubling its array in the arena. */
+static az_err batch_add(Agentz__V1__CreateTasksRequest *req, Agentz__V1__CreateTaskRequest *item,
+                        az_arena *ar, char *msg)
+{
+    size_t n = req->n_requests;
+    if ((n & (n - 1)) == 0) {
+        Agentz__V1__CreateTaskRequest **v = az_arena_alloc(ar, (n ? 2 * n : 16) * sizeof *v);
+        if (!v) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        if (n) memcpy(v, req->requests, n * sizeof *v);
+        req->requests = v;
+    }
+    req->requests[req->n_requests++] = item;
+    return AZ_OK;
+}
+
+/* The file as a JSON array of tasks, or as JSON lines (blank lines skipped); errors name the
+ * element ("tasks.json: [2].retryPolicy.maxAttempts: ...") or the line ("tasks.jsonl:3: ..."). */
+static az_err parse_batch(const char *path, char *text, size_t len, az_arena *ar,
+                          Agentz__V1__CreateTasksRequest *req, char *msg)
+{
+    char where[64], why[AZ_MSG_MAX];
+    json_error_t je;
+    az_err err = AZ_OK;
+    const char *p = text;
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+    if (*p == '[') {
+        json_t *arr = json_loadb(text, len, 0, &je);
+        if (!arr) return az_fail(msg, AZ_ERR_INVALID, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        for (size_t i = 0; i < json_array_size(arr) && err == AZ_OK; i++) {
+            Agentz__V1__CreateTaskRequest *item;
+            snprintf(where, sizeof where, "[%zu]", i);
+            if ((err = batch_item(json_array_get(arr, i), where, ar, &item, why)) == AZ_OK)
+                err = batch_add(req, item, ar, why);
+            if (err != AZ_OK) err = az_fail(msg, err, "%s: %s", path, why);
+        }
+        json_decref(arr);
+        return err;
+    }
+    int line = 0;
+    for (char *s = text; s && *s && err == AZ_OK;) {
+        char *nl = strchr(s, '\n');
+        size_t n = nl ? (size_t)(nl - s) : strlen(s);
+        line++;
+        const char *q = s;
+        while (q < s + n && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
+        if (q < s + n) {
+            json_t *j = json_loadb(s, n, 0, &je);
+            Agentz__V1__CreateTaskRequest *item;
+            snprintf(where, sizeof where, "line %d", line);
+            if (!j) err = az_fail(msg, AZ_ERR_INVALID, "%s:%d:%d: %s", path, line, je.column, je.text);
+            else if ((err = batch_item(j, where, ar, &item, why)) != AZ_OK ||
+                     (err = batch_add(req, item, ar, why)) != AZ_OK)
+                err = az_fail(msg, err, "%s: %s", path, why);
+            json_decref(j);
+        }
+        s = nl ? nl + 1 : NULL;
+    }
+    return err;
+}
+
+static int print_created(az_cli *cli, const Agentz__V1__CreateTasksResponse *r)
+{
+    static const char *const headers[] = {"ID", "STATUS", "AGENT"};
+    char msg[AZ_MSG_MAX];
+    az_table *tb = az_table_new(3, headers);
+    if (!tb) return az_cli_out_of_memory(cli);
+    for (size_t c = 0; c < 3; c++) az_table_keep(tb, c);
+    for (size_t i = 0; i < r->n_tasks; i++) {
+        char status[32];
+        const char *cells[3] = {
+            r->tasks[i]->id,
+            az_output_enum(&agentz__v1__task_status__descriptor, STATUS_PREFIX,
+                           (int)r->tasks[i]->status, status, sizeof status),
+            r->tasks[i]->agent_id,
+        };
+        if (az_table_add(tb, cells, msg)) {
+            az_table_free(tb);
+            return az_cli_out_of_memory(cli);
+        }
+    }
+    az_table_print(tb, cli->out, az_table_width(cli->out));
+    az_table_free(tb);
+    fprintf(cli->err, "created %zu tasks\n", r->n_tasks);
+    return AZ_CLI_EXIT_OK;
+}
+
+static int run_create_batch(az_cli *cli, const az_flag_value *v, const char *const *args, size_t nargs)
+{
+    if (!v[B_FILE].count) return az_cli_usage_error(cli, "-f FILE is required ('-' = stdin)");
+    char msg[AZ_MSG_MAX];
+    char *text = NULL;
+    size_t len = 0;
+    az_err err = read_all(v[B_FILE].value, &text, &len, msg);
+    if (err == AZ_ERR_NOMEM) return az_cli_out_of_memory(cli);
+    if (err) return az_cli_usage_error(cli, "-f: %s", msg);
+    az_arena *ar = az_arena_new(0);
+    if (!ar) {
+        free(text);
+        return az_cli_out_of_memory(cli);
+    }
+    int code;
+    Agentz__V1__CreateTasksRequest req = AGENTZ__V1__CREATE_TASKS_REQUEST__INIT;
+    err = parse_batch(v[B_FILE].value, text, len, ar, &req, msg);
+    free(text);
+    if (err) {
+        code = err == AZ_ERR_NOMEM ? az_cli_out_of_memory(cli) : az_cli_fail(cli, AZ_CLI_EXIT_USAGE, err, msg);
+        goto done;
+    }
+    if (!req.n_requests) {
+        code = az_cli_usage_error(cli, "-f: %s holds no tasks", v[B_FILE].value);
+        goto done;
+    }
+    /* --request-id makes the whole call retry-safe: item i without its own key gets ID-i. */
+    for (size_t i = 0; cli->request_id && i < req.n_requests; i++) {
+        Agentz__V1__CreateTaskRequest *item = req.requests[i];
+        if (*item->request_id) continue;
+        if (!(item->request_id = az_arena_printf(ar, "%s-%zu", cli->request_id, i))) {
+            code = az_cli_out_of_memory(cli);
+            goto done;
+        }
+    }
+    ProtobufCMessage *resp;
+    code = az_cli_call(cli, SERVICE "CreateTasks", &req.base,
+                       &agentz__v1__create_tasks_response__descriptor, &resp);
+    if (!code) {
+        code = cli->output == AZ_OUTPUT_TABLE
+                   ? print_created(cli, (const Agentz__V1__CreateTasksResponse *)resp)
+                   : az_cli_print(cli, resp);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+done:
+    az_arena_free(ar);
+    return code;
+}
+
 /* ---- get, cancel, retry ---- */
 
 static int run_get(az_cli *cli, const az_flag_value *v, const char *const *args, size_t nargs)
@@ -591,6 +801,14 @@ static const az_cli_verb verbs[] = {
      "deadline per attempt (the global --timeout is the deadline of the call). The global\n"
      "--request-id makes the call idempotent.",
      create_flags, C__COUNT, 0, 0, run_create},
+    {"create-batch", "", "Create up to 1000 tasks in one atomic call from a JSON file",
+     "-f FILE holds a JSON array of tasks or JSON lines, each a task as 'tasks create -f'\n"
+     "reads it, or {\"task\": {...}, \"requestId\": \"...\"} for an item with its own idempotency\n"
+     "key. All are created or none (the error names the item: requests[3].task...). With the\n"
+     "global --request-id ID, items without a key get ID-0, ID-1, ...: rerunning the same file\n"
+     "with the same ID returns the tasks created first. Prints ID STATUS AGENT per task, in\n"
+     "file order; -o json|yaml prints the CreateTasksResponse.",
+     batch_flags, B__COUNT, 0, 0, run_create_batch},
     {"get", "ID", "Show one task", NULL, NULL, 0, 1, 1, run_get},
     {"list", "", "List tasks, newest first, one page or --all",
      "Table columns: ID STATUS AGENT ATTEMPT PROGRESS AGE. The next page's token is printed on\n"

@@ -414,6 +414,7 @@ static int run(const az_config *cfg)
 
     /* CancelTask/RetryTask on a run's task, and reaping, refresh the run's status. */
     az_task_api_set_run_hook(tasks, az_run_sync_hook, pg);
+    az_task_api_set_max_message_bytes(tasks, cfg->max_message_bytes);
     az_reconciler_set_run_hook(reconciler, az_run_sync_hook, pg);
     az_reconciler_set_agent_hook(reconciler, agent_ended_hook, pg);
     az_reconciler_set_retention_hook(reconciler, az_retention_hook, (void *)&retention,

@@ -31,6 +31,8 @@ static const az_perm table[] = {
     {"/agentz.v1.AgentService/WatchAgents", VIEWER, 0, 0},
 
     {"/agentz.v1.TaskService/CreateTask", EDITOR, 1, 1},
+    /* One call whatever its size: the limiter counts calls (docs/api.md, "CreateTasks"). */
+    {"/agentz.v1.TaskService/CreateTasks", EDITOR, 1, 1},
     {"/agentz.v1.TaskService/GetTask", VIEWER, 0, 0},
     {"/agentz.v1.TaskService/ListTasks", VIEWER, 0, 0},
     {"/agentz.v1.TaskService/CancelTask", EDITOR, 1, 0},

@@ -723,6 +723,173 @@ az_err az_task_insert(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Task *t
     return err;
 }
 
+/* ---------------------------------------------------------------- create, the bulk path
+ *
+ * CreateTasks costs a fixed number of statements whatever its size: the rows go to PostgreSQL
+ * as one JSON array expanded by jsonb_to_recordset (an array literal per column could not carry
+ * the ragged depends_on, context and webhook lists), and results are mapped back to the items
+ * by id. */
+
+static const char insert_many_sql[] =
+    "INSERT INTO tasks AS t (workspace_id, id, description, expected_output, agent_id, depends_on,"
+    " context, output_schema, retry_policy_set, initial_backoff_us, backoff_coefficient,"
+    " maximum_backoff_us, max_attempts, non_retryable_errors, timeout_us, status, webhook_urls,"
+    " labels, queued_at, published_at)"
+    " SELECT $1::uuid, r.id, r.description, r.expected_output, r.agent_id, r.depends_on, r.context,"
+    " r.output_schema::jsonb, r.retry_policy_set, r.initial_backoff_us, r.backoff_coefficient,"
+    " r.maximum_backoff_us, r.max_attempts, r.non_retryable_errors, r.timeout_us, r.status,"
+    " r.webhook_urls, r.labels, CASE WHEN r.status = 2 THEN clock_timestamp() END,"
+    " CASE WHEN r.status = 2 THEN clock_timestamp() END"
+    " FROM jsonb_to_recordset($2::jsonb) AS r(id uuid, description text, expected_output text,"
+    " agent_id uuid, depends_on uuid[], context text[], output_schema text,"
+    " retry_policy_set boolean, initial_backoff_us bigint, backoff_coefficient double precision,"
+    " maximum_backoff_us bigint, max_attempts integer, non_retryable_errors text[],"
+    " timeout_us bigint, status smallint, webhook_urls text[], labels jsonb)"
+    " RETURNING " COLS;
+
+/* An item's task id (generated, or the replayed task's) and its index: sorted by id, so result
+ * rows find their item by binary search. */
+typedef struct item_id {
+    const char *id;
+    size_t i;
+} item_id;
+
+static int cmp_item_id(const void *x, const void *y)
+{
+    return strcmp(((const item_id *)x)->id, ((const item_id *)y)->id);
+}
+
+static const item_id *find_item(const item_id *v, size_t n, const char *id)
+{
+    item_id key = {.id = id};
+    return bsearch(&key, v, n, sizeof *v, cmp_item_id);
+}
+
+/* The row of r (id, status ORDER BY id) for task id, or -1. uuid order is the order of their
+ * lowercase text, so a binary search with strcasecmp matches any spelling of id. */
+static int dep_row(const PGresult *r, const char *id)
+{
+    int lo = 0, hi = PQntuples(r) - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strcasecmp(PQgetvalue(r, mid, 0), id);
+        if (c == 0) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+/* check_deps for one item against deps (the statuses of every dependency of the batch). */
+static az_err item_start(const PGresult *deps, const Agentz__V1__Task *t, int *start, char *msg)
+{
+    *start = S_QUEUED;
+    for (size_t j = 0; j < t->n_depends_on; j++) {
+        int row = az_text_is_uuid(t->depends_on[j]) ? dep_row(deps, t->depends_on[j]) : -1;
+        if (!az_text_is_uuid(t->depends_on[j]))
+            return az_fail(msg, AZ_ERR_INVALID, "task.depends_on[%zu]: not a task id", j);
+        if (row < 0)
+            return az_fail(msg, AZ_ERR_INVALID, "task.depends_on[%zu]: task %s not found", j,
+                           t->depends_on[j]);
+        long s = num(deps, row, 1);
+        if (s == S_FAILED || s == S_CANCELLED)
+            return az_fail(msg, AZ_ERR_PRECONDITION, "task.depends_on[%zu]: task %s is %s; retry it first",
+                           j, t->depends_on[j], status_name(s));
+        if (s != S_SUCCEEDED) *start = S_PENDING;
+    }
+    return AZ_OK;
+}
+
+/* A JSON array of strings; NULL when out of memory or one is not UTF-8. */
+static json_t *json_strs(char *const *v, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        if (json_array_append_new(arr, json_string(v[i])) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+/* Adds v to o under k; 0 (v released) when v is NULL or out of memory. */
+static int put(json_t *o, const char *k, json_t *v) { return v && json_object_set_new(o, k, v) == 0; }
+
+/* Item t's row for insert_many_sql: the columns az_task_insert sets for a standalone task. */
+static json_t *task_record(const Agentz__V1__Task *t, const char *id, int start, az_arena *a)
+{
+    const Agentz__V1__RetryPolicy *rp = t->retry_policy;
+    json_t *o = json_object(), *labels = json_object();
+    for (size_t i = 0; labels && i < t->n_labels; i++)
+        if (!put(labels, t->labels[i]->key, json_string(t->labels[i]->value))) {
+            json_decref(labels);
+            labels = NULL;
+        }
+    char *schema = NULL, inner[AZ_MSG_MAX];
+    if (!o) {
+        json_decref(labels);
+        return NULL;
+    }
+    /* put() consumes its value, labels first so that every exit below releases it. */
+    int ok = put(o, "labels", labels) && struct_json(a, t->output_schema, &schema, inner) == AZ_OK &&
+             put(o, "id", json_string(id)) && put(o, "description", json_string(t->description)) &&
+             put(o, "expected_output", json_string(t->expected_output ? t->expected_output : "")) &&
+             (!t->agent_id || !*t->agent_id || put(o, "agent_id", json_string(t->agent_id))) &&
+             put(o, "depends_on", json_strs(t->depends_on, t->n_depends_on)) &&
+             put(o, "context", json_strs(t->context, t->n_context)) &&
+             (!schema || put(o, "output_schema", json_string(schema))) &&
+             put(o, "retry_policy_set", json_boolean(rp != NULL)) &&
+             (!rp || !rp->initial_backoff ||
+              put(o, "initial_backoff_us", json_integer(dur_us(rp->initial_backoff)))) &&
+             put(o, "backoff_coefficient", json_real(rp ? rp->backoff_coefficient : 0.0)) &&
+             (!rp || !rp->maximum_backoff ||
+              put(o, "maximum_backoff_us", json_integer(dur_us(rp->maximum_backoff)))) &&
+             put(o, "max_attempts", json_integer(rp ? rp->max_attempts : 0)) &&
+             put(o, "non_retryable_errors",
+                 rp ? json_strs(rp->non_retryable_errors, rp->n_non_retryable_errors) : json_array()) &&
+             put(o, "timeout_us", json_integer(t->timeout ? dur_us(t->timeout) : 0)) &&
+             put(o, "status", json_integer(start)) &&
+             put(o, "webhook_urls", json_strs(t->webhook_urls, t->n_webhook_urls));
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The statuses of every dependency of the items not replayed, locked FOR SHARE like
+ * check_deps; *r is NULL when no item has one. */
+static az_err batch_deps(az_pgconn *c, const az_ctx *ctx, const az_task_item *items, size_t n,
+                         char (*existing)[37], PGresult **r, char *msg)
+{
+    *r = NULL;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!existing[i][0]) total += items[i].task->n_depends_on;
+    if (!total) return AZ_OK;
+    size_t cap = total * 38 + 3, k = 0;
+    char *arr = malloc(cap);
+    if (!arr) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    arr[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        const Agentz__V1__Task *t = items[i].task;
+        for (size_t j = 0; !existing[i][0] && j < t->n_depends_on; j++) {
+            if (!az_text_is_uuid(t->depends_on[j])) continue; /* item_start names it */
+            k += (size_t)snprintf(arr + k, cap - k, "%s%s", k > 1 ? "," : "", t->depends_on[j]);
+        }
+    }
+    arr[k++] = '}';
+    arr[k] = '\0';
+    const char *p[2] = {ctx->workspace_id, arr};
+    az_err err = az_pg_exec(c, ctx,
+                            "SELECT id::text, status FROM tasks WHERE workspace_id = $1"
+                            " AND id = ANY ($2::uuid[]) ORDER BY id FOR SHARE",
+                            2, p, r, msg);
+    free(arr);
+    return err;
+}
+
 az_err az_task_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Task *t,
                       const char *request_id, const char *request_hash, az_arena *a,
                       Agentz__V1__Task **out, int *replayed, az_task_ready *ready, char *msg)
@@ -757,6 +924,188 @@ out:
     if (err != AZ_OK) {
         *out = NULL;
         if (ready) ready->n = ready_n; /* nothing was made ready after all */
+    }
+    az_pg_release(c);
+    return err;
+}
+
+az_err az_task_create_many(az_pg *pg, const az_ctx *ctx, const az_task_item *items, size_t n,
+                           size_t max_bytes, az_arena *a, Agentz__V1__Task ***out,
+                           az_task_ready *ready, size_t *bad, char *msg)
+{
+    *out = NULL;
+    *bad = n;
+    if (n < 1 || n > AZ_TASK_BATCH_MAX)
+        return az_fail(msg, AZ_ERR_INVALID, "requests: 1 to %d tasks per call, got %zu",
+                       AZ_TASK_BATCH_MAX, n);
+    Agentz__V1__Task **tasks = az_arena_alloc(a, n * sizeof *tasks);
+    char(*ids)[37] = az_arena_alloc(a, n * sizeof *ids);
+    char(*existing)[37] = az_arena_alloc(a, n * sizeof *existing);
+    item_id *order = az_arena_alloc(a, n * sizeof *order);
+    if (!tasks || !ids || !existing || !order) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    size_t nkeys = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (az_text_uuid4(ids[i]) != AZ_OK) return az_fail(msg, AZ_ERR_IO, "cannot generate an id");
+        if (items[i].request_id && *items[i].request_id) nkeys++;
+    }
+    size_t ready_n = ready ? ready->n : 0;
+    json_t *rows = NULL;
+    char *body = NULL;
+    PGresult *deps = NULL, *r = NULL;
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+
+    /* 1. Idempotency keys, all in one statement; a replayed item keeps the task it made first. */
+    if (nkeys) {
+        const char **rid = az_arena_alloc(a, nkeys * sizeof *rid);
+        const char **hash = az_arena_alloc(a, nkeys * sizeof *hash);
+        const char **res = az_arena_alloc(a, nkeys * sizeof *res);
+        size_t *at = az_arena_alloc(a, nkeys * sizeof *at);
+        char(*held)[37] = az_arena_alloc(a, nkeys * sizeof *held);
+        if (!rid || !hash || !res || !at || !held) {
+            err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0, k = 0; i < n; i++) {
+            existing[i][0] = '\0';
+            if (!items[i].request_id || !*items[i].request_id) continue;
+            rid[k] = items[i].request_id;
+            hash[k] = items[i].request_hash ? items[i].request_hash : "";
+            res[k] = ids[i];
+            at[k++] = i;
+        }
+        size_t bad_key;
+        err = az_idem_claim_many(c, ctx, "CreateTask", nkeys, rid, hash, res, held, &bad_key, msg);
+        if (err != AZ_OK) {
+            if (bad_key < nkeys) *bad = at[bad_key];
+            goto out;
+        }
+        for (size_t k = 0; k < nkeys; k++) memcpy(existing[at[k]], held[k], 37);
+    } else {
+        for (size_t i = 0; i < n; i++) existing[i][0] = '\0';
+    }
+
+    /* 2. The dependencies of the whole batch, then each item's start state. */
+    if ((err = batch_deps(c, ctx, items, n, existing, &deps, msg)) != AZ_OK) goto out;
+    size_t fresh = 0, replays = 0;
+    if (!(rows = json_array())) {
+        err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        order[i] = (item_id){existing[i][0] ? existing[i] : ids[i], i};
+        tasks[i] = NULL;
+        if (existing[i][0]) {
+            replays++;
+            continue;
+        }
+        int start = S_QUEUED;
+        if (deps && (err = item_start(deps, items[i].task, &start, msg)) != AZ_OK) {
+            *bad = i;
+            goto out;
+        }
+        if (json_array_append_new(rows, task_record(items[i].task, ids[i], start, a)) != 0) {
+            *bad = i;
+            err = az_fail(msg, AZ_ERR_INVALID, "task: cannot be encoded (out of memory, or a text is not UTF-8)");
+            goto out;
+        }
+        fresh++;
+    }
+    qsort(order, n, sizeof *order, cmp_item_id);
+
+    /* 3. Every new row in one INSERT. */
+    if (fresh) {
+        if (!(body = json_dumps(rows, JSON_COMPACT))) {
+            err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        json_decref(rows);
+        rows = NULL;
+        const char *p[2] = {ctx->workspace_id, body};
+        err = az_pg_exec(c, ctx, insert_many_sql, 2, p, &r, msg);
+        free(body);
+        body = NULL;
+        if (err == AZ_ERR_EXISTS) err = az_fail(msg, AZ_ERR_ABORTED, "a generated task id collided; retry");
+        if (err != AZ_OK) goto out;
+        if ((size_t)PQntuples(r) != fresh) {
+            err = az_fail(msg, AZ_ERR_INTERNAL, "inserted %d of %zu tasks", PQntuples(r), fresh);
+            goto out;
+        }
+        for (int row = 0; row < PQntuples(r) && err == AZ_OK; row++) {
+            const item_id *it = find_item(order, n, PQgetvalue(r, row, C_ID));
+            if (!it) err = az_fail(msg, AZ_ERR_INTERNAL, "inserted an unknown task %s", PQgetvalue(r, row, C_ID));
+            else err = from_row(r, row, a, &tasks[it->i], msg);
+        }
+        PQclear(r);
+        r = NULL;
+        if (err != AZ_OK) goto out;
+    }
+
+    /* 4. The replayed tasks as they are now. */
+    if (replays) {
+        size_t cap = replays * 38 + 3, k = 0;
+        char *arr = az_arena_alloc(a, cap);
+        if (!arr) {
+            err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        arr[k++] = '{';
+        for (size_t i = 0; i < n; i++)
+            if (existing[i][0]) k += (size_t)snprintf(arr + k, cap - k, "%s%s", k > 1 ? "," : "", existing[i]);
+        arr[k++] = '}';
+        arr[k] = '\0';
+        const char *p[2] = {ctx->workspace_id, arr};
+        err = az_pg_exec(c, ctx,
+                         "SELECT " COLS " FROM tasks t WHERE t.workspace_id = $1 AND t.id = ANY ($2::uuid[])",
+                         2, p, &r, msg);
+        if (err != AZ_OK) goto out;
+        for (int row = 0; row < PQntuples(r) && err == AZ_OK; row++) {
+            const item_id *it = find_item(order, n, PQgetvalue(r, row, C_ID));
+            if (it) err = from_row(r, row, a, &tasks[it->i], msg);
+        }
+        PQclear(r);
+        r = NULL;
+        if (err != AZ_OK) goto out;
+    }
+
+    /* 5. The response must fit the message limit: checked before anything is committed. */
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!tasks[i]) { /* the key outlived its task (pruned) */
+            *bad = i;
+            err = not_found(existing[i], msg);
+            goto out;
+        }
+        size_t m = protobuf_c_message_get_packed_size(&tasks[i]->base);
+        bytes += 1 + m + (m < 128 ? 1 : m < 16384 ? 2 : m < 2097152 ? 3 : 4);
+    }
+    if (max_bytes && bytes > max_bytes) {
+        err = az_fail(msg, AZ_ERR_INVALID,
+                      "requests: the response would be %zu bytes, over the %zu-byte message limit;"
+                      " send fewer tasks per call",
+                      bytes, max_bytes);
+        goto out;
+    }
+
+    /* 6. The events, after the last row lock (deferred: they ride with the next round trip),
+     * and the ready set in item order. */
+    for (size_t i = 0; i < n && err == AZ_OK; i++) {
+        if (existing[i][0]) continue;
+        err = emit_task(c, ctx, tasks[i], AGENTZ__V1__TASK_STATUS__TASK_STATUS_UNSPECIFIED, NULL, msg);
+        if (err == AZ_OK && tasks[i]->status == S_QUEUED) err = ready_add(ready, a, tasks[i]->id, msg);
+    }
+    if (err == AZ_OK) err = az_pg_commit(c, ctx, msg);
+out:
+    json_decref(rows);
+    free(body);
+    PQclear(deps);
+    PQclear(r);
+    if (err != AZ_OK) {
+        if (ready) ready->n = ready_n; /* nothing was made ready after all */
+    } else {
+        *out = tasks;
     }
     az_pg_release(c);
     return err;
@@ -1276,6 +1625,111 @@ out:
     return err;
 }
 
+/* The ids as a PostgreSQL array literal ({a,b,...}); NULL when out of memory. The ids are
+ * checked uuids, so they need no quoting. */
+static char *uuid_array(az_arena *a, char *const *ids, size_t n)
+{
+    char *out = az_arena_alloc(a, n * 37 + 3);
+    if (!out) return NULL;
+    size_t k = 0;
+    out[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i) out[k++] = ',';
+        memcpy(out + k, ids[i], 36);
+        k += 36;
+    }
+    out[k++] = '}';
+    out[k] = '\0';
+    return out;
+}
+
+az_err az_task_claim_many(az_pg *pg, const az_ctx *ctx, char *const *ids, size_t n,
+                          const char *worker, int64_t lease_ms, az_arena *a,
+                          Agentz__V1__Task ***out, size_t *n_out, char *msg)
+{
+    *out = NULL;
+    *n_out = 0;
+    if (n == 0) return AZ_OK;
+    if (n > AZ_TASK_CLAIM_MAX)
+        return az_fail(msg, AZ_ERR_INVALID, "at most %d tasks per claim, got %zu", AZ_TASK_CLAIM_MAX, n);
+    char **valid = az_arena_alloc(a, n * sizeof *valid);
+    if (!valid) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    size_t nv = 0;
+    for (size_t i = 0; i < n; i++)
+        if (az_text_is_uuid(ids[i])) valid[nv++] = ids[i];
+    if (nv == 0) return AZ_OK;
+    char lease[24];
+    snprintf(lease, sizeof lease, "%lld", (long long)(lease_ms > 0 ? lease_ms : AZ_TASK_DEFAULT_LEASE_MS));
+    const char *p[4] = {ctx->workspace_id, uuid_array(a, valid, nv), worker ? worker : "", lease};
+    if (!p[1]) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    az_pgconn *c;
+    az_err err = az_pg_acquire(pg, ctx, &c, msg);
+    if (err != AZ_OK) return err;
+    PGresult *r = NULL;
+    Agentz__V1__Task **v = NULL;
+    size_t got = 0;
+    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
+    /* Locks in id order, so two workers claiming overlapping batches (a task published twice)
+     * cannot deadlock; the one that comes second finds the task running and skips it. */
+    if ((err = az_pg_exec(c, ctx,
+                          "UPDATE tasks t SET status = 3, attempt = t.attempt + 1,"
+                          " start_time = COALESCE(t.start_time, clock_timestamp()),"
+                          " series_start_time = CASE WHEN t.attempt = t.retry_base"
+                          "  THEN clock_timestamp() ELSE t.series_start_time END,"
+                          " progress = 0, next_attempt_time = NULL, revision = t.revision + 1,"
+                          " lease_owner = $3, lease_expires_at = clock_timestamp()"
+                          "  + make_interval(secs => $4::bigint / 1000.0)"
+                          " FROM (SELECT id FROM tasks WHERE workspace_id = $1 AND id = ANY ($2::uuid[])"
+                          "  AND status::integer = 2 ORDER BY id FOR UPDATE) o"
+                          " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status::integer = 2"
+                          " RETURNING " COLS,
+                          4, p, &r, msg)) != AZ_OK)
+        goto out;
+    int rows = PQntuples(r);
+    if (rows == 0) {
+        err = az_pg_commit(c, ctx, msg); /* nothing was claimable: the hints were stale */
+        goto out;
+    }
+    v = az_arena_alloc(a, (size_t)rows * sizeof *v);
+    char **claimed = az_arena_alloc(a, (size_t)rows * sizeof *claimed);
+    char *atts = az_arena_alloc(a, (size_t)rows * 12 + 3);
+    if (!v || !claimed || !atts) {
+        err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    size_t k = 0;
+    atts[k++] = '{';
+    for (int i = 0; i < rows; i++) {
+        if ((err = from_row(r, i, a, &v[got], msg)) != AZ_OK) goto out;
+        claimed[got] = v[got]->id;
+        k += (size_t)snprintf(atts + k, 13, "%s%d", got ? "," : "", v[got]->attempt);
+        got++;
+    }
+    atts[k++] = '}';
+    atts[k] = '\0';
+    const char *q[4] = {ctx->workspace_id, uuid_array(a, claimed, got), atts, p[2]};
+    if (!q[1]) {
+        err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((err = az_pg_defer(c, ctx,
+                           "INSERT INTO task_attempts (workspace_id, task_id, attempt, status, worker)"
+                           " SELECT $1, q.id, q.attempt, 3, $4"
+                           " FROM unnest($2::uuid[], $3::integer[]) AS q(id, attempt)",
+                           4, q, msg)) != AZ_OK)
+        goto out;
+    for (size_t i = 0; i < got && err == AZ_OK; i++) err = emit_task(c, ctx, v[i], S_QUEUED, NULL, msg);
+    if (err == AZ_OK) err = az_pg_commit(c, ctx, msg);
+out:
+    PQclear(r);
+    if (err == AZ_OK && got) {
+        *out = v;
+        *n_out = got;
+    }
+    az_pg_release(c);
+    return err;
+}
+
 static void usage_params(const Agentz__V1__TokenUsage *u, char b[4][40], const char *p[4])
 {
     snprintf(b[0], 40, "%lld", u ? (long long)u->prompt_tokens : 0LL);
@@ -1604,6 +2058,7 @@ az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *re
             e->task_id = az_arena_strdup(arena, id);
             e->run_id = az_arena_strdup(arena, run_id);
             e->agent_id = az_arena_strdup(arena, PQgetvalue(r, i, 3));
+            e->worker = az_arena_strdup(arena, PQgetvalue(r, i, 4));
             e->failed = final;
             if (!e->workspace_id || !e->task_id || !e->run_id || !e->agent_id || !e->worker) {
                 PQclear(r);
@@ -1625,111 +2080,6 @@ az_err az_task_release(az_pg *pg, const az_ctx *ctx, const char *id, int attempt
     size_t ready_n = ready ? ready->n : 0;
     az_pgconn *c;
     az_err err = az_pg_acquire(pg, ctx, &c, msg);
-/* The ids as a PostgreSQL array literal ({a,b,...}); NULL when out of memory. The ids are
- * checked uuids, so they need no quoting. */
-static char *uuid_array(az_arena *a, char *const *ids, size_t n)
-{
-    char *out = az_arena_alloc(a, n * 37 + 3);
-    if (!out) return NULL;
-    size_t k = 0;
-    out[k++] = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i) out[k++] = ',';
-        memcpy(out + k, ids[i], 36);
-        k += 36;
-    }
-    out[k++] = '}';
-    out[k] = '\0';
-    return out;
-}
-
-az_err az_task_claim_many(az_pg *pg, const az_ctx *ctx, char *const *ids, size_t n,
-                          const char *worker, int64_t lease_ms, az_arena *a,
-                          Agentz__V1__Task ***out, size_t *n_out, char *msg)
-{
-    *out = NULL;
-    *n_out = 0;
-    if (n == 0) return AZ_OK;
-    if (n > AZ_TASK_CLAIM_MAX)
-        return az_fail(msg, AZ_ERR_INVALID, "at most %d tasks per claim, got %zu", AZ_TASK_CLAIM_MAX, n);
-    char **valid = az_arena_alloc(a, n * sizeof *valid);
-    if (!valid) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-    size_t nv = 0;
-    for (size_t i = 0; i < n; i++)
-        if (az_text_is_uuid(ids[i])) valid[nv++] = ids[i];
-    if (nv == 0) return AZ_OK;
-    char lease[24];
-    snprintf(lease, sizeof lease, "%lld", (long long)(lease_ms > 0 ? lease_ms : AZ_TASK_DEFAULT_LEASE_MS));
-    const char *p[4] = {ctx->workspace_id, uuid_array(a, valid, nv), worker ? worker : "", lease};
-    if (!p[1]) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-    az_pgconn *c;
-    az_err err = az_pg_acquire(pg, ctx, &c, msg);
-    if (err != AZ_OK) return err;
-    PGresult *r = NULL;
-    Agentz__V1__Task **v = NULL;
-    size_t got = 0;
-    if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
-    /* Locks in id order, so two workers claiming overlapping batches (a task published twice)
-     * cannot deadlock; the one that comes second finds the task running and skips it. */
-    if ((err = az_pg_exec(c, ctx,
-                          "UPDATE tasks t SET status = 3, attempt = t.attempt + 1,"
-                          " start_time = COALESCE(t.start_time, clock_timestamp()),"
-                          " series_start_time = CASE WHEN t.attempt = t.retry_base"
-                          "  THEN clock_timestamp() ELSE t.series_start_time END,"
-                          " progress = 0, next_attempt_time = NULL, revision = t.revision + 1,"
-                          " lease_owner = $3, lease_expires_at = clock_timestamp()"
-                          "  + make_interval(secs => $4::bigint / 1000.0)"
-                          " FROM (SELECT id FROM tasks WHERE workspace_id = $1 AND id = ANY ($2::uuid[])"
-                          "  AND status::integer = 2 ORDER BY id FOR UPDATE) o"
-                          " WHERE t.workspace_id = $1 AND t.id = o.id AND t.status::integer = 2"
-                          " RETURNING " COLS,
-                          4, p, &r, msg)) != AZ_OK)
-        goto out;
-    int rows = PQntuples(r);
-    if (rows == 0) {
-        err = az_pg_commit(c, ctx, msg); /* nothing was claimable: the hints were stale */
-        goto out;
-    }
-    v = az_arena_alloc(a, (size_t)rows * sizeof *v);
-    char **claimed = az_arena_alloc(a, (size_t)rows * sizeof *claimed);
-    char *atts = az_arena_alloc(a, (size_t)rows * 12 + 3);
-    if (!v || !claimed || !atts) {
-        err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    size_t k = 0;
-    atts[k++] = '{';
-    for (int i = 0; i < rows; i++) {
-        if ((err = from_row(r, i, a, &v[got], msg)) != AZ_OK) goto out;
-        claimed[got] = v[got]->id;
-        k += (size_t)snprintf(atts + k, 13, "%s%d", got ? "," : "", v[got]->attempt);
-        got++;
-    }
-    atts[k++] = '}';
-    atts[k] = '\0';
-    const char *q[4] = {ctx->workspace_id, uuid_array(a, claimed, got), atts, p[2]};
-    if (!q[1]) {
-        err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    if ((err = az_pg_defer(c, ctx,
-                           "INSERT INTO task_attempts (workspace_id, task_id, attempt, status, worker)"
-                           " SELECT $1, q.id, q.attempt, 3, $4"
-                           " FROM unnest($2::uuid[], $3::integer[]) AS q(id, attempt)",
-                           4, q, msg)) != AZ_OK)
-        goto out;
-    for (size_t i = 0; i < got && err == AZ_OK; i++) err = emit_task(c, ctx, v[i], S_QUEUED, NULL, msg);
-    if (err == AZ_OK) err = az_pg_commit(c, ctx, msg);
-out:
-    PQclear(r);
-    if (err == AZ_OK && got) {
-        *out = v;
-        *n_out = got;
-    }
-    az_pg_release(c);
-    return err;
-}
-
     if (err != AZ_OK) return err;
     PGresult *r = NULL;
     if ((err = az_pg_begin(c, ctx, msg)) != AZ_OK) goto out;
@@ -1890,4 +2240,3 @@ int64_t az_task_etag_revision(const char *etag)
     }
     return v > 0 ? v : -1;
 }
-            e->worker = az_arena_strdup(arena, PQgetvalue(r, i, 4));

@@ -71,6 +71,33 @@ az_err az_task_create(az_pg *pg, const az_ctx *ctx, const Agentz__V1__Task *t,
                       const char *request_id, const char *request_hash, az_arena *arena,
                       Agentz__V1__Task **out, int *replayed, az_task_ready *ready, char *msg);
 
+/* Most tasks one CreateTasks call creates. */
+#define AZ_TASK_BATCH_MAX 1000
+
+/* One item of az_task_create_many: a task validated as for az_task_create (its id is ignored)
+ * and its idempotency key ("" or NULL: none) with the hash of the request it came with. */
+typedef struct az_task_item {
+    const Agentz__V1__Task *task;
+    const char *request_id;
+    const char *request_hash;
+} az_task_item;
+
+/* CreateTasks: n (1..AZ_TASK_BATCH_MAX) tasks in one transaction, all created with their
+ * TaskStatusChanged events or nothing written. Whatever n, the SQL is one statement for the
+ * idempotency keys (when any item has one), one for the dependencies (when any), one INSERT of
+ * every row and one SELECT of the replays (when any); the events ride deferred, five to a round
+ * trip. Items are idempotent like az_task_create, in its key space (method "CreateTask"), so an
+ * item retried through either call returns the task created first (*out, not made ready
+ * again); request ids must be distinct within the batch (the caller checks). (*out)[i] (n
+ * entries, in arena) is item i's task. max_bytes bounds the results packed as a
+ * CreateTasksResponse (0 = unbounded): over it, AZ_ERR_INVALID and nothing is written. When the
+ * failure is one item's, *bad is its index and msg that item's own message
+ * ("task.depends_on[0]: task X not found", "request_id r was already used for a different
+ * request"); otherwise *bad = n. Queued tasks are appended to ready in item order. */
+az_err az_task_create_many(az_pg *pg, const az_ctx *ctx, const az_task_item *items, size_t n,
+                           size_t max_bytes, az_arena *arena, Agentz__V1__Task ***out,
+                           az_task_ready *ready, size_t *bad, char *msg);
+
 /* One task; AZ_ERR_NOT_FOUND when absent or another workspace's. */
 az_err az_task_get(az_pg *pg, const az_ctx *ctx, const char *id, az_arena *arena,
                    Agentz__V1__Task **out, char *msg);
@@ -122,6 +149,17 @@ az_err az_task_stats(az_pg *pg, const az_ctx *ctx, int64_t start_us, int64_t end
 az_err az_task_claim(az_pg *pg, const az_ctx *ctx, const char *id, const char *worker,
                      int64_t lease_ms, az_arena *arena, Agentz__V1__Task **out, char *msg);
 
+/* Claims (queued -> running, attempt + 1, leased to worker) those of ids that are still queued,
+ * in one transaction: the attempt rows and one TaskStatusChanged each commit with it. Ids that
+ * are not queued uuids of ctx's workspace (claimed by another worker, cancelled, unknown) are
+ * skipped, not errors. At most AZ_TASK_CLAIM_MAX ids (more: AZ_ERR_INVALID). On success
+ * *out (arena-owned, may be NULL when nothing was claimed) holds the *n_out claimed tasks, in
+ * no particular order; on error nothing is claimed and *out is NULL. */
+#define AZ_TASK_CLAIM_MAX 1000
+az_err az_task_claim_many(az_pg *pg, const az_ctx *ctx, char *const *ids, size_t n,
+                          const char *worker, int64_t lease_ms, az_arena *arena,
+                          Agentz__V1__Task ***out, size_t *n_out, char *msg);
+
 /* Lease heartbeat of one worker (system work, every workspace): extends the lease of every task
  * running under worker to now + lease_ms, and returns the ids of those tasks (in arena) so the
  * worker can abort what it runs but no longer owns (cancelled, reaped). */
@@ -134,6 +172,7 @@ typedef struct az_task_reaped {
     const char *task_id;
     const char *run_id;   /* "" for a standalone task */
     const char *agent_id; /* "" when none */
+    const char *worker;   /* the lease owner whose lease expired */
     int failed;           /* 1: failed for good (no attempt left); 0: it will run again */
 } az_task_reaped;
 
@@ -149,17 +188,6 @@ typedef struct az_task_reaped {
  * pass. */
 az_err az_task_reap_expired(az_pg *pg, int limit, int *reaped, az_task_ready *ready,
                             char ***ready_ws, az_arena *arena, az_task_reaped **list, char *msg);
-/* Claims (queued -> running, attempt + 1, leased to worker) those of ids that are still queued,
- * in one transaction: the attempt rows and one TaskStatusChanged each commit with it. Ids that
- * are not queued uuids of ctx's workspace (claimed by another worker, cancelled, unknown) are
- * skipped, not errors. At most AZ_TASK_CLAIM_MAX ids (more: AZ_ERR_INVALID). On success
- * *out (arena-owned, may be NULL when nothing was claimed) holds the *n_out claimed tasks, in
- * no particular order; on error nothing is claimed and *out is NULL. */
-#define AZ_TASK_CLAIM_MAX 1000
-az_err az_task_claim_many(az_pg *pg, const az_ctx *ctx, char *const *ids, size_t n,
-                          const char *worker, int64_t lease_ms, az_arena *arena,
-                          Agentz__V1__Task ***out, size_t *n_out, char *msg);
-
 
 /* Hand-back on graceful worker shutdown: running (at attempt) -> queued at once, the attempt
  * recorded as cancelled with error "worker_shutdown"; the hand-back does not count against the
@@ -183,7 +211,6 @@ az_err az_task_set_progress(az_pg *pg, const az_ctx *ctx, const char *id, int at
  * finished elsewhere). Parameters: $1 uuid[] task ids, $2 integer[] their attempts (parallel
  * array literals, e.g. "{id1,id2}" and "{1,3}"), $3 the worker id. Rows: (task id, attempt) of
  * every attempt that is not running under that worker any more. Static text. */
-    const char *worker;   /* the lease owner whose lease expired */
 const char *az_task_sql_not_running(void);
 
 /* running (at `attempt`) -> succeeded with output and usage; dependents whose dependencies have

@@ -1,5 +1,6 @@
 /* TaskService handlers: request validation with field-naming errors, AIP-158 pagination limits,
- * idempotent create, publishing to the Redis queue after commit, and the run-refresh hook. */
+ * idempotent create (one task, or a batch in one transaction), publishing to the Redis queue
+ * after commit, and the run-refresh hook. */
 #include "task_api.h"
 
 #include <math.h>
@@ -28,7 +29,8 @@ struct az_task_api {
     az_err (*run_hook)(void *arg, const az_ctx *ctx, const char *run_id, char *msg);
     void *run_hook_arg;
     az_watch *watch; /* NULL: WatchTask answers UNAVAILABLE */
-    az_method methods[8];
+    size_t max_message_bytes; /* the server's send limit, which bounds a CreateTasks response */
+    az_method methods[9];
 };
 
 /* ---------------------------------------------------------------- validation */
@@ -189,6 +191,42 @@ static int64_t timestamp_to_us(const Google__Protobuf__Timestamp *t)
     return (int64_t)t->seconds * 1000000 + t->nanos / 1000;
 }
 
+/* The client-settable fields of src: output-only fields of a request are ignored. */
+static void copy_writable(Agentz__V1__Task *t, const Agentz__V1__Task *src)
+{
+    agentz__v1__task__init(t);
+    t->description = src->description;
+    t->expected_output = src->expected_output;
+    t->agent_id = src->agent_id;
+    t->n_depends_on = src->n_depends_on;
+    t->depends_on = src->depends_on;
+    t->n_context = src->n_context;
+    t->context = src->context;
+    t->output_schema = src->output_schema;
+    t->retry_policy = src->retry_policy;
+    t->timeout = src->timeout;
+    t->n_webhook_urls = src->n_webhook_urls;
+    t->webhook_urls = src->webhook_urls;
+    t->n_labels = src->n_labels;
+    t->labels = src->labels;
+}
+
+/* The agent of a new task exists and is enabled; errors name "<prefix>task.agent_id". */
+static az_err check_agent(az_task_api *api, const az_ctx *ctx, const char *prefix,
+                          const char *agent_id, az_arena *a, char *msg)
+{
+    Agentz__V1__Agent *agent;
+    char inner[AZ_MSG_MAX];
+    az_err err = az_agent_get(api->pg, ctx, agent_id, a, &agent, inner);
+    if (err == AZ_ERR_NOT_FOUND)
+        return az_fail(msg, AZ_ERR_INVALID, "%stask.agent_id: agent %s not found", prefix, agent_id);
+    if (err != AZ_OK) return az_fail(msg, err, "%s", inner);
+    if (agent->disabled)
+        return az_fail(msg, AZ_ERR_PRECONDITION, "%stask.agent_id: agent %s is disabled", prefix,
+                       agent_id);
+    return AZ_OK;
+}
+
 /* ---------------------------------------------------------------- handlers */
 
 static az_err create_task(az_call *c, const ProtobufCMessage *in, ProtobufCMessage **out, char *msg)
@@ -203,35 +241,12 @@ static az_err create_task(az_call *c, const ProtobufCMessage *in, ProtobufCMessa
     az_arena *a = az_call_arena(c);
     az_ctx ctx;
     az_call_ctx(c, &ctx);
-    Agentz__V1__Agent *agent;
-    char inner[AZ_MSG_MAX];
-    err = az_agent_get(api->pg, &ctx, req->task->agent_id, a, &agent, inner);
-    if (err == AZ_ERR_NOT_FOUND)
-        return az_fail(msg, AZ_ERR_INVALID, "task.agent_id: agent %s not found", req->task->agent_id);
-    if (err != AZ_OK) return az_fail(msg, err, "%s", inner);
-    if (agent->disabled)
-        return az_fail(msg, AZ_ERR_PRECONDITION, "task.agent_id: agent %s is disabled",
-                       req->task->agent_id);
+    if ((err = check_agent(api, &ctx, "", req->task->agent_id, a, msg)) != AZ_OK) return err;
     const char *hash = "";
     if (*req->request_id && !(hash = request_hash(a, req->task)))
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-    /* Output-only fields are ignored: start from the writable ones. */
-    Agentz__V1__Task t = AGENTZ__V1__TASK__INIT;
-    const Agentz__V1__Task *src = req->task;
-    t.description = src->description;
-    t.expected_output = src->expected_output;
-    t.agent_id = src->agent_id;
-    t.n_depends_on = src->n_depends_on;
-    t.depends_on = src->depends_on;
-    t.n_context = src->n_context;
-    t.context = src->context;
-    t.output_schema = src->output_schema;
-    t.retry_policy = src->retry_policy;
-    t.timeout = src->timeout;
-    t.n_webhook_urls = src->n_webhook_urls;
-    t.webhook_urls = src->webhook_urls;
-    t.n_labels = src->n_labels;
-    t.labels = src->labels;
+    Agentz__V1__Task t;
+    copy_writable(&t, req->task);
     Agentz__V1__Task *created;
     int replayed;
     az_task_ready ready = {.arena = a};
@@ -239,6 +254,94 @@ static az_err create_task(az_call *c, const ProtobufCMessage *in, ProtobufCMessa
     if (err != AZ_OK) return err;
     publish(api, &ctx, &ready);
     *out = &created->base;
+    return AZ_OK;
+}
+
+/* A request id and its item, sorted to find ids given twice. */
+typedef struct keyed {
+    const char *request_id;
+    size_t i;
+} keyed;
+
+static int cmp_keyed(const void *x, const void *y)
+{
+    const keyed *a = x, *b = y;
+    int c = strcmp(a->request_id, b->request_id);
+    return c ? c : (a->i > b->i) - (a->i < b->i);
+}
+
+/* CreateTasks (AIP-233): every item validated as CreateTask validates it (errors prefixed with
+ * "requests[i]."), each distinct agent checked once, then one transaction for the batch. */
+static az_err create_tasks(az_call *c, const ProtobufCMessage *in, ProtobufCMessage **out, char *msg)
+{
+    az_task_api *api = az_call_data(c);
+    const Agentz__V1__CreateTasksRequest *req = (const void *)in;
+    size_t n = req->n_requests;
+    if (n == 0) return az_fail(msg, AZ_ERR_INVALID, "requests: at least 1 task is required");
+    if (n > AZ_TASK_BATCH_MAX)
+        return az_fail(msg, AZ_ERR_INVALID, "requests: at most %d tasks per call, got %zu",
+                       AZ_TASK_BATCH_MAX, n);
+    az_arena *a = az_call_arena(c);
+    char inner[AZ_MSG_MAX];
+    az_err err;
+    keyed *keys = az_arena_alloc(a, n * sizeof *keys);
+    az_task_item *items = az_arena_alloc(a, n * sizeof *items);
+    Agentz__V1__Task *tasks = az_arena_alloc(a, n * sizeof *tasks);
+    if (!keys || !items || !tasks) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    size_t nkeys = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Agentz__V1__CreateTaskRequest *r = req->requests[i];
+        if (!r->task) return az_fail(msg, AZ_ERR_INVALID, "requests[%zu].task is required", i);
+        if ((err = az_task_api_validate(r->task, inner)) != AZ_OK ||
+            (err = az_text_check("request_id", r->request_id, REQUEST_ID_MAX, 0, inner)) != AZ_OK)
+            return az_fail(msg, err, "requests[%zu].%s", i, inner);
+        if (*r->request_id) keys[nkeys++] = (keyed){r->request_id, i};
+    }
+    /* A batch holding one key twice could only create one of the two tasks. */
+    qsort(keys, nkeys, sizeof *keys, cmp_keyed);
+    for (size_t k = 1; k < nkeys; k++) {
+        if (strcmp(keys[k].request_id, keys[k - 1].request_id) == 0)
+            return az_fail(msg, AZ_ERR_INVALID,
+                           "requests[%zu].request_id: \"%s\" is also the request_id of requests[%zu]",
+                           keys[k].i, keys[k].request_id, keys[k - 1].i);
+    }
+    az_ctx ctx;
+    az_call_ctx(c, &ctx);
+    /* Each distinct agent once (batches usually share one or a few), in item order so the
+     * first item naming a missing agent is the one the message names. */
+    for (size_t i = 0; i < n; i++) {
+        const char *agent = req->requests[i]->task->agent_id;
+        size_t j = 0;
+        while (j < i && strcasecmp(req->requests[j]->task->agent_id, agent) != 0) j++;
+        if (j < i) continue;
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "requests[%zu].", i);
+        if ((err = check_agent(api, &ctx, prefix, agent, a, msg)) != AZ_OK) return err;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Agentz__V1__CreateTaskRequest *r = req->requests[i];
+        copy_writable(&tasks[i], r->task);
+        items[i] = (az_task_item){.task = &tasks[i], .request_id = r->request_id, .request_hash = ""};
+        /* The same hash as CreateTask's, so a retry through either call matches. */
+        if (*r->request_id && !(items[i].request_hash = request_hash(a, r->task)))
+            return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    }
+    Agentz__V1__Task **created;
+    size_t bad;
+    az_task_ready ready = {.arena = a};
+    err = az_task_create_many(api->pg, &ctx, items, n, api->max_message_bytes, a, &created, &ready,
+                              &bad, inner);
+    if (err != AZ_OK) {
+        if (bad < n) return az_fail(msg, err, "requests[%zu].%s", bad, inner);
+        return az_fail(msg, err, "%s", inner);
+    }
+    publish(api, &ctx, &ready);
+    Agentz__V1__CreateTasksResponse *resp = az_arena_alloc(a, sizeof *resp);
+    if (!resp) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    agentz__v1__create_tasks_response__init(resp);
+    resp->n_tasks = n;
+    resp->tasks = created;
+    *out = &resp->base;
     return AZ_OK;
 }
 
@@ -389,10 +492,14 @@ az_task_api *az_task_api_new(az_pg *pg, az_redis *redis)
     if (!api) return NULL;
     api->pg = pg;
     api->redis = redis;
+    api->max_message_bytes = 4 << 20;
     const az_method m[] = {
         {"/agentz.v1.TaskService/CreateTask", AZ_RPC_UNARY,
          &agentz__v1__create_task_request__descriptor, &agentz__v1__task__descriptor,
          .unary = create_task, .data = api},
+        {"/agentz.v1.TaskService/CreateTasks", AZ_RPC_UNARY,
+         &agentz__v1__create_tasks_request__descriptor,
+         &agentz__v1__create_tasks_response__descriptor, .unary = create_tasks, .data = api},
         {"/agentz.v1.TaskService/GetTask", AZ_RPC_UNARY, &agentz__v1__get_task_request__descriptor,
          &agentz__v1__task__descriptor, .unary = get_task, .data = api},
         {"/agentz.v1.TaskService/ListTasks", AZ_RPC_UNARY,
@@ -427,6 +534,11 @@ const az_method *az_task_api_methods(az_task_api *api, size_t *n)
 }
 
 void az_task_api_set_watch(az_task_api *api, az_watch *w) { api->watch = w; }
+
+void az_task_api_set_max_message_bytes(az_task_api *api, int bytes)
+{
+    api->max_message_bytes = bytes > 0 ? (size_t)bytes : 4 << 20;
+}
 
 void az_task_api_set_run_hook(az_task_api *api,
                               az_err (*fn)(void *arg, const az_ctx *ctx, const char *run_id, char *msg),

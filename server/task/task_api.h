@@ -41,6 +41,11 @@ const az_method *az_task_api_methods(az_task_api *api, size_t *n);
 typedef struct az_watch az_watch;
 void az_task_api_set_watch(az_task_api *api, az_watch *w);
 
+/* The server's message size limit (az_server_config.max_message_bytes; 0 = its 4 MiB default):
+ * a CreateTasks whose response would be larger is refused (INVALID_ARGUMENT, nothing written)
+ * rather than committed and then lost in sending. Call before serving. */
+void az_task_api_set_max_message_bytes(az_task_api *api, int bytes);
+
 /* Registers fn(arg, ctx, run_id, msg), called after CancelTask/RetryTask changed a task that
  * belongs to a run, so the run's status follows (the workflow module registers az_run_sync).
  * Its failure is logged, not returned: the task change is committed. Call before serving. */

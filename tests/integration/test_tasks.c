@@ -1,5 +1,6 @@
 /* TaskService against the real agentzd, PostgreSQL and Redis: every RPC, its validation errors,
- * idempotency, pagination, illegal transitions, parallel Cancel/Retry, and the Redis hand-off. */
+ * idempotency, pagination, illegal transitions, parallel Cancel/Retry, the Redis hand-off, and
+ * CreateTasks (atomic batches, their limits and per-item errors). */
 #include <CUnit/Basic.h>
 #include <pthread.h>
 #include <signal.h>
@@ -736,6 +737,178 @@ static void test_redis_handoff(void)
     az_redis_free(r);
 }
 
+/* ---------------------------------------------------------------- CreateTasks */
+
+static Agentz__V1__CreateTasksResponse *create_batch(Agentz__V1__Task *tasks, const char *const *rids,
+                                                     size_t n, int *status)
+{
+    Agentz__V1__CreateTaskRequest *items = calloc(n ? n : 1, sizeof *items);
+    Agentz__V1__CreateTaskRequest **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    for (size_t i = 0; i < n; i++) {
+        agentz__v1__create_task_request__init(&items[i]);
+        items[i].task = &tasks[i];
+        items[i].request_id = (char *)(rids && rids[i] ? rids[i] : "");
+        ptrs[i] = &items[i];
+    }
+    Agentz__V1__CreateTasksRequest req = AGENTZ__V1__CREATE_TASKS_REQUEST__INIT;
+    req.n_requests = n;
+    req.requests = ptrs;
+    void *out = NULL;
+    *status = call(SVC "CreateTasks", &req, &agentz__v1__create_tasks_response__descriptor, &out);
+    free(ptrs);
+    free(items);
+    return out;
+}
+
+/* Tasks of agent (every page). */
+static size_t count_of_agent(const char *agent)
+{
+    size_t n = 0;
+    char token[512] = "";
+    do {
+        Agentz__V1__ListTasksRequest req = AGENTZ__V1__LIST_TASKS_REQUEST__INIT;
+        req.agent_id = (char *)agent;
+        req.page_size = 1000;
+        req.page_token = token;
+        void *out = NULL;
+        CU_ASSERT_EQUAL_FATAL(call(SVC "ListTasks", &req, &agentz__v1__list_tasks_response__descriptor, &out), OK);
+        Agentz__V1__ListTasksResponse *r = out;
+        n += r->n_tasks;
+        snprintf(token, sizeof token, "%s", r->next_page_token);
+        free_msg(out);
+    } while (token[0]);
+    return n;
+}
+
+static void test_create_tasks(void)
+{
+    char batch_agent[40];
+    make_agent("Batch Runner", 0, batch_agent);
+    Agentz__V1__Task t[3];
+    const char *desc[3] = {"Batch first", "Batch second", "Batch third"};
+    for (int i = 0; i < 3; i++) {
+        t[i] = make_task(desc[i]);
+        t[i].agent_id = batch_agent;
+    }
+    int st;
+    Agentz__V1__CreateTasksResponse *r = create_batch(t, NULL, 3, &st);
+    if (st != OK) fprintf(stderr, "CreateTasks: %d %s\n", st, last_msg);
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    CU_ASSERT_EQUAL_FATAL(r->n_tasks, 3);
+    az_redis *redis = redis_of_server();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(redis);
+    for (int i = 0; i < 3; i++) {
+        /* The response is in request order, every task stored, queued and on the stream. */
+        CU_ASSERT_STRING_EQUAL(r->tasks[i]->description, desc[i]);
+        CU_ASSERT_EQUAL(r->tasks[i]->status, AGENTZ__V1__TASK_STATUS__TASK_STATUS_QUEUED);
+        Agentz__V1__Task *g = get(r->tasks[i]->id, &st);
+        CU_ASSERT_EQUAL(st, OK);
+        if (g) CU_ASSERT_STRING_EQUAL(g->description, desc[i]);
+        free_msg(g);
+        CU_ASSERT_TRUE(stream_has(redis, r->tasks[i]->id));
+    }
+    az_redis_free(redis);
+    CU_ASSERT_EQUAL(count_of_agent(batch_agent), 3);
+
+    /* Atomic: one bad item and nothing is created; the message names the item and field. */
+    Agentz__V1__Task bad[4];
+    for (int i = 0; i < 4; i++) {
+        bad[i] = make_task("Atomic batch");
+        bad[i].agent_id = batch_agent;
+    }
+    bad[3].description = "";
+    free_msg(create_batch(bad, NULL, 4, &st));
+    CU_ASSERT_EQUAL(st, INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests[3].task.description"));
+    bad[3].description = "Atomic batch";
+    char *missing[] = {"7d1f0c52-1111-4222-8333-444455556666"};
+    bad[2].n_depends_on = 1;
+    bad[2].depends_on = missing;
+    free_msg(create_batch(bad, NULL, 4, &st));
+    CU_ASSERT_EQUAL(st, INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests[2].task.depends_on[0]: task 7d1f0c52"));
+    bad[2].n_depends_on = 0;
+    bad[1].agent_id = "7d1f0c52-1111-4222-8333-444455556666";
+    free_msg(create_batch(bad, NULL, 4, &st));
+    CU_ASSERT_EQUAL(st, INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests[1].task.agent_id: agent 7d1f0c52"));
+    bad[1].agent_id = disabled_agent_id;
+    free_msg(create_batch(bad, NULL, 4, &st));
+    CU_ASSERT_EQUAL(st, PRECONDITION);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests[1].task.agent_id"));
+    bad[1].agent_id = batch_agent;
+    bad[0].retry_policy = &(Agentz__V1__RetryPolicy)AGENTZ__V1__RETRY_POLICY__INIT;
+    bad[0].retry_policy->backoff_coefficient = 0.5;
+    free_msg(create_batch(bad, NULL, 4, &st));
+    CU_ASSERT_EQUAL(st, INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests[0].task.retry_policy.backoff_coefficient"));
+    bad[0].retry_policy = NULL;
+    CU_ASSERT_EQUAL(count_of_agent(batch_agent), 3);
+
+    /* A request id twice in one batch. */
+    const char *dup[4] = {"b-1", "b-2", "b-1", ""};
+    free_msg(create_batch(bad, dup, 4, &st));
+    CU_ASSERT_EQUAL(st, INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests[2].request_id: \"b-1\" is also the request_id of requests[0]"));
+    /* An item without its task, none at all, too many. */
+    Agentz__V1__CreateTaskRequest empty = AGENTZ__V1__CREATE_TASK_REQUEST__INIT, *one[] = {&empty};
+    Agentz__V1__CreateTasksRequest req = AGENTZ__V1__CREATE_TASKS_REQUEST__INIT;
+    req.n_requests = 1;
+    req.requests = one;
+    CU_ASSERT_EQUAL(call(SVC "CreateTasks", &req, &agentz__v1__create_tasks_response__descriptor, NULL), INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests[0].task is required"));
+    req.n_requests = 0;
+    CU_ASSERT_EQUAL(call(SVC "CreateTasks", &req, &agentz__v1__create_tasks_response__descriptor, NULL), INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests: at least 1 task"));
+    enum { TOO_MANY = 1001 };
+    Agentz__V1__Task *many = calloc(TOO_MANY, sizeof *many);
+    for (int i = 0; i < TOO_MANY; i++) {
+        many[i] = make_task("Too many");
+        many[i].agent_id = batch_agent;
+    }
+    free_msg(create_batch(many, NULL, TOO_MANY, &st));
+    CU_ASSERT_EQUAL(st, INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests: at most 1000 tasks per call, got 1001"));
+    /* 1000 is allowed, and all are there. */
+    r = create_batch(many, NULL, 1000, &st);
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    CU_ASSERT_EQUAL(r->n_tasks, 1000);
+    free_msg(r);
+    free(many);
+    CU_ASSERT_EQUAL(count_of_agent(batch_agent), 1003);
+}
+
+static void test_create_tasks_idempotent(void)
+{
+    char k0[64], k2[64], single[64];
+    const char *u = az_itest_unique();
+    snprintf(k0, sizeof k0, "batch-%s-0", u);
+    snprintf(k2, sizeof k2, "batch-%s-2", u);
+    snprintf(single, sizeof single, "batch-%s-single", u);
+    Agentz__V1__Task t[3] = {make_task("Idem batch 0"), make_task("Idem batch 1"), make_task("Idem batch 2")};
+    /* Item 2's key was used by CreateTask for the same task first. */
+    int st;
+    Agentz__V1__Task *first = create(&t[2], k2, &st);
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    const char *rids[3] = {k0, "", k2};
+    Agentz__V1__CreateTasksResponse *a = create_batch(t, rids, 3, &st);
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    Agentz__V1__CreateTasksResponse *b = create_batch(t, rids, 3, &st);
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    CU_ASSERT_STRING_EQUAL(a->tasks[2]->id, first->id);
+    CU_ASSERT_STRING_EQUAL(b->tasks[2]->id, first->id);
+    CU_ASSERT_STRING_EQUAL(a->tasks[0]->id, b->tasks[0]->id);      /* retried: the first task */
+    CU_ASSERT_STRING_NOT_EQUAL(a->tasks[1]->id, b->tasks[1]->id);  /* no key: a new task */
+    /* The same key with another task: ALREADY_EXISTS naming the item, nothing created. */
+    t[0].description = "Idem batch changed";
+    free_msg(create_batch(t, rids, 3, &st));
+    CU_ASSERT_EQUAL(st, EXISTS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(last_msg, "requests[0].request_id"));
+    free_msg(first);
+    free_msg(a);
+    free_msg(b);
+}
+
 /* ---------------------------------------------------------------- suite */
 
 static int suite_init(void)
@@ -778,5 +951,7 @@ int main(void)
     CU_add_test(s, "16 parallel cancel/retry calls", test_parallel_cancel_retry);
     CU_add_test(s, "attempts and stats", test_attempts_and_stats);
     CU_add_test(s, "ready tasks reach the redis stream", test_redis_handoff);
+    CU_add_test(s, "CreateTasks: order, atomicity, limits, field names", test_create_tasks);
+    CU_add_test(s, "CreateTasks: idempotent items", test_create_tasks_idempotent);
     return az_itest_run_cunit();
 }

@@ -43,6 +43,7 @@ static const az_perm documented[] = {
     {"/agentz.v1.AgentService/GetAgentMetrics", VIEWER, 0, 0},
     {"/agentz.v1.AgentService/WatchAgents", VIEWER, 0, 0},
     {"/agentz.v1.TaskService/CreateTask", EDITOR, 1, 1},
+    {"/agentz.v1.TaskService/CreateTasks", EDITOR, 1, 1},
     {"/agentz.v1.TaskService/GetTask", VIEWER, 0, 0},
     {"/agentz.v1.TaskService/ListTasks", VIEWER, 0, 0},
     {"/agentz.v1.TaskService/CancelTask", EDITOR, 1, 0},

@@ -94,7 +94,7 @@ static void test_help(void)
         const char *noun;
         const char *verbs[8];
     } cases[] = {
-        {"tasks", {"create", "get", "list", "cancel", "retry", "attempts", "stats"}},
+        {"tasks", {"create", "create-batch", "get", "list", "cancel", "retry", "attempts"}},
         {"workflows", {"create", "apply", "get", "list", "versions", "delete", "analytics"}},
         {"runs", {"start", "get", "list", "cancel", "resume"}},
         {"templates", {"list", "instantiate", "save"}},
@@ -266,6 +266,33 @@ static void test_files(void)
            "error: UNAVAILABLE: ", NULL);
     expect(run(UNREACHABLE, "runs", "start", "w", "--inputs-file", inputs, "--input", "topic=x", NULL), 1,
            "error: UNAVAILABLE: ", NULL);
+    /* tasks create-batch: a JSON array, JSON lines, and each way of getting them wrong. */
+    char *arr = temp_file(".json", "[{\"agentId\": \"a\", \"description\": \"d1\"},\n"
+                                   " {\"task\": {\"agentId\": \"a\", \"description\": \"d2\"}, \"requestId\": \"k\"}]\n");
+    char *lines = temp_file(".jsonl", "{\"agentId\": \"a\", \"description\": \"d1\"}\n\n"
+                                      "{\"agentId\": \"a\", \"description\": \"d2\"}\n");
+    char *bad_field = temp_file(".json", "[{\"agentId\": \"a\"}, {\"agentId\": \"a\", \"bogus\": 1}]");
+    char *bad_line = temp_file(".jsonl", "{\"agentId\": \"a\"}\n{\"agentId\": \"a\",\n");
+    char *not_obj = temp_file(".json", "[{\"agentId\": \"a\"}, 7]");
+    char *empty = temp_file(".json", "[]");
+    expect(run(UNREACHABLE, "tasks", "create-batch", "-f", arr, NULL), 1, "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "--request-id", "r1", "tasks", "create-batch", "--file", lines, NULL), 1,
+           "error: UNAVAILABLE: ", NULL);
+    expect(run(UNREACHABLE, "tasks", "create-batch", NULL), 2, "-f FILE is required", NULL);
+    expect(run(UNREACHABLE, "tasks", "create-batch", "-f", "/nonexistent.json", NULL), 2,
+           "-f: /nonexistent.json: cannot open", NULL);
+    snprintf(want, sizeof want, "error: INVALID_ARGUMENT: %s: [1].bogus: unknown field", bad_field);
+    expect(run(UNREACHABLE, "tasks", "create-batch", "-f", bad_field, NULL), 2, want, NULL);
+    snprintf(want, sizeof want, "error: INVALID_ARGUMENT: %s:2:", bad_line);
+    expect(run(UNREACHABLE, "tasks", "create-batch", "-f", bad_line, NULL), 2, want, NULL);
+    snprintf(want, sizeof want, "%s: [1]: expected a JSON object", not_obj);
+    expect(run(UNREACHABLE, "tasks", "create-batch", "-f", not_obj, NULL), 2, want, NULL);
+    expect(run(UNREACHABLE, "tasks", "create-batch", "-f", empty, NULL), 2, "holds no tasks", NULL);
+    char *batch_files[] = {arr, lines, bad_field, bad_line, not_obj, empty};
+    for (size_t i = 0; i < 6; i++) {
+        unlink(batch_files[i]);
+        free(batch_files[i]);
+    }
     char *files[] = {good, bad, unknown, task, inputs};
     for (size_t i = 0; i < 5; i++) {
         unlink(files[i]);

@@ -119,6 +119,7 @@ static void test_specific_entries(void)
         {"/agentz.v1.AgentService/GetAgent", VIEWER, 0, 0},
         {"/agentz.v1.AgentService/WatchAgents", VIEWER, 0, 0},
         {"/agentz.v1.TaskService/CreateTask", EDITOR, 1, 1},
+        {"/agentz.v1.TaskService/CreateTasks", EDITOR, 1, 1},
         {"/agentz.v1.WorkflowService/StartRun", EDITOR, 1, 1},
         {"/agentz.v1.WorkflowService/InstantiateTemplate", EDITOR, 1, 1},
         {"/agentz.v1.WorkflowService/WatchRun", VIEWER, 0, 0},

@@ -55,6 +55,7 @@ static const struct want {
     {"GET", "/v1/agents/{agent_id}/metrics", NULL, "/agentz.v1.AgentService/GetAgentMetrics", 0},
     {"GET", "/v1/agents:watch", NULL, "/agentz.v1.AgentService/WatchAgents", 0},
     {"POST", "/v1/tasks", "task", "/agentz.v1.TaskService/CreateTask", 0},
+    {"POST", "/v1/tasks:batchCreate", "*", "/agentz.v1.TaskService/CreateTasks", 0},
     {"GET", "/v1/tasks/{id}", NULL, "/agentz.v1.TaskService/GetTask", 0},
     {"GET", "/v1/tasks", NULL, "/agentz.v1.TaskService/ListTasks", 0},
     {"POST", "/v1/tasks/{id}:cancel", "*", "/agentz.v1.TaskService/CancelTask", 0},

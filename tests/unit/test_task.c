@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -1013,7 +1014,6 @@ static void test_concurrent_claim(void)
     }
 }
 
-/* ---------------------------------------------------------------- set-up */
 typedef struct batch_claimer {
     char **ids;
     size_t n;
@@ -1115,6 +1115,7 @@ static void test_claim_many(void)
                                " AND status = 3 AND attempt = 1"), "40");
 }
 
+/* ---------------------------------------------------------------- set-up */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -1353,6 +1354,234 @@ static void test_not_running_sql(void)
     az_pg_release(c);
 }
 
+/* ---------------------------------------------------------------- the bulk path */
+
+/* Tasks whose description starts with prefix, as a number. */
+static long count_like(const char *prefix)
+{
+    return atol(sqlf("SELECT count(*) FROM tasks WHERE description LIKE '%s%%'", prefix, NULL));
+}
+
+static void batch_task(Agentz__V1__Task *t, const char *desc)
+{
+    agentz__v1__task__init(t);
+    t->description = (char *)desc;
+    t->expected_output = "a result";
+    t->agent_id = (char *)agent;
+}
+
+static void test_create_many(void)
+{
+    az_task_ready ready = {.arena = arena};
+    Agentz__V1__Task *dep = create_task("many-dep", NULL, 0, NULL, &ready);
+    size_t ready0 = ready.n;
+
+    Agentz__V1__Task t[3];
+    batch_task(&t[0], "many-0");
+    batch_task(&t[1], "many-1");
+    const char *deps[] = {dep->id};
+    t[1].n_depends_on = 1;
+    t[1].depends_on = (char **)deps;
+    batch_task(&t[2], "many-2");
+    Agentz__V1__RetryPolicy rp = AGENTZ__V1__RETRY_POLICY__INIT;
+    Google__Protobuf__Duration init = dur(2, 500000000), to = dur(90, 0);
+    rp.initial_backoff = &init;
+    rp.backoff_coefficient = 3;
+    rp.max_attempts = 4;
+    char *nre[] = {"bad_request"};
+    rp.n_non_retryable_errors = 1;
+    rp.non_retryable_errors = nre;
+    t[2].retry_policy = &rp;
+    t[2].timeout = &to;
+    char *ctxs[] = {"first \"quoted\" context", "second, with a comma"};
+    t[2].n_context = 2;
+    t[2].context = ctxs;
+    char *hooks[] = {"https://example.com/hook"};
+    t[2].n_webhook_urls = 1;
+    t[2].webhook_urls = hooks;
+    Agentz__V1__Task__LabelsEntry l1 = AGENTZ__V1__TASK__LABELS_ENTRY__INIT, *labels[] = {&l1};
+    l1.key = "team";
+    l1.value = "ü-data";
+    t[2].n_labels = 1;
+    t[2].labels = labels;
+    az_task_item items[3] = {{&t[0], "", ""}, {&t[1], NULL, NULL}, {&t[2], "", ""}};
+    Agentz__V1__Task **out = NULL;
+    size_t bad = 99;
+    char msg[AZ_MSG_MAX] = "";
+    az_err err = az_task_create_many(pg, &ctx, items, 3, 0, arena, &out, &ready, &bad, msg);
+    if (err != AZ_OK) fprintf(stderr, "create_many: %s\n", msg);
+    CU_ASSERT_EQUAL_FATAL(err, AZ_OK);
+    CU_ASSERT_EQUAL(bad, 3);
+    /* Item order, fields as given, start states as az_task_create would choose them. */
+    CU_ASSERT_STRING_EQUAL(out[0]->description, "many-0");
+    CU_ASSERT_STRING_EQUAL(out[1]->description, "many-1");
+    CU_ASSERT_STRING_EQUAL(out[2]->description, "many-2");
+    CU_ASSERT_EQUAL(out[0]->status, QUEUED);
+    CU_ASSERT_EQUAL(out[1]->status, PENDING);
+    CU_ASSERT_EQUAL(out[2]->status, QUEUED);
+    CU_ASSERT_STRING_EQUAL(out[1]->depends_on[0], dep->id);
+    CU_ASSERT_STRING_EQUAL(out[0]->etag, "1");
+    CU_ASSERT_STRING_EQUAL(out[0]->agent_id, agent);
+    CU_ASSERT_PTR_NULL(out[0]->retry_policy);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out[2]->retry_policy);
+    CU_ASSERT_EQUAL(out[2]->retry_policy->initial_backoff->seconds, 2);
+    CU_ASSERT_EQUAL(out[2]->retry_policy->initial_backoff->nanos, 500000000);
+    CU_ASSERT_PTR_NULL(out[2]->retry_policy->maximum_backoff);
+    CU_ASSERT_DOUBLE_EQUAL(out[2]->retry_policy->backoff_coefficient, 3, 1e-9);
+    CU_ASSERT_EQUAL(out[2]->retry_policy->max_attempts, 4);
+    CU_ASSERT_STRING_EQUAL(out[2]->retry_policy->non_retryable_errors[0], "bad_request");
+    CU_ASSERT_EQUAL(out[2]->timeout->seconds, 90);
+    CU_ASSERT_EQUAL_FATAL(out[2]->n_context, 2);
+    CU_ASSERT_STRING_EQUAL(out[2]->context[0], "first \"quoted\" context");
+    CU_ASSERT_STRING_EQUAL(out[2]->context[1], "second, with a comma");
+    CU_ASSERT_STRING_EQUAL(out[2]->webhook_urls[0], "https://example.com/hook");
+    CU_ASSERT_EQUAL_FATAL(out[2]->n_labels, 1);
+    CU_ASSERT_STRING_EQUAL(out[2]->labels[0]->value, "ü-data");
+    /* What is stored is what GetTask returns. */
+    Agentz__V1__Task *back = get(out[2]->id);
+    CU_ASSERT_EQUAL(back->retry_policy->max_attempts, 4);
+    CU_ASSERT_STRING_EQUAL(back->context[1], "second, with a comma");
+    /* The queued ones are ready, in item order; the pending one is not. */
+    CU_ASSERT_EQUAL_FATAL(ready.n, ready0 + 2);
+    CU_ASSERT_STRING_EQUAL(ready.ids[ready0], out[0]->id);
+    CU_ASSERT_STRING_EQUAL(ready.ids[ready0 + 1], out[2]->id);
+    /* One TaskStatusChanged per task, committed with it. */
+    char q[512];
+    snprintf(q, sizeof q, "SELECT count(*) FROM events WHERE task_id IN ('%s', '%s', '%s') AND task_seq = 1",
+             out[0]->id, out[1]->id, out[2]->id);
+    CU_ASSERT_STRING_EQUAL(sql(q), "3");
+    /* The dependency's success queues the batch's pending task like any other. */
+    complete(dep->id, claim(dep->id), &ready);
+    CU_ASSERT_EQUAL(status_of(out[1]->id), QUEUED);
+}
+
+static void test_create_many_atomic(void)
+{
+    az_task_ready ready = {.arena = arena};
+    Agentz__V1__Task *dead = create_task("atomic-dead", NULL, 0, NULL, &ready);
+    char msg[AZ_MSG_MAX];
+    Agentz__V1__Task *cancelled;
+    CU_ASSERT_EQUAL_FATAL(az_task_cancel(pg, &ctx, dead->id, "stop", arena, &cancelled, NULL, msg), AZ_OK);
+    size_t ready0 = ready.n;
+    long events0 = atol(sql("SELECT count(*) FROM events"));
+
+    Agentz__V1__Task t[4];
+    for (int i = 0; i < 4; i++) batch_task(&t[i], "atomic-item");
+    const char *missing[] = {"7d1f0c52-1111-4222-8333-444455556666"};
+    t[2].n_depends_on = 1;
+    t[2].depends_on = (char **)missing;
+    az_task_item items[4] = {{&t[0], "", ""}, {&t[1], "atomic-k1", "h"}, {&t[2], "", ""}, {&t[3], "", ""}};
+    Agentz__V1__Task **out;
+    size_t bad = 0;
+    CU_ASSERT_EQUAL(az_task_create_many(pg, &ctx, items, 4, 0, arena, &out, &ready, &bad, msg), AZ_ERR_INVALID);
+    CU_ASSERT_EQUAL(bad, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "task.depends_on[0]: task 7d1f0c52-1111-4222-8333-444455556666 not found"));
+    /* A failed (here: cancelled) dependency is a precondition failure of that item. */
+    const char *dead_dep[] = {dead->id};
+    t[2].depends_on = (char **)dead_dep;
+    CU_ASSERT_EQUAL(az_task_create_many(pg, &ctx, items, 4, 0, arena, &out, &ready, &bad, msg),
+                    AZ_ERR_PRECONDITION);
+    CU_ASSERT_EQUAL(bad, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "is cancelled"));
+    /* Nothing of either batch was written: no task, no event, no key, nothing ready. */
+    CU_ASSERT_EQUAL(count_like("atomic-item"), 0);
+    CU_ASSERT_EQUAL(atol(sql("SELECT count(*) FROM events")), events0);
+    CU_ASSERT_STRING_EQUAL(sql("SELECT count(*) FROM idempotency_keys WHERE request_id = 'atomic-k1'"), "0");
+    CU_ASSERT_EQUAL(ready.n, ready0);
+
+    /* The response bound is checked before commit. */
+    t[2].n_depends_on = 0;
+    CU_ASSERT_EQUAL(az_task_create_many(pg, &ctx, items, 4, 200, arena, &out, &ready, &bad, msg), AZ_ERR_INVALID);
+    CU_ASSERT_EQUAL(bad, 4);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "over the 200-byte message limit"));
+    CU_ASSERT_EQUAL(count_like("atomic-item"), 0);
+    /* Sizes outside 1..1000. */
+    CU_ASSERT_EQUAL(az_task_create_many(pg, &ctx, items, 0, 0, arena, &out, &ready, &bad, msg), AZ_ERR_INVALID);
+    CU_ASSERT_EQUAL(az_task_create_many(pg, &ctx, items, AZ_TASK_BATCH_MAX + 1, 0, arena, &out, &ready,
+                                        &bad, msg), AZ_ERR_INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "got 1001"));
+    CU_ASSERT_EQUAL(ready.n, ready0);
+    /* Once valid, all four. */
+    CU_ASSERT_EQUAL_FATAL(az_task_create_many(pg, &ctx, items, 4, 0, arena, &out, &ready, &bad, msg), AZ_OK);
+    CU_ASSERT_EQUAL(count_like("atomic-item"), 4);
+    CU_ASSERT_EQUAL(ready.n, ready0 + 4);
+}
+
+static void test_create_many_idempotent(void)
+{
+    az_task_ready ready = {.arena = arena};
+    char msg[AZ_MSG_MAX];
+    /* A key first used by CreateTask. */
+    Agentz__V1__Task single = AGENTZ__V1__TASK__INIT, *first;
+    batch_task(&single, "idem-many-single");
+    int rep;
+    CU_ASSERT_EQUAL_FATAL(az_task_create(pg, &ctx, &single, "im-single", "hs", arena, &first, &rep, &ready, msg), AZ_OK);
+
+    Agentz__V1__Task t[3];
+    batch_task(&t[0], "idem-many-0");
+    batch_task(&t[1], "idem-many-1");
+    batch_task(&t[2], "idem-many-single");
+    az_task_item items[3] = {{&t[0], "im-0", "h0"}, {&t[1], "", ""}, {&t[2], "im-single", "hs"}};
+    Agentz__V1__Task **a, **b;
+    size_t bad;
+    size_t ready0 = ready.n;
+    CU_ASSERT_EQUAL_FATAL(az_task_create_many(pg, &ctx, items, 3, 0, arena, &a, &ready, &bad, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(a[2]->id, first->id); /* CreateTask's task, replayed */
+    CU_ASSERT_EQUAL(ready.n, ready0 + 2);         /* and not made ready again */
+    /* The retried batch: keyed items come back, the unkeyed one is created again. */
+    CU_ASSERT_EQUAL_FATAL(az_task_create_many(pg, &ctx, items, 3, 0, arena, &b, &ready, &bad, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(b[0]->id, a[0]->id);
+    CU_ASSERT_STRING_EQUAL(b[2]->id, first->id);
+    CU_ASSERT_STRING_NOT_EQUAL(b[1]->id, a[1]->id);
+    CU_ASSERT_EQUAL(ready.n, ready0 + 3);
+    CU_ASSERT_EQUAL(count_like("idem-many-0"), 1);
+    /* The key with another request: that item's ALREADY_EXISTS, and nothing written. */
+    items[0].request_hash = "other";
+    long n1 = count_like("idem-many-1");
+    CU_ASSERT_EQUAL(az_task_create_many(pg, &ctx, items, 3, 0, arena, &b, &ready, &bad, msg), AZ_ERR_EXISTS);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "im-0 was already used for a different request"));
+    CU_ASSERT_EQUAL(count_like("idem-many-1"), n1);
+}
+
+/* 1000 tasks in one call: every one created once, in order; the time is printed for
+ * docs/performance.md (the bench measures it through gRPC). */
+static void test_create_many_full_batch(void)
+{
+    enum { N = AZ_TASK_BATCH_MAX };
+    Agentz__V1__Task *t = calloc(N, sizeof *t);
+    az_task_item *items = calloc(N, sizeof *items);
+    char(*desc)[32] = calloc(N, sizeof *desc);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t && items && desc);
+    for (int i = 0; i < N; i++) {
+        snprintf(desc[i], sizeof desc[i], "full-batch %04d", i);
+        batch_task(&t[i], desc[i]);
+        items[i] = (az_task_item){&t[i], "", ""};
+    }
+    az_arena *a = az_arena_new(0);
+    az_task_ready ready = {.arena = a};
+    Agentz__V1__Task **out;
+    size_t bad;
+    char msg[AZ_MSG_MAX];
+    for (int round = 0; round < 3; round++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        az_err err = az_task_create_many(pg, &ctx, items, N, 0, a, &out, &ready, &bad, msg);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (err != AZ_OK) fprintf(stderr, "full batch: %s\n", msg);
+        CU_ASSERT_EQUAL_FATAL(err, AZ_OK);
+        fprintf(stderr, "\n    1000 tasks in one az_task_create_many: %.1f ms ",
+                (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+        for (int i = 0; i < N; i++) CU_ASSERT_STRING_EQUAL(out[i]->description, desc[i]);
+    }
+    CU_ASSERT_EQUAL(ready.n, 3 * N);
+    CU_ASSERT_EQUAL(count_like("full-batch "), 3 * N);
+    az_arena_free(a);
+    free(desc);
+    free(items);
+    free(t);
+}
+
 static int suite_init(void)
 {
     char msg[AZ_MSG_MAX];
@@ -1391,6 +1620,10 @@ int main(void)
     CU_pSuite s = CU_add_suite("task state machine", suite_init, suite_clean);
     CU_add_test(s, "insert with and without dependencies", test_insert_and_dependencies);
     CU_add_test(s, "idempotent create", test_idempotent_create);
+    CU_add_test(s, "create_many: order, fields, ready set, events", test_create_many);
+    CU_add_test(s, "create_many: one bad item writes nothing", test_create_many_atomic);
+    CU_add_test(s, "create_many: idempotent items", test_create_many_idempotent);
+    CU_add_test(s, "create_many: a full batch", test_create_many_full_batch);
     CU_add_test(s, "diamond dependencies", test_diamond);
     CU_add_test(s, "diamond: concurrent completions", test_diamond_race);
     CU_add_test(s, "stale attempts are rejected", test_stale_attempts);
@@ -1405,6 +1638,7 @@ int main(void)
     CU_add_test(s, "list pagination and filters", test_list_pagination);
     CU_add_test(s, "8 threads cancel/retry one task", test_concurrent_cancel_retry);
     CU_add_test(s, "8 threads claim one task", test_concurrent_claim);
+    CU_add_test(s, "claim_many: skips, limits, overlapping batches", test_claim_many);
     CU_add_test(s, "lease: heartbeat and reaping", test_lease_heartbeat_and_reap);
     CU_add_test(s, "release hands back without counting", test_release);
     CU_add_test(s, "fail_after honours Retry-After; progress", test_fail_after_and_progress);
@@ -1416,4 +1650,3 @@ int main(void)
     CU_cleanup_registry();
     return failed ? 1 : 0;
 }
-    CU_add_test(s, "claim_many: skips, limits, overlapping batches", test_claim_many);

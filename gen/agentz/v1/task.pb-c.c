@@ -148,6 +148,96 @@ void   agentz__v1__create_task_request__free_unpacked
   assert(message->base.descriptor == &agentz__v1__create_task_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   agentz__v1__create_tasks_request__init
+                     (Agentz__V1__CreateTasksRequest         *message)
+{
+  static const Agentz__V1__CreateTasksRequest init_value = AGENTZ__V1__CREATE_TASKS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t agentz__v1__create_tasks_request__get_packed_size
+                     (const Agentz__V1__CreateTasksRequest *message)
+{
+  assert(message->base.descriptor == &agentz__v1__create_tasks_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t agentz__v1__create_tasks_request__pack
+                     (const Agentz__V1__CreateTasksRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &agentz__v1__create_tasks_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t agentz__v1__create_tasks_request__pack_to_buffer
+                     (const Agentz__V1__CreateTasksRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &agentz__v1__create_tasks_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Agentz__V1__CreateTasksRequest *
+       agentz__v1__create_tasks_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Agentz__V1__CreateTasksRequest *)
+     protobuf_c_message_unpack (&agentz__v1__create_tasks_request__descriptor,
+                                allocator, len, data);
+}
+void   agentz__v1__create_tasks_request__free_unpacked
+                     (Agentz__V1__CreateTasksRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &agentz__v1__create_tasks_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   agentz__v1__create_tasks_response__init
+                     (Agentz__V1__CreateTasksResponse         *message)
+{
+  static const Agentz__V1__CreateTasksResponse init_value = AGENTZ__V1__CREATE_TASKS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t agentz__v1__create_tasks_response__get_packed_size
+                     (const Agentz__V1__CreateTasksResponse *message)
+{
+  assert(message->base.descriptor == &agentz__v1__create_tasks_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t agentz__v1__create_tasks_response__pack
+                     (const Agentz__V1__CreateTasksResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &agentz__v1__create_tasks_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t agentz__v1__create_tasks_response__pack_to_buffer
+                     (const Agentz__V1__CreateTasksResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &agentz__v1__create_tasks_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Agentz__V1__CreateTasksResponse *
+       agentz__v1__create_tasks_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Agentz__V1__CreateTasksResponse *)
+     protobuf_c_message_unpack (&agentz__v1__create_tasks_response__descriptor,
+                                allocator, len, data);
+}
+void   agentz__v1__create_tasks_response__free_unpacked
+                     (Agentz__V1__CreateTasksResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &agentz__v1__create_tasks_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   agentz__v1__get_task_request__init
                      (Agentz__V1__GetTaskRequest         *message)
 {
@@ -1185,6 +1275,82 @@ const ProtobufCMessageDescriptor agentz__v1__create_task_request__descriptor =
   (ProtobufCMessageInit) agentz__v1__create_task_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor agentz__v1__create_tasks_request__field_descriptors[1] =
+{
+  {
+    "requests",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Agentz__V1__CreateTasksRequest, n_requests),
+    offsetof(Agentz__V1__CreateTasksRequest, requests),
+    &agentz__v1__create_task_request__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned agentz__v1__create_tasks_request__field_indices_by_name[] = {
+  0,   /* field[0] = requests */
+};
+static const ProtobufCIntRange agentz__v1__create_tasks_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor agentz__v1__create_tasks_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "agentz.v1.CreateTasksRequest",
+  "CreateTasksRequest",
+  "Agentz__V1__CreateTasksRequest",
+  "agentz.v1",
+  sizeof(Agentz__V1__CreateTasksRequest),
+  1,
+  agentz__v1__create_tasks_request__field_descriptors,
+  agentz__v1__create_tasks_request__field_indices_by_name,
+  1,  agentz__v1__create_tasks_request__number_ranges,
+  (ProtobufCMessageInit) agentz__v1__create_tasks_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor agentz__v1__create_tasks_response__field_descriptors[1] =
+{
+  {
+    "tasks",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Agentz__V1__CreateTasksResponse, n_tasks),
+    offsetof(Agentz__V1__CreateTasksResponse, tasks),
+    &agentz__v1__task__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned agentz__v1__create_tasks_response__field_indices_by_name[] = {
+  0,   /* field[0] = tasks */
+};
+static const ProtobufCIntRange agentz__v1__create_tasks_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor agentz__v1__create_tasks_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "agentz.v1.CreateTasksResponse",
+  "CreateTasksResponse",
+  "Agentz__V1__CreateTasksResponse",
+  "agentz.v1",
+  sizeof(Agentz__V1__CreateTasksResponse),
+  1,
+  agentz__v1__create_tasks_response__field_descriptors,
+  agentz__v1__create_tasks_response__field_indices_by_name,
+  1,  agentz__v1__create_tasks_response__number_ranges,
+  (ProtobufCMessageInit) agentz__v1__create_tasks_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor agentz__v1__get_task_request__field_descriptors[1] =
 {
   {
@@ -2045,9 +2211,10 @@ const ProtobufCMessageDescriptor agentz__v1__watch_task_request__descriptor =
   (ProtobufCMessageInit) agentz__v1__watch_task_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor agentz__v1__task_service__method_descriptors[8] =
+static const ProtobufCMethodDescriptor agentz__v1__task_service__method_descriptors[9] =
 {
   { "CreateTask", &agentz__v1__create_task_request__descriptor, &agentz__v1__task__descriptor },
+  { "CreateTasks", &agentz__v1__create_tasks_request__descriptor, &agentz__v1__create_tasks_response__descriptor },
   { "GetTask", &agentz__v1__get_task_request__descriptor, &agentz__v1__task__descriptor },
   { "ListTasks", &agentz__v1__list_tasks_request__descriptor, &agentz__v1__list_tasks_response__descriptor },
   { "CancelTask", &agentz__v1__cancel_task_request__descriptor, &agentz__v1__task__descriptor },
@@ -2057,14 +2224,15 @@ static const ProtobufCMethodDescriptor agentz__v1__task_service__method_descript
   { "WatchTask", &agentz__v1__watch_task_request__descriptor, &agentz__v1__event__descriptor },
 };
 const unsigned agentz__v1__task_service__method_indices_by_name[] = {
-  3,        /* CancelTask */
+  4,        /* CancelTask */
   0,        /* CreateTask */
-  1,        /* GetTask */
-  6,        /* GetTaskStats */
-  5,        /* ListTaskAttempts */
-  2,        /* ListTasks */
-  4,        /* RetryTask */
-  7         /* WatchTask */
+  1,        /* CreateTasks */
+  2,        /* GetTask */
+  7,        /* GetTaskStats */
+  6,        /* ListTaskAttempts */
+  3,        /* ListTasks */
+  5,        /* RetryTask */
+  8         /* WatchTask */
 };
 const ProtobufCServiceDescriptor agentz__v1__task_service__descriptor =
 {
@@ -2073,7 +2241,7 @@ const ProtobufCServiceDescriptor agentz__v1__task_service__descriptor =
   "TaskService",
   "Agentz__V1__TaskService",
   "agentz.v1",
-  8,
+  9,
   agentz__v1__task_service__method_descriptors,
   agentz__v1__task_service__method_indices_by_name
 };
@@ -2085,13 +2253,21 @@ void agentz__v1__task_service__create_task(ProtobufCService *service,
   assert(service->descriptor == &agentz__v1__task_service__descriptor);
   service->invoke(service, 0, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void agentz__v1__task_service__create_tasks(ProtobufCService *service,
+                                            const Agentz__V1__CreateTasksRequest *input,
+                                            Agentz__V1__CreateTasksResponse_Closure closure,
+                                            void *closure_data)
+{
+  assert(service->descriptor == &agentz__v1__task_service__descriptor);
+  service->invoke(service, 1, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void agentz__v1__task_service__get_task(ProtobufCService *service,
                                         const Agentz__V1__GetTaskRequest *input,
                                         Agentz__V1__Task_Closure closure,
                                         void *closure_data)
 {
   assert(service->descriptor == &agentz__v1__task_service__descriptor);
-  service->invoke(service, 1, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void agentz__v1__task_service__list_tasks(ProtobufCService *service,
                                           const Agentz__V1__ListTasksRequest *input,
@@ -2099,7 +2275,7 @@ void agentz__v1__task_service__list_tasks(ProtobufCService *service,
                                           void *closure_data)
 {
   assert(service->descriptor == &agentz__v1__task_service__descriptor);
-  service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void agentz__v1__task_service__cancel_task(ProtobufCService *service,
                                            const Agentz__V1__CancelTaskRequest *input,
@@ -2107,7 +2283,7 @@ void agentz__v1__task_service__cancel_task(ProtobufCService *service,
                                            void *closure_data)
 {
   assert(service->descriptor == &agentz__v1__task_service__descriptor);
-  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void agentz__v1__task_service__retry_task(ProtobufCService *service,
                                           const Agentz__V1__RetryTaskRequest *input,
@@ -2115,7 +2291,7 @@ void agentz__v1__task_service__retry_task(ProtobufCService *service,
                                           void *closure_data)
 {
   assert(service->descriptor == &agentz__v1__task_service__descriptor);
-  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void agentz__v1__task_service__list_task_attempts(ProtobufCService *service,
                                                   const Agentz__V1__ListTaskAttemptsRequest *input,
@@ -2123,7 +2299,7 @@ void agentz__v1__task_service__list_task_attempts(ProtobufCService *service,
                                                   void *closure_data)
 {
   assert(service->descriptor == &agentz__v1__task_service__descriptor);
-  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void agentz__v1__task_service__get_task_stats(ProtobufCService *service,
                                               const Agentz__V1__GetTaskStatsRequest *input,
@@ -2131,7 +2307,7 @@ void agentz__v1__task_service__get_task_stats(ProtobufCService *service,
                                               void *closure_data)
 {
   assert(service->descriptor == &agentz__v1__task_service__descriptor);
-  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void agentz__v1__task_service__watch_task(ProtobufCService *service,
                                           const Agentz__V1__WatchTaskRequest *input,
@@ -2139,7 +2315,7 @@ void agentz__v1__task_service__watch_task(ProtobufCService *service,
                                           void *closure_data)
 {
   assert(service->descriptor == &agentz__v1__task_service__descriptor);
-  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void agentz__v1__task_service__init (Agentz__V1__TaskService_Service *service,
                                      Agentz__V1__TaskService_ServiceDestroy destroy)

@@ -25,6 +25,8 @@ typedef struct Agentz__V1__RetryPolicy Agentz__V1__RetryPolicy;
 typedef struct Agentz__V1__Task Agentz__V1__Task;
 typedef struct Agentz__V1__Task__LabelsEntry Agentz__V1__Task__LabelsEntry;
 typedef struct Agentz__V1__CreateTaskRequest Agentz__V1__CreateTaskRequest;
+typedef struct Agentz__V1__CreateTasksRequest Agentz__V1__CreateTasksRequest;
+typedef struct Agentz__V1__CreateTasksResponse Agentz__V1__CreateTasksResponse;
 typedef struct Agentz__V1__GetTaskRequest Agentz__V1__GetTaskRequest;
 typedef struct Agentz__V1__ListTasksRequest Agentz__V1__ListTasksRequest;
 typedef struct Agentz__V1__ListTasksResponse Agentz__V1__ListTasksResponse;
@@ -222,6 +224,43 @@ struct  Agentz__V1__CreateTaskRequest
 #define AGENTZ__V1__CREATE_TASK_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&agentz__v1__create_task_request__descriptor) \
     , NULL, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Request of TaskService.CreateTasks: a batch of CreateTask requests created in one transaction.
+ */
+struct  Agentz__V1__CreateTasksRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The tasks to create, 1 to 1000 per call (each item as CreateTask takes it). No two items may
+   * share a non-empty request_id; the whole request must fit the server's message size limit
+   * (4 MiB by default), and so must the response.
+   */
+  size_t n_requests;
+  Agentz__V1__CreateTaskRequest **requests;
+};
+#define AGENTZ__V1__CREATE_TASKS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&agentz__v1__create_tasks_request__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * Response of TaskService.CreateTasks.
+ */
+struct  Agentz__V1__CreateTasksResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The created tasks, one per request and in the same order; an item whose request_id was
+   * already used with the same task is the task created first.
+   */
+  size_t n_tasks;
+  Agentz__V1__Task **tasks;
+};
+#define AGENTZ__V1__CREATE_TASKS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&agentz__v1__create_tasks_response__descriptor) \
+    , 0,NULL }
 
 
 /*
@@ -598,6 +637,44 @@ Agentz__V1__CreateTaskRequest *
 void   agentz__v1__create_task_request__free_unpacked
                      (Agentz__V1__CreateTaskRequest *message,
                       ProtobufCAllocator *allocator);
+/* Agentz__V1__CreateTasksRequest methods */
+void   agentz__v1__create_tasks_request__init
+                     (Agentz__V1__CreateTasksRequest         *message);
+size_t agentz__v1__create_tasks_request__get_packed_size
+                     (const Agentz__V1__CreateTasksRequest   *message);
+size_t agentz__v1__create_tasks_request__pack
+                     (const Agentz__V1__CreateTasksRequest   *message,
+                      uint8_t             *out);
+size_t agentz__v1__create_tasks_request__pack_to_buffer
+                     (const Agentz__V1__CreateTasksRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Agentz__V1__CreateTasksRequest *
+       agentz__v1__create_tasks_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   agentz__v1__create_tasks_request__free_unpacked
+                     (Agentz__V1__CreateTasksRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Agentz__V1__CreateTasksResponse methods */
+void   agentz__v1__create_tasks_response__init
+                     (Agentz__V1__CreateTasksResponse         *message);
+size_t agentz__v1__create_tasks_response__get_packed_size
+                     (const Agentz__V1__CreateTasksResponse   *message);
+size_t agentz__v1__create_tasks_response__pack
+                     (const Agentz__V1__CreateTasksResponse   *message,
+                      uint8_t             *out);
+size_t agentz__v1__create_tasks_response__pack_to_buffer
+                     (const Agentz__V1__CreateTasksResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Agentz__V1__CreateTasksResponse *
+       agentz__v1__create_tasks_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   agentz__v1__create_tasks_response__free_unpacked
+                     (Agentz__V1__CreateTasksResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Agentz__V1__GetTaskRequest methods */
 void   agentz__v1__get_task_request__init
                      (Agentz__V1__GetTaskRequest         *message);
@@ -821,6 +898,12 @@ typedef void (*Agentz__V1__Task_Closure)
 typedef void (*Agentz__V1__CreateTaskRequest_Closure)
                  (const Agentz__V1__CreateTaskRequest *message,
                   void *closure_data);
+typedef void (*Agentz__V1__CreateTasksRequest_Closure)
+                 (const Agentz__V1__CreateTasksRequest *message,
+                  void *closure_data);
+typedef void (*Agentz__V1__CreateTasksResponse_Closure)
+                 (const Agentz__V1__CreateTasksResponse *message,
+                  void *closure_data);
 typedef void (*Agentz__V1__GetTaskRequest_Closure)
                  (const Agentz__V1__GetTaskRequest *message,
                   void *closure_data);
@@ -865,6 +948,10 @@ struct Agentz__V1__TaskService_Service
                       const Agentz__V1__CreateTaskRequest *input,
                       Agentz__V1__Task_Closure closure,
                       void *closure_data);
+  void (*create_tasks)(Agentz__V1__TaskService_Service *service,
+                       const Agentz__V1__CreateTasksRequest *input,
+                       Agentz__V1__CreateTasksResponse_Closure closure,
+                       void *closure_data);
   void (*get_task)(Agentz__V1__TaskService_Service *service,
                    const Agentz__V1__GetTaskRequest *input,
                    Agentz__V1__Task_Closure closure,
@@ -902,6 +989,7 @@ void agentz__v1__task_service__init (Agentz__V1__TaskService_Service *service,
 #define AGENTZ__V1__TASK_SERVICE__INIT(function_prefix__) \
     { AGENTZ__V1__TASK_SERVICE__BASE_INIT,\
       function_prefix__ ## create_task,\
+      function_prefix__ ## create_tasks,\
       function_prefix__ ## get_task,\
       function_prefix__ ## list_tasks,\
       function_prefix__ ## cancel_task,\
@@ -913,6 +1001,10 @@ void agentz__v1__task_service__create_task(ProtobufCService *service,
                                            const Agentz__V1__CreateTaskRequest *input,
                                            Agentz__V1__Task_Closure closure,
                                            void *closure_data);
+void agentz__v1__task_service__create_tasks(ProtobufCService *service,
+                                            const Agentz__V1__CreateTasksRequest *input,
+                                            Agentz__V1__CreateTasksResponse_Closure closure,
+                                            void *closure_data);
 void agentz__v1__task_service__get_task(ProtobufCService *service,
                                         const Agentz__V1__GetTaskRequest *input,
                                         Agentz__V1__Task_Closure closure,
@@ -948,6 +1040,8 @@ extern const ProtobufCMessageDescriptor agentz__v1__retry_policy__descriptor;
 extern const ProtobufCMessageDescriptor agentz__v1__task__descriptor;
 extern const ProtobufCMessageDescriptor agentz__v1__task__labels_entry__descriptor;
 extern const ProtobufCMessageDescriptor agentz__v1__create_task_request__descriptor;
+extern const ProtobufCMessageDescriptor agentz__v1__create_tasks_request__descriptor;
+extern const ProtobufCMessageDescriptor agentz__v1__create_tasks_response__descriptor;
 extern const ProtobufCMessageDescriptor agentz__v1__get_task_request__descriptor;
 extern const ProtobufCMessageDescriptor agentz__v1__list_tasks_request__descriptor;
 extern const ProtobufCMessageDescriptor agentz__v1__list_tasks_response__descriptor;
