@@ -86,6 +86,123 @@ static char *pack_hex(const Agentz__V1__Event *ev)
     return hex;
 }
 
+/* Set-based az_outbox_append for a batch (one statement, however many events): each scope's
+ * counter is raised once by the batch's count of events in it, locked in (scope, id) order, so
+ * batches and single appends take shared counters in the same order; the events are numbered
+ * from the raised counters in batch order and inserted in that order, so ids follow sequence
+ * numbers within each scope. $1 workspace; $2..$7 parallel arrays (run, task, agent, agents,
+ * terminal, payload). */
+static const char append_many_sql[] =
+    "WITH ev AS (SELECT e.ord, e.run, e.task, e.agent, e.ags, e.term, e.body"
+    "  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::boolean[], $6::boolean[], $7::bytea[])"
+    "  WITH ORDINALITY AS e(run, task, agent, ags, term, body, ord)),"
+    " need AS (SELECT 1::smallint AS scope, run AS sid, count(*) AS k FROM ev"
+    "  WHERE run IS NOT NULL GROUP BY run"
+    "  UNION ALL SELECT 2::smallint, task, count(*) FROM ev WHERE task IS NOT NULL GROUP BY task"
+    "  UNION ALL SELECT 3::smallint, $1::uuid, count(*) FROM ev WHERE ags HAVING count(*) > 0),"
+    " up AS (INSERT INTO event_seqs AS q (workspace_id, scope, scope_id, last_seq)"
+    "  SELECT $1, scope, sid, k FROM need ORDER BY scope, sid"
+    "  ON CONFLICT (workspace_id, scope, scope_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq"
+    "  RETURNING q.scope, q.scope_id, q.last_seq),"
+    " numbered AS (SELECT ev.ord, ev.run, ev.task, ev.agent, ev.term, ev.body,"
+    "  CASE WHEN ev.run IS NOT NULL THEN r.last_seq - count(*) OVER (PARTITION BY ev.run)"
+    "   + row_number() OVER (PARTITION BY ev.run ORDER BY ev.ord) END AS rs,"
+    "  CASE WHEN ev.task IS NOT NULL THEN t.last_seq - count(*) OVER (PARTITION BY ev.task)"
+    "   + row_number() OVER (PARTITION BY ev.task ORDER BY ev.ord) END AS ts,"
+    "  CASE WHEN ev.ags THEN a.last_seq - count(*) OVER (PARTITION BY ev.ags)"
+    "   + row_number() OVER (PARTITION BY ev.ags ORDER BY ev.ord) END AS ag"
+    "  FROM ev LEFT JOIN up r ON r.scope = 1 AND r.scope_id = ev.run"
+    "  LEFT JOIN up t ON t.scope = 2 AND t.scope_id = ev.task"
+    "  LEFT JOIN up a ON a.scope = 3 AND ev.ags),"
+    " ins AS (INSERT INTO events (workspace_id, run_id, task_id, agent_id, run_seq, task_seq,"
+    "  agents_seq, terminal, payload)"
+    "  SELECT $1, run, task, agent, rs, ts, ag, term, body FROM numbered ORDER BY ord RETURNING id)"
+    " INSERT INTO event_queue (id) SELECT id FROM ins";
+
+/* A growing array literal ("{a,b,...}") in a malloc'd buffer. */
+typedef struct lit {
+    char *s;
+    size_t n, cap;
+    int oom;
+} lit;
+
+static void lit_put(lit *l, const char *v, size_t len)
+{
+    if (l->oom) return;
+    if (l->n + len + 2 > l->cap) {
+        size_t cap = l->cap ? l->cap : 256;
+        while (l->n + len + 2 > cap) cap *= 2;
+        char *s = realloc(l->s, cap);
+        if (!s) {
+            l->oom = 1;
+            return;
+        }
+        l->s = s;
+        l->cap = cap;
+    }
+    memcpy(l->s + l->n, v, len);
+    l->n += len;
+    l->s[l->n] = '\0';
+}
+
+static void lit_item(lit *l, size_t i, const char *v)
+{
+    lit_put(l, i ? "," : "{", 1);
+    if (v) lit_put(l, v, strlen(v));
+    else lit_put(l, "NULL", 4);
+}
+
+az_err az_outbox_append_many(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Event *const *evs,
+                             size_t n, char *msg)
+{
+    if (n == 0) return AZ_OK;
+    if (n > AZ_OUTBOX_BATCH_MAX)
+        return az_fail(msg, AZ_ERR_INVALID, "events: at most %d per batch, got %zu", AZ_OUTBOX_BATCH_MAX, n);
+    if (!ctx || !ctx->workspace_id || !az_text_is_uuid(ctx->workspace_id))
+        return az_fail(msg, AZ_ERR_INVALID, "event: a workspace is required");
+    lit a[6] = {{0}};
+    az_err err = AZ_OK;
+    for (size_t i = 0; i < n && err == AZ_OK; i++) {
+        const Agentz__V1__Event *ev = evs[i];
+        if (!ev || ev->payload_case == AGENTZ__V1__EVENT__PAYLOAD__NOT_SET) {
+            err = az_fail(msg, AZ_ERR_INVALID, "events[%zu]: payload is required", i);
+            break;
+        }
+        const char *run = uuid_or_null(ev->run_id), *task = uuid_or_null(ev->task_id);
+        int agents = ev->payload_case == AGENTZ__V1__EVENT__PAYLOAD_AGENT_STATUS;
+        if (!run && !task && !agents) {
+            err = az_fail(msg, AZ_ERR_INVALID, "events[%zu]: belongs to no scope", i);
+            break;
+        }
+        char *hex = pack_hex(ev);
+        if (!hex) {
+            err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+            break;
+        }
+        lit_item(&a[0], i, run);
+        lit_item(&a[1], i, task);
+        lit_item(&a[2], i, uuid_or_null(ev->agent_id));
+        lit_item(&a[3], i, agents ? "t" : "f");
+        lit_item(&a[4], i, terminal_type(ev) ? "t" : "f");
+        /* "\\x…": inside a quoted array element a backslash escapes the next character */
+        lit_put(&a[5], i ? ",\"\\" : "{\"\\", 3);
+        lit_put(&a[5], hex, strlen(hex));
+        lit_put(&a[5], "\"", 1);
+        free(hex);
+    }
+    for (int k = 0; k < 6 && err == AZ_OK; k++) {
+        lit_put(&a[k], "}", 1);
+        if (a[k].oom) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    }
+    if (err == AZ_OK) {
+        const char *p[7] = {ctx->workspace_id, a[0].s, a[1].s, a[2].s, a[3].s, a[4].s, a[5].s};
+        err = az_pg_defer(c, ctx, append_many_sql, 7, p, msg);
+        if (err == AZ_OK) az_pg_after_commit(c, ctx, notify_sql);
+    }
+    for (int k = 0; k < 6; k++) free(a[k].s);
+    return err;
+}
+
 az_err az_outbox_append(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Event *ev,
                         const char *const *webhook_urls, size_t n_webhook_urls, char *msg)
 {

@@ -40,6 +40,18 @@ typedef enum az_event_scope {
 az_err az_outbox_append(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Event *ev,
                         const char *const *webhook_urls, size_t n_webhook_urls, char *msg);
 
+/* Most events one az_outbox_append_many takes. */
+#define AZ_OUTBOX_BATCH_MAX 1000
+
+/* az_outbox_append for n events of one transaction in one statement (batched claims and
+ * creates): numbered and queued exactly as n calls of az_outbox_append in array order would,
+ * but without webhook deliveries (pass events whose webhooks are wanted to az_outbox_append).
+ * No round trip of its own (az_pg_defer). AZ_ERR_INVALID (naming events[i]) for an event
+ * without payload or scope, more than AZ_OUTBOX_BATCH_MAX events, or no workspace in ctx:
+ * nothing is queued then. */
+az_err az_outbox_append_many(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Event *const *evs,
+                             size_t n, char *msg);
+
 /* Stored events of one scope (scope_id: the run or task id; ignored for AGENTS, which uses
  * ctx's workspace) with sequence > after, ascending, at most limit (1..1000), each with
  * Event.sequence set to its number in that scope; into arena. *n = 0 when none. */

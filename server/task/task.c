@@ -354,6 +354,48 @@ static az_err emit_task(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Task 
                 error ? error : t->error, t->webhook_urls, t->n_webhook_urls, msg);
 }
 
+/* The events of n tasks (as they are after the change), all coming from status from, in one
+ * statement (az_outbox_append_many); tasks whose event has webhook deliveries due (terminal
+ * with URLs) go one by one through emit_task. skip (may be NULL): tasks to leave out. */
+static az_err emit_tasks(az_pgconn *c, const az_ctx *ctx, Agentz__V1__Task *const *t, size_t n,
+                         long from, const unsigned char *skip, az_arena *a, char *msg)
+{
+    for (size_t i0 = 0; i0 < n; i0 += AZ_OUTBOX_BATCH_MAX) {
+        size_t m = n - i0 < AZ_OUTBOX_BATCH_MAX ? n - i0 : AZ_OUTBOX_BATCH_MAX, k = 0;
+        const Agentz__V1__Event **evs = az_arena_alloc(a, m * sizeof *evs);
+        Agentz__V1__Event *ev = az_arena_alloc(a, m * sizeof *ev);
+        Agentz__V1__TaskStatusChanged *ch = az_arena_alloc(a, m * sizeof *ch);
+        if (!evs || !ev || !ch) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        for (size_t j = 0; j < m; j++) {
+            const Agentz__V1__Task *x = t[i0 + j];
+            if (skip && skip[i0 + j]) continue;
+            if (terminal(x->status) && x->n_webhook_urls > 0) {
+                az_err err = emit_task(c, ctx, x, from, NULL, msg);
+                if (err != AZ_OK) return err;
+                continue;
+            }
+            agentz__v1__task_status_changed__init(&ch[k]);
+            ch[k].from = (Agentz__V1__TaskStatus)from;
+            ch[k].to = x->status;
+            ch[k].attempt = x->attempt;
+            if (x->status == S_BACKOFF || x->status == S_FAILED || x->status == S_CANCELLED)
+                ch[k].error = x->error;
+            agentz__v1__event__init(&ev[k]);
+            ev[k].task_id = x->id;
+            ev[k].run_id = x->run_id ? x->run_id : (char *)"";
+            ev[k].step_id = x->step_id ? x->step_id : (char *)"";
+            ev[k].agent_id = x->agent_id ? x->agent_id : (char *)"";
+            ev[k].payload_case = AGENTZ__V1__EVENT__PAYLOAD_TASK_STATUS;
+            ev[k].task_status = &ch[k];
+            evs[k] = &ev[k];
+            k++;
+        }
+        az_err err = az_outbox_append_many(c, ctx, evs, k, msg);
+        if (err != AZ_OK) return err;
+    }
+    return AZ_OK;
+}
+
 /* The event of row i of r (EVCOLS from column col0) coming from status from. */
 static az_err emit_row(az_pgconn *c, const az_ctx *ctx, const PGresult *r, int i, int col0,
                        long from, long to, char *msg)
@@ -1089,12 +1131,16 @@ az_err az_task_create_many(az_pg *pg, const az_ctx *ctx, const az_task_item *ite
         goto out;
     }
 
-    /* 6. The events, after the last row lock (deferred: they ride with the next round trip),
-     * and the ready set in item order. */
+    /* 6. The events, after the last row lock, in one deferred statement (they ride with the
+     * COMMIT), and the ready set in item order. */
+    unsigned char *replay = az_arena_alloc(a, n);
+    if (!replay) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n && err == AZ_OK; i++) replay[i] = existing[i][0] != '\0';
+    if (err == AZ_OK)
+        err = emit_tasks(c, ctx, tasks, n, AGENTZ__V1__TASK_STATUS__TASK_STATUS_UNSPECIFIED, replay, a, msg);
     for (size_t i = 0; i < n && err == AZ_OK; i++) {
         if (existing[i][0]) continue;
-        err = emit_task(c, ctx, tasks[i], AGENTZ__V1__TASK_STATUS__TASK_STATUS_UNSPECIFIED, NULL, msg);
-        if (err == AZ_OK && tasks[i]->status == S_QUEUED) err = ready_add(ready, a, tasks[i]->id, msg);
+        if (tasks[i]->status == S_QUEUED) err = ready_add(ready, a, tasks[i]->id, msg);
     }
     if (err == AZ_OK) err = az_pg_commit(c, ctx, msg);
 out:
@@ -1718,8 +1764,8 @@ az_err az_task_claim_many(az_pg *pg, const az_ctx *ctx, char *const *ids, size_t
                            " FROM unnest($2::uuid[], $3::integer[]) AS q(id, attempt)",
                            4, q, msg)) != AZ_OK)
         goto out;
-    for (size_t i = 0; i < got && err == AZ_OK; i++) err = emit_task(c, ctx, v[i], S_QUEUED, NULL, msg);
-    if (err == AZ_OK) err = az_pg_commit(c, ctx, msg);
+    if ((err = emit_tasks(c, ctx, v, got, S_QUEUED, NULL, a, msg)) == AZ_OK)
+        err = az_pg_commit(c, ctx, msg);
 out:
     PQclear(r);
     if (err == AZ_OK && got) {

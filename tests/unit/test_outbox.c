@@ -409,6 +409,86 @@ static void test_rollback_writes_nothing(void)
     CU_ASSERT_EQUAL(ready.n, 0);
 }
 
+static void test_append_many(void)
+{
+    char run[37], t1[37], t2[37];
+    CU_ASSERT_EQUAL_FATAL(az_text_uuid4(run), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_text_uuid4(t1), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_text_uuid4(t2), AZ_OK);
+    Agentz__V1__TaskStatusChanged ch[6];
+    Agentz__V1__Event ev[6];
+    const Agentz__V1__Event *pv[6];
+    for (int i = 0; i < 6; i++) {
+        agentz__v1__task_status_changed__init(&ch[i]);
+        ch[i].to = T_QUEUED;
+        ch[i].attempt = i;
+        agentz__v1__event__init(&ev[i]);
+        ev[i].run_id = run;
+        ev[i].task_id = i % 2 ? t2 : t1;
+        ev[i].payload_case = AGENTZ__V1__EVENT__PAYLOAD_TASK_STATUS;
+        ev[i].task_status = &ch[i];
+        pv[i] = &ev[i];
+    }
+    Agentz__V1__AgentStatusChanged ag = AGENTZ__V1__AGENT_STATUS_CHANGED__INIT;
+    ag.to = AGENTZ__V1__AGENT_STATUS__AGENT_STATUS_BUSY;
+    Agentz__V1__Event agev = AGENTZ__V1__EVENT__INIT;
+    agev.payload_case = AGENTZ__V1__EVENT__PAYLOAD_AGENT_STATUS;
+    agev.agent_status = &ag;
+    size_t agents_before;
+    events(AZ_EVENT_SCOPE_AGENTS, NULL, &agents_before);
+    long long queued_before = count("SELECT count(*) FROM event_queue WHERE $1 <> ''", "x");
+
+    /* A single append, a batch of five (tasks t1/t2 interleaved, one agents event in the
+     * middle), a single append: numbered as seven single appends would be. */
+    az_pgconn *c;
+    CU_ASSERT_EQUAL_FATAL(az_pg_acquire(pg, &ctx, &c, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_pg_begin(c, &ctx, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_outbox_append(c, &ctx, pv[0], NULL, 0, msg), AZ_OK);
+    const Agentz__V1__Event *batch[5] = {pv[1], pv[2], &agev, pv[3], pv[4]};
+    CU_ASSERT_EQUAL_FATAL(az_outbox_append_many(c, &ctx, batch, 5, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_outbox_append(c, &ctx, pv[5], NULL, 0, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_pg_commit(c, &ctx, msg), AZ_OK);
+    /* Rolled back: no event, no gap. */
+    CU_ASSERT_EQUAL_FATAL(az_pg_begin(c, &ctx, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_outbox_append_many(c, &ctx, pv, 2, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_pg_exec(c, &ctx, "SELECT 1/0", 0, NULL, NULL, msg) == AZ_OK, 0);
+    az_pg_rollback(c);
+    az_pg_release(c);
+
+    size_t n;
+    Agentz__V1__Event **v = events(AZ_EVENT_SCOPE_RUN, run, &n); /* checks 1..n */
+    CU_ASSERT_EQUAL_FATAL(n, 6);
+    for (size_t i = 0; i < n; i++) CU_ASSERT_EQUAL(v[i]->task_status->attempt, (int)i);
+    v = events(AZ_EVENT_SCOPE_TASK, t1, &n);
+    CU_ASSERT_EQUAL_FATAL(n, 3);
+    CU_ASSERT_TRUE(v[0]->task_status->attempt == 0 && v[1]->task_status->attempt == 2 &&
+                   v[2]->task_status->attempt == 4);
+    v = events(AZ_EVENT_SCOPE_TASK, t2, &n);
+    CU_ASSERT_EQUAL_FATAL(n, 3);
+    CU_ASSERT_TRUE(v[0]->task_status->attempt == 1 && v[1]->task_status->attempt == 3 &&
+                   v[2]->task_status->attempt == 5);
+    v = events(AZ_EVENT_SCOPE_AGENTS, NULL, &n);
+    CU_ASSERT_EQUAL(n, agents_before + 1);
+    /* ids follow the sequence numbers, and every event is queued for the relay */
+    CU_ASSERT_EQUAL(count("SELECT count(*) FROM (SELECT id, run_seq, lag(id) OVER (ORDER BY run_seq) AS prev"
+                          " FROM events WHERE run_id = $1::uuid) x WHERE prev > id", run), 0);
+    CU_ASSERT_EQUAL(count("SELECT count(*) FROM events WHERE run_id = $1::uuid AND id IN (SELECT id FROM event_queue)",
+                          run), 6);
+    CU_ASSERT_EQUAL(count("SELECT count(*) FROM event_queue WHERE $1 <> ''", "x") - queued_before, 7);
+
+    /* Validation names the event; nothing is queued. */
+    CU_ASSERT_EQUAL_FATAL(az_pg_acquire(pg, &ctx, &c, msg), AZ_OK);
+    Agentz__V1__Event empty = AGENTZ__V1__EVENT__INIT;
+    const Agentz__V1__Event *bad[2] = {pv[0], &empty};
+    CU_ASSERT_EQUAL(az_outbox_append_many(c, &ctx, bad, 2, msg), AZ_ERR_INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "events[1]"));
+    CU_ASSERT_EQUAL(az_outbox_append_many(c, &ctx, bad, AZ_OUTBOX_BATCH_MAX + 1, msg), AZ_ERR_INVALID);
+    CU_ASSERT_EQUAL(az_outbox_append_many(c, &ctx, bad, 0, msg), AZ_OK);
+    az_pg_release(c);
+    v = events(AZ_EVENT_SCOPE_RUN, run, &n);
+    CU_ASSERT_EQUAL(n, 6);
+}
+
 static void test_validation(void)
 {
     Agentz__V1__Event ev = AGENTZ__V1__EVENT__INIT;
@@ -654,6 +734,7 @@ int main(void)
     CU_add_test(s, "run events: start, fail fast, resume", test_run_events);
     CU_add_test(s, "rollback writes nothing, no gap", test_rollback_writes_nothing);
     CU_add_test(s, "validation and isolation", test_validation);
+    CU_add_test(s, "append_many numbers like single appends", test_append_many);
     CU_add_test(s, "agent status changes only", test_agent_status_events);
     CU_add_test(s, "concurrent appenders: gap-free, ordered", test_concurrent_appenders_gap_free);
     CU_add_test(s, "retention", test_prune);
