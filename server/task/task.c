@@ -390,7 +390,9 @@ static az_err emit_tasks(az_pgconn *c, const az_ctx *ctx, Agentz__V1__Task *cons
             evs[k] = &ev[k];
             k++;
         }
-        az_err err = az_outbox_append_many(c, ctx, evs, k, msg);
+        /* One event: the single append's function is cheaper than planning the batch statement. */
+        az_err err = k == 1 ? az_outbox_append(c, ctx, evs[0], NULL, 0, msg)
+                            : az_outbox_append_many(c, ctx, evs, k, msg);
         if (err != AZ_OK) return err;
     }
     return AZ_OK;
@@ -1704,6 +1706,16 @@ az_err az_task_claim_many(az_pg *pg, const az_ctx *ctx, char *const *ids, size_t
     for (size_t i = 0; i < n; i++)
         if (az_text_is_uuid(ids[i])) valid[nv++] = ids[i];
     if (nv == 0) return AZ_OK;
+    if (nv == 1) { /* the common case when the worker keeps up: the single claim's plan is cheaper */
+        Agentz__V1__Task **one = az_arena_alloc(a, sizeof *one);
+        if (!one) return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
+        az_err err = az_task_claim(pg, ctx, valid[0], worker, lease_ms, a, one, msg);
+        if (err == AZ_ERR_PRECONDITION || err == AZ_ERR_NOT_FOUND) return AZ_OK; /* not queued */
+        if (err != AZ_OK) return err;
+        *out = one;
+        *n_out = 1;
+        return AZ_OK;
+    }
     char lease[24];
     snprintf(lease, sizeof lease, "%lld", (long long)(lease_ms > 0 ? lease_ms : AZ_TASK_DEFAULT_LEASE_MS));
     const char *p[4] = {ctx->workspace_id, uuid_array(a, valid, nv), worker ? worker : "", lease};
@@ -2188,7 +2200,7 @@ const char *az_task_sql_not_running(void)
      * tasks_lease_owner (0006) serves the lookup. */
     return "SELECT q.id::text, q.attempt FROM unnest($1::uuid[], $2::integer[]) AS q(id, attempt)"
            " WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.lease_owner = $3 AND t.id = q.id"
-           " AND t.status::integer = 3 AND t.attempt = q.attempt)";
+           " AND t.status = 3 AND t.attempt = q.attempt)";
 }
 
 az_err az_task_wake(az_pg *pg, const az_ctx *ctx, int limit, az_arena *a, az_task_ready *ready,

@@ -1352,6 +1352,24 @@ static void test_not_running_sql(void)
     CU_ASSERT_EQUAL(PQntuples(r), 2);
     PQclear(r);
     az_pg_release(c);
+    /* It runs every 500 ms per worker: the lookup must use the partial lease index, not scan
+     * tasks (a status guard the index predicate cannot match made it a 17 ms scan). With
+     * sequential scans priced out, a plan without an index for it still shows a Seq Scan. */
+    CU_ASSERT_EQUAL_FATAL(az_pg_acquire(pg, &ctx, &c, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, "SET enable_seqscan = off", 0, NULL, NULL, msg), AZ_OK);
+    char explain[600];
+    snprintf(explain, sizeof explain, "EXPLAIN %s", az_task_sql_not_running());
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, explain, 3, prm, &r, msg), AZ_OK);
+    int lease_index = 0, scan = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        lease_index |= strstr(PQgetvalue(r, i, 0), "tasks_lease_owner") != NULL;
+        scan |= strstr(PQgetvalue(r, i, 0), "Seq Scan on tasks") != NULL;
+    }
+    CU_ASSERT_TRUE(lease_index);
+    CU_ASSERT_FALSE(scan);
+    PQclear(r);
+    CU_ASSERT_EQUAL(az_pg_exec(c, &ctx, "RESET enable_seqscan", 0, NULL, NULL, msg), AZ_OK);
+    az_pg_release(c);
 }
 
 /* ---------------------------------------------------------------- the bulk path */
