@@ -558,10 +558,11 @@ static void in_set(void *arg, const Agentz__V1__Task *t)
 static Agentz__V1__TaskStats *wait_finished(az_conn *c, const char *agent_id, long total,
                                             double timeout_s, const char *what)
 {
-    double until = now_s() + timeout_s, last_print = 0;
+    double start = now_s(), until = start + timeout_s, last_print = 0;
     for (;;) {
         Agentz__V1__TaskStats *s = task_stats(c, agent_id);
-        if (s && s->succeeded + s->failed + s->cancelled >= total) return s;
+        long long ended = s ? (long long)(s->succeeded + s->failed + s->cancelled) : 0;
+        if (s && ended >= total) return s;
         if (now_s() > until) {
             die("%s: only %lld of %ld tasks ended within %.0f s (queued %lld, running %lld, "
                 "backoff %lld)",
@@ -576,7 +577,14 @@ static Agentz__V1__TaskStats *wait_finished(az_conn *c, const char *agent_id, lo
             last_print = now_s();
         }
         if (s) protobuf_c_message_free_unpacked(&s->base, NULL);
-        usleep(50 * 1000);
+        /* GetTaskStats aggregates every task of the window (about 11 ms of PostgreSQL CPU at
+         * 10,000 tasks): polled every 50 ms it took a fifth of a core from what is measured.
+         * Sleep half the time the rest should take at the rate so far, 20 to 500 ms. */
+        double elapsed = now_s() - start, wait = 0.5;
+        if (ended > 0 && elapsed > 0) wait = 0.5 * (double)(total - ended) * elapsed / (double)ended;
+        if (wait < 0.02) wait = 0.02;
+        if (wait > 0.5) wait = 0.5;
+        usleep((useconds_t)(wait * 1e6));
     }
 }
 
