@@ -488,11 +488,11 @@ static az_err cancel_downstream(az_pgconn *c, const az_ctx *ctx, const char *roo
     az_err err = az_pg_exec(
         c, ctx,
         "WITH RECURSIVE down(id) AS ("
-        "  SELECT d.id FROM tasks d WHERE d.workspace_id = $1 AND d.depends_on @> ARRAY[$2::uuid]"
-        "   AND d.status = 1"
+        "  SELECT d.id FROM tasks d WHERE d.workspace_id = $1 AND d.depends_on <> '{}'"
+        "   AND d.depends_on @> ARRAY[$2::uuid] AND d.status::integer = 1"
         "  UNION"
         "  SELECT d.id FROM down JOIN tasks d ON d.workspace_id = $1"
-        "   AND d.depends_on @> ARRAY[down.id] AND d.status = 1)"
+        "   AND d.depends_on <> '{}' AND d.depends_on @> ARRAY[down.id] AND d.status::integer = 1)"
         " UPDATE tasks t SET status = 7, error_type = $3, error_message = $4,"
         " error_retryable = false, cause_id = $2::uuid, end_time = clock_timestamp(),"
         " revision = revision + 1"
@@ -548,7 +548,9 @@ static az_err restore_downstream(az_pgconn *c, const az_ctx *ctx, const char *ro
 
 /* Pending dependents of id whose dependencies have all succeeded -> queued. The dependents
  * are locked first: two dependencies finishing at once each see the other's commit. *rows gets
- * their EVCOLS for the caller's events (NULL when none); the caller PQclears it. */
+ * their EVCOLS for the caller's events (NULL when none); the caller PQclears it. The lookups
+ * go through the partial GIN index (depends_on <> '{}', migration 0014); the status guard is
+ * written so that tasks_by_status cannot serve it instead (a scan of every pending task). */
 static az_err queue_dependents(az_pgconn *c, const az_ctx *ctx, const char *id, az_arena *a,
                                az_task_ready *ready, PGresult **rows, char *msg)
 {
@@ -557,7 +559,8 @@ static az_err queue_dependents(az_pgconn *c, const az_ctx *ctx, const char *id, 
     PGresult *r;
     az_err err = az_pg_exec(c, ctx,
                             "SELECT id FROM tasks WHERE workspace_id = $1"
-                            " AND depends_on @> ARRAY[$2::uuid] AND status = 1 ORDER BY id FOR UPDATE",
+                            " AND depends_on <> '{}' AND depends_on @> ARRAY[$2::uuid] AND status::integer = 1"
+                            " ORDER BY id FOR UPDATE",
                             2, p, &r, msg);
     if (err != AZ_OK) return err;
     int n = PQntuples(r);
@@ -566,7 +569,8 @@ static az_err queue_dependents(az_pgconn *c, const az_ctx *ctx, const char *id, 
     err = az_pg_exec(c, ctx,
                      "UPDATE tasks t SET status = 2, queued_at = clock_timestamp(),"
                      " published_at = clock_timestamp(), revision = revision + 1"
-                     " WHERE t.workspace_id = $1 AND t.depends_on @> ARRAY[$2::uuid] AND t.status = 1"
+                     " WHERE t.workspace_id = $1 AND t.depends_on <> '{}' AND t.depends_on @> ARRAY[$2::uuid]"
+                     " AND t.status::integer = 1"
                      " AND NOT EXISTS (SELECT 1 FROM unnest(t.depends_on) AS dep(id)"
                      "  LEFT JOIN tasks d ON d.workspace_id = $1 AND d.id = dep.id"
                      "  WHERE d.status IS DISTINCT FROM 5)"
@@ -2271,7 +2275,8 @@ az_err az_task_active_workspaces(az_pg *pg, const az_ctx *ctx, az_arena *a, char
     PGresult *r;
     err = az_pg_exec(c, ctx,
                      "SELECT w.id::text FROM workspaces w WHERE EXISTS (SELECT 1 FROM tasks t"
-                     " WHERE t.workspace_id = w.id AND t.status IN (2, 4)) ORDER BY w.id",
+                     " WHERE t.workspace_id = w.id AND t.status = 2) OR EXISTS (SELECT 1 FROM tasks t"
+                     " WHERE t.workspace_id = w.id AND t.status = 4) ORDER BY w.id",
                      0, NULL, &r, msg);
     az_pg_release(c);
     if (err != AZ_OK) return err;
