@@ -808,6 +808,7 @@ static void test_create_tasks(void)
         CU_ASSERT_TRUE(stream_has(redis, r->tasks[i]->id));
     }
     az_redis_free(redis);
+    free_msg(r);
     CU_ASSERT_EQUAL(count_of_agent(batch_agent), 3);
 
     /* Atomic: one bad item and nothing is created; the message names the item and field. */
