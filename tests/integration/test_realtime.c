@@ -801,11 +801,14 @@ static void test_slow_consumer(void)
     /* A gate step, then FLOOD_STEPS steps that all start when it is done: a burst of a few
      * hundred events while both watchers are connected. */
     const char *m = model("flood");
-    static char flood[400];
+    /* 1,600 characters in chunks of 4: each step's output makes its durable events large
+     * enough that the burst is well past the client's 64 KiB initial HTTP/2 window even when
+     * a loaded machine drops token deltas (with 400 characters it sat on that boundary). */
+    static char flood[1601];
     for (size_t i = 0; i < sizeof flood - 1; i++) flood[i] = (char)('a' + i % 26);
     fakellm_reply r;
     text_reply(&r, flood, 0);
-    r.chunk_size = 1;
+    r.chunk_size = 4;
     fakellm_on(fake, m, NULL, &r, 1);
     text_reply(&r, "gate open", 2500);
     fakellm_on(fake, m, "GATE-STEP", &r, 1);
