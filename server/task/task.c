@@ -488,11 +488,11 @@ static az_err cancel_downstream(az_pgconn *c, const az_ctx *ctx, const char *roo
     az_err err = az_pg_exec(
         c, ctx,
         "WITH RECURSIVE down(id) AS ("
-        "  SELECT d.id FROM tasks d WHERE d.workspace_id = $1 AND d.depends_on <> '{}'"
-        "   AND d.depends_on @> ARRAY[$2::uuid] AND d.status::integer = 1"
+        "  SELECT e.task_id FROM task_deps e JOIN tasks d ON d.workspace_id = $1 AND d.id = e.task_id"
+        "   WHERE e.workspace_id = $1 AND e.dep_id = $2::uuid AND d.status::integer = 1"
         "  UNION"
-        "  SELECT d.id FROM down JOIN tasks d ON d.workspace_id = $1"
-        "   AND d.depends_on <> '{}' AND d.depends_on @> ARRAY[down.id] AND d.status::integer = 1)"
+        "  SELECT e.task_id FROM down JOIN task_deps e ON e.workspace_id = $1 AND e.dep_id = down.id"
+        "   JOIN tasks d ON d.workspace_id = $1 AND d.id = e.task_id AND d.status::integer = 1)"
         " UPDATE tasks t SET status = 7, error_type = $3, error_message = $4,"
         " error_retryable = false, cause_id = $2::uuid, end_time = clock_timestamp(),"
         " revision = revision + 1"
@@ -549,19 +549,21 @@ static az_err restore_downstream(az_pgconn *c, const az_ctx *ctx, const char *ro
 /* Pending dependents of id whose dependencies have all succeeded -> queued. The dependents
  * are locked first: two dependencies finishing at once each see the other's commit. *rows gets
  * their EVCOLS for the caller's events (NULL when none); the caller PQclears it. The lookups
- * go through the partial GIN index (depends_on <> '{}', migration 0014); the status guard is
+ * go through the edges in task_deps (migration 0015): under row-level security an operator that
+ * is not leakproof, as array containment is, cannot be an index condition. The status guard is
  * written so that tasks_by_status cannot serve it instead (a scan of every pending task). */
+#define SQL_DEPENDENTS                                                                     \
+    "SELECT t.id FROM task_deps e JOIN tasks t ON t.workspace_id = $1 AND t.id = e.task_id" \
+    " WHERE e.workspace_id = $1 AND e.dep_id = $2::uuid AND t.status::integer = 1"          \
+    " ORDER BY t.id FOR UPDATE OF t"
+
 static az_err queue_dependents(az_pgconn *c, const az_ctx *ctx, const char *id, az_arena *a,
                                az_task_ready *ready, PGresult **rows, char *msg)
 {
     *rows = NULL;
     const char *p[2] = {ctx->workspace_id, id};
     PGresult *r;
-    az_err err = az_pg_exec(c, ctx,
-                            "SELECT id FROM tasks WHERE workspace_id = $1"
-                            " AND depends_on <> '{}' AND depends_on @> ARRAY[$2::uuid] AND status::integer = 1"
-                            " ORDER BY id FOR UPDATE",
-                            2, p, &r, msg);
+    az_err err = az_pg_exec(c, ctx, SQL_DEPENDENTS, 2, p, &r, msg);
     if (err != AZ_OK) return err;
     int n = PQntuples(r);
     PQclear(r);
@@ -569,7 +571,8 @@ static az_err queue_dependents(az_pgconn *c, const az_ctx *ctx, const char *id, 
     err = az_pg_exec(c, ctx,
                      "UPDATE tasks t SET status = 2, queued_at = clock_timestamp(),"
                      " published_at = clock_timestamp(), revision = revision + 1"
-                     " WHERE t.workspace_id = $1 AND t.depends_on <> '{}' AND t.depends_on @> ARRAY[$2::uuid]"
+                     " WHERE t.workspace_id = $1 AND t.id IN (SELECT e.task_id FROM task_deps e"
+                     "  WHERE e.workspace_id = $1 AND e.dep_id = $2::uuid)"
                      " AND t.status::integer = 1"
                      " AND NOT EXISTS (SELECT 1 FROM unnest(t.depends_on) AS dep(id)"
                      "  LEFT JOIN tasks d ON d.workspace_id = $1 AND d.id = dep.id"
@@ -2196,6 +2199,11 @@ az_err az_task_set_progress(az_pg *pg, const az_ctx *ctx, const char *id, int at
                      4, p, NULL, msg);
     az_pg_release(c);
     return err;
+}
+
+const char *az_task_sql_dependents(void)
+{
+    return SQL_DEPENDENTS;
 }
 
 const char *az_task_sql_not_running(void)

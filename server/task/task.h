@@ -213,6 +213,11 @@ az_err az_task_set_progress(az_pg *pg, const az_ctx *ctx, const char *id, int at
  * every attempt that is not running under that worker any more. Static text. */
 const char *az_task_sql_not_running(void);
 
+/* The statement that locks the pending dependents of a task while it finishes (exported so the
+ * tests can check its plan under row-level security). Parameters: $1 workspace id, $2 the task
+ * id. Rows: (id) of each pending dependent, in id order. Static text. */
+const char *az_task_sql_dependents(void);
+
 /* running (at `attempt`) -> succeeded with output and usage; dependents whose dependencies have
  * now all succeeded become queued (appended to ready). A stale attempt is AZ_ERR_PRECONDITION:
  * one terminal outcome per attempt even when a message is delivered twice. */

@@ -1372,6 +1372,61 @@ static void test_not_running_sql(void)
     az_pg_release(c);
 }
 
+/* The dependents of a finishing task are found through task_deps, under the workspace policy
+ * (the pool's sessions are agentz_app): the trigger keeps the edges equal to depends_on, a
+ * completion queues exactly the dependents whose dependencies all succeeded, and the lookup is
+ * an index scan. Array containment through a GIN index was a scan of every task of the
+ * workspace, because the operator is not leakproof and so cannot run before the policy. */
+static void test_dependents_sql(void)
+{
+    az_task_ready ready = {.arena = arena};
+    Agentz__V1__Task *a = create_task("edge-a", NULL, 0, NULL, &ready);
+    Agentz__V1__Task *b = create_task("edge-b", NULL, 0, NULL, &ready);
+    const char *dab[] = {a->id, b->id, a->id};
+    const char *da[] = {a->id};
+    Agentz__V1__Task *both = create_task("edge-both", dab, 3, NULL, &ready);
+    Agentz__V1__Task *only = create_task("edge-only-a", da, 1, NULL, &ready);
+    CU_ASSERT_STRING_EQUAL(sqlf("SELECT count(*) FROM task_deps WHERE task_id = '%s'", both->id, NULL), "2");
+    CU_ASSERT_STRING_EQUAL(sqlf("SELECT string_agg(task_id::text, ',' ORDER BY task_id) FROM task_deps"
+                                " WHERE dep_id = '%s'", a->id, NULL),
+                           strcmp(both->id, only->id) < 0
+                               ? sqlf("SELECT '%s,%s'", both->id, only->id)
+                               : sqlf("SELECT '%s,%s'", only->id, both->id));
+    CU_ASSERT_STRING_EQUAL(sqlf("SELECT count(*) FROM task_deps WHERE task_id = '%s'", a->id, NULL), "0");
+
+    complete(a->id, claim_as(a->id, "w-edge", 0)->attempt, &ready);
+    CU_ASSERT_EQUAL(status_of(only->id), QUEUED);
+    CU_ASSERT_EQUAL(status_of(both->id), PENDING);
+    complete(b->id, claim_as(b->id, "w-edge", 0)->attempt, &ready);
+    CU_ASSERT_EQUAL(status_of(both->id), QUEUED);
+
+    char msg[AZ_MSG_MAX];
+    az_pgconn *c;
+    PGresult *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_pg_acquire(pg, &ctx, &c, msg), AZ_OK);
+    /* The policy must be in force on this session, or the plan proves nothing. */
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, "SELECT current_user, row_security_active('tasks')",
+                                     0, NULL, &r, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(PQgetvalue(r, 0, 0), "agentz_app");
+    CU_ASSERT_STRING_EQUAL(PQgetvalue(r, 0, 1), "t");
+    PQclear(r);
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, "SET enable_seqscan = off", 0, NULL, NULL, msg), AZ_OK);
+    char explain[600];
+    snprintf(explain, sizeof explain, "EXPLAIN %s", az_task_sql_dependents());
+    const char *prm[2] = {ctx.workspace_id, a->id};
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, explain, 2, prm, &r, msg), AZ_OK);
+    int scan = 0, edges = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        scan |= strstr(PQgetvalue(r, i, 0), "Seq Scan") != NULL;
+        edges |= strstr(PQgetvalue(r, i, 0), "task_deps_pkey") != NULL;
+    }
+    CU_ASSERT_FALSE(scan);
+    CU_ASSERT_TRUE(edges);
+    PQclear(r);
+    CU_ASSERT_EQUAL(az_pg_exec(c, &ctx, "RESET enable_seqscan", 0, NULL, NULL, msg), AZ_OK);
+    az_pg_release(c);
+}
+
 /* ---------------------------------------------------------------- the bulk path */
 
 /* Tasks whose description starts with prefix, as a number. */
@@ -1611,7 +1666,9 @@ static int suite_init(void)
         return -1;
     }
     if (az_pg_new(az_embed_database_url(embed), 12, 30000, &pg, msg) != AZ_OK ||
-        az_migrate(pg, az_migrations, az_migrations_count, NULL, msg) != AZ_OK) {
+        az_migrate(pg, az_migrations, az_migrations_count, NULL, msg) != AZ_OK ||
+        /* As the server runs: under the workspace policy, so plans are the ones it gets. */
+        az_pg_set_role(pg, "agentz_app", msg) != AZ_OK) {
         fprintf(stderr, "cannot prepare the database: %s\n", msg);
         return -1;
     }
@@ -1661,6 +1718,7 @@ int main(void)
     CU_add_test(s, "release hands back without counting", test_release);
     CU_add_test(s, "fail_after honours Retry-After; progress", test_fail_after_and_progress);
     CU_add_test(s, "the worker's not-running check", test_not_running_sql);
+    CU_add_test(s, "dependents through task_deps under the policy", test_dependents_sql);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
