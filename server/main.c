@@ -10,6 +10,7 @@
 
 #include "agent/agent_api.h"
 #include "audit/audit.h"
+#include "auth/apikey.h"
 #include "auth/auth.h"
 #include "auth/ratelimit.h"
 #include "core/file.h"
@@ -352,6 +353,7 @@ static int run(const az_config *cfg)
         .jwt_authorized_parties = cfg->jwt_authorized_parties,
         .jwt_role_map = cfg->jwt_role_map,
     };
+    az_apikey_set_cache_ms(cfg->api_key_cache_ms);
     auth = az_auth_new(&acfg, pg, msg);
     if (!auth) {
         az_error("%s", msg);

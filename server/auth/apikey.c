@@ -5,6 +5,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@
 #define NAME_MAX_CHARS 128
 #define VERIFY_MS 5000
 #define BAD_KEY "api key is unknown, revoked or expired"
+#define CACHE_SLOTS 1024 /* direct-mapped by the hash's first hex digits */
 
 #define COLS                                                                                     \
     "id::text, name, role, prefix,"                                                              \
@@ -287,6 +290,71 @@ az_err az_apikey_list(az_pg *pg, const az_ctx *ctx, int page_size, const char *p
     return err;
 }
 
+/* ---------------------------------------------------------------- the verification cache
+ *
+ * Every authenticated call used to look its key up in PostgreSQL: a round trip and, because the
+ * lookup is cross-workspace system work, a switch of the pooled session's settings before the
+ * call's own statements (docs/performance.md, the third pass of issue 12). Keys that verified
+ * are remembered by hash for cache_ms, never past their expiry; revoking through this process
+ * forgets them at once, other processes within cache_ms. Failures are never cached. */
+typedef struct cached_key {
+    char hash[65]; /* "" = empty slot */
+    az_apikey_identity id;
+    int64_t until_ms; /* monotonic */
+} cached_key;
+
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static cached_key cache[CACHE_SLOTS];
+static atomic_int cache_ms = AZ_APIKEY_CACHE_MS_DEFAULT;
+
+void az_apikey_set_cache_ms(int ms)
+{
+    atomic_store(&cache_ms, ms > 0 ? ms : 0);
+    pthread_mutex_lock(&cache_mu);
+    memset(cache, 0, sizeof cache);
+    pthread_mutex_unlock(&cache_mu);
+}
+
+static cached_key *slot(const char *hash)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) v = v * 16 + (unsigned)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
+    return &cache[v % CACHE_SLOTS];
+}
+
+static int cache_get(const char *hash, az_apikey_identity *out)
+{
+    if (atomic_load(&cache_ms) == 0) return 0;
+    pthread_mutex_lock(&cache_mu);
+    cached_key *e = slot(hash);
+    int hit = e->hash[0] && CRYPTO_memcmp(e->hash, hash, 64) == 0 && az_now_ms() < e->until_ms;
+    if (hit) *out = e->id;
+    pthread_mutex_unlock(&cache_mu);
+    return hit;
+}
+
+/* left_ms: until the key expires (-1: never). */
+static void cache_put(const char *hash, const az_apikey_identity *id, int64_t left_ms)
+{
+    int64_t ttl = atomic_load(&cache_ms);
+    if (ttl == 0) return;
+    if (left_ms >= 0 && left_ms < ttl) ttl = left_ms;
+    pthread_mutex_lock(&cache_mu);
+    cached_key *e = slot(hash);
+    memcpy(e->hash, hash, 65);
+    e->id = *id;
+    e->until_ms = az_now_ms() + ttl;
+    pthread_mutex_unlock(&cache_mu);
+}
+
+static void cache_forget(const char *key_id)
+{
+    pthread_mutex_lock(&cache_mu);
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
+        if (cache[i].hash[0] && strcmp(cache[i].id.key_id, key_id) == 0) memset(&cache[i], 0, sizeof cache[i]);
+    pthread_mutex_unlock(&cache_mu);
+}
+
 /* ---------------------------------------------------------------- revoke and verify */
 
 az_err az_apikey_revoke(az_pg *pg, const az_ctx *ctx, const char *id, char *msg)
@@ -307,6 +375,7 @@ az_err az_apikey_revoke(az_pg *pg, const az_ctx *ctx, const char *id, char *msg)
         PQclear(r);
     }
     az_pg_release(c);
+    if (err == AZ_OK) cache_forget(id);
     return err;
 }
 
@@ -316,6 +385,7 @@ az_err az_apikey_verify(az_pg *pg, const char *secret, az_apikey_identity *out, 
     if (!well_formed(secret)) return az_fail(msg, AZ_ERR_UNAUTHENTICATED, BAD_KEY);
     char hash[65];
     sha256_hex(secret, hash);
+    if (cache_get(hash, out)) return AZ_OK;
     /* The key's workspace is what we are looking for: a cross-workspace (system) lookup. */
     az_ctx ctx = {.deadline_ms = az_now_ms() + VERIFY_MS};
     az_pgconn *c;
@@ -326,7 +396,8 @@ az_err az_apikey_verify(az_pg *pg, const char *secret, az_apikey_identity *out, 
     err = az_pg_exec(c, &ctx,
                      "SELECT id::text, workspace_id::text, role, hash,"
                      " revoke_time IS NULL AND (expire_time IS NULL OR expire_time > now()),"
-                     " last_use_time IS NULL OR last_use_time < now() - interval '1 minute'"
+                     " last_use_time IS NULL OR last_use_time < now() - interval '1 minute',"
+                     " COALESCE((extract(epoch FROM expire_time - now()) * 1000)::bigint, -1)"
                      " FROM api_keys WHERE hash = $1",
                      1, p, &r, msg);
     if (err != AZ_OK) {
@@ -337,10 +408,12 @@ az_err az_apikey_verify(az_pg *pg, const char *secret, az_apikey_identity *out, 
     int ok = PQntuples(r) == 1 && PQgetlength(r, 0, 3) == 64 &&
              CRYPTO_memcmp(PQgetvalue(r, 0, 3), hash, 64) == 0 && PQgetvalue(r, 0, 4)[0] == 't';
     int stale = ok && PQgetvalue(r, 0, 5)[0] == 't';
+    int64_t left_ms = ok ? atoll(PQgetvalue(r, 0, 6)) : 0;
     if (ok) {
         snprintf(out->key_id, sizeof out->key_id, "%s", PQgetvalue(r, 0, 0));
         snprintf(out->workspace_id, sizeof out->workspace_id, "%s", PQgetvalue(r, 0, 1));
         out->role = atoi(PQgetvalue(r, 0, 2));
+        cache_put(hash, out, left_ms);
     }
     PQclear(r);
     if (stale) {

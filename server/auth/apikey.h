@@ -40,8 +40,17 @@ az_err az_apikey_list(az_pg *pg, const az_ctx *ctx, int page_size, const char *p
 az_err az_apikey_revoke(az_pg *pg, const az_ctx *ctx, const char *id, char *msg);
 
 /* Verifies a presented secret (constant-time hash compare): AZ_OK with *out filled, or
- * AZ_ERR_UNAUTHENTICATED ("api key is unknown, revoked or expired"). Updates last_used at most
- * once a minute per key. Never logs the secret. */
+ * AZ_ERR_UNAUTHENTICATED ("api key is unknown, revoked or expired"). A key that verified is
+ * remembered in this process (by hash, never the secret) for the cache time set by
+ * az_apikey_set_cache_ms, never past its expiry: within that time it is not looked up again, so
+ * a key revoked by another process keeps working here for at most that long (az_apikey_revoke
+ * forgets it here at once). Updates last_used at most once a minute per key, on a lookup. Never
+ * logs the secret. */
 az_err az_apikey_verify(az_pg *pg, const char *secret, az_apikey_identity *out, char *msg);
+
+/* How long az_apikey_verify remembers a key (AGENTZ_API_KEY_CACHE_MS); 0 turns the cache off.
+ * Process-wide; also forgets every remembered key. */
+#define AZ_APIKEY_CACHE_MS_DEFAULT 5000
+void az_apikey_set_cache_ms(int ms);
 
 #endif

@@ -160,6 +160,9 @@ static const az_opt opts[] = {
     {"jwt-role-map", "AGENTZ_JWT_ROLE_MAP", AZ_OPT_STR, S(jwt_role_map),
      "org:owner=owner,org:admin=admin,org:member=editor,org:viewer=viewer", 0, 0,
      "Clerk organization role -> viewer, editor, admin, owner or none"},
+    {"api-key-cache-ms", "AGENTZ_API_KEY_CACHE_MS", AZ_OPT_INT, S(api_key_cache_ms), "5000", 0,
+     3600000, "how long a process remembers an API key that verified (a key revoked elsewhere "
+     "works here that much longer); 0 = look every key up on every call"},
     {"rate-limit", "AGENTZ_RATE_LIMIT", AZ_OPT_STR, S(rate_limit), "50:100", 0, 0,
      "calls per second per principal, RATE[:BURST]; 0 = off", check_rate},
     {"rate-limit-workspace", "AGENTZ_RATE_LIMIT_WORKSPACE", AZ_OPT_STR, S(rate_limit_workspace),

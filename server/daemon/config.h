@@ -26,6 +26,7 @@ typedef struct az_config {
     char *db_role;
     char *allow_private_networks; /* AGENTZ_ALLOW_PRIVATE_NETWORKS as given; NULL = unset (main.c
                                    * applies the default: loopback when embedded, else none) */
+    int api_key_cache_ms; /* AGENTZ_API_KEY_CACHE_MS: az_apikey_set_cache_ms */
     int grpc_threads;
     int db_pool_size;
     int max_message_bytes;

@@ -110,6 +110,9 @@ static int suite_init(void)
         return 1;
     }
     arena = az_arena_new(0);
+    /* The tests change keys behind the module's back and expect it to notice: no cache, except
+     * in the test of the cache. */
+    az_apikey_set_cache_ms(0);
     return arena ? 0 : 1;
 }
 
@@ -263,6 +266,47 @@ static void test_last_use_throttled(void)
     free(t2);
 }
 
+/* A key that verified is not looked up again for the cache time: a revocation written behind
+ * the module's back (another process) goes unseen until then, one through az_apikey_revoke is
+ * seen at once, and the cache never outlives the key's expiry. */
+static void test_cache(void)
+{
+    az_apikey_set_cache_ms(60000);
+    az_ctx ctx = ctx_in(fresh_workspace());
+    Agentz__V1__ApiKey *k;
+    char *secret;
+    CU_ASSERT_EQUAL_FATAL(az_apikey_create(pg, &ctx, "c", 2, 0, arena, &k, &secret, msg), AZ_OK);
+    az_apikey_identity id, again;
+    CU_ASSERT_EQUAL(az_apikey_verify(pg, secret, &id, msg), AZ_OK);
+    free(query("UPDATE api_keys SET revoke_time = now() WHERE id = $1 RETURNING 1", k->id, NULL));
+    CU_ASSERT_EQUAL(az_apikey_verify(pg, secret, &again, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(again.key_id, id.key_id);
+    CU_ASSERT_STRING_EQUAL(again.workspace_id, id.workspace_id);
+    CU_ASSERT_EQUAL(again.role, id.role);
+    CU_ASSERT_EQUAL(az_apikey_revoke(pg, &ctx, k->id, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_apikey_verify(pg, secret, &id, msg), AZ_ERR_UNAUTHENTICATED);
+
+    /* Setting the time forgets everything. */
+    CU_ASSERT_EQUAL_FATAL(az_apikey_create(pg, &ctx, "c2", 2, 0, arena, &k, &secret, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_apikey_verify(pg, secret, &id, msg), AZ_OK);
+    free(query("UPDATE api_keys SET revoke_time = now() WHERE id = $1 RETURNING 1", k->id, NULL));
+    az_apikey_set_cache_ms(60000);
+    CU_ASSERT_EQUAL(az_apikey_verify(pg, secret, &id, msg), AZ_ERR_UNAUTHENTICATED);
+
+    /* Expiring in 1.5 s: remembered that long, not the minute. */
+    CU_ASSERT_EQUAL_FATAL(az_apikey_create(pg, &ctx, "c3", 2, now_us() + 1500000, arena, &k, &secret, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_apikey_verify(pg, secret, &id, msg), AZ_OK);
+    usleep(1700 * 1000);
+    CU_ASSERT_EQUAL(az_apikey_verify(pg, secret, &id, msg), AZ_ERR_UNAUTHENTICATED);
+
+    /* Off: every call looks the key up. */
+    az_apikey_set_cache_ms(0);
+    CU_ASSERT_EQUAL_FATAL(az_apikey_create(pg, &ctx, "c4", 2, 0, arena, &k, &secret, msg), AZ_OK);
+    CU_ASSERT_EQUAL(az_apikey_verify(pg, secret, &id, msg), AZ_OK);
+    free(query("UPDATE api_keys SET revoke_time = now() WHERE id = $1 RETURNING 1", k->id, NULL));
+    CU_ASSERT_EQUAL(az_apikey_verify(pg, secret, &id, msg), AZ_ERR_UNAUTHENTICATED);
+}
+
 static void test_list_pages(void)
 {
     az_ctx ctx = ctx_in(fresh_workspace());
@@ -410,6 +454,7 @@ int main(void)
     CU_add_test(s, "revoke", test_revoke);
     CU_add_test(s, "expiry", test_expiry);
     CU_add_test(s, "last use at most once a minute", test_last_use_throttled);
+    CU_add_test(s, "the verification cache", test_cache);
     CU_add_test(s, "list pages", test_list_pages);
     CU_add_test(s, "idempotent create", test_idempotent_create);
     CU_add_test(s, "create_in makes the workspace", test_create_in_makes_workspace);
