@@ -52,6 +52,14 @@ az_err az_audit_flush(az_audit *a, int timeout_ms, char *msg);
  * row's id. Used by the writer, and by tests and tools. */
 az_err az_audit_append(az_pg *pg, const az_audit_entry *e, int64_t *id, char *msg);
 
+/* Most entries one batch holds (the writer's batches, az_audit_append_many). */
+#define AZ_AUDIT_BATCH_MAX 64
+
+/* Appends e[0..n) (1..AZ_AUDIT_BATCH_MAX) now, in order, in one transaction as the writer
+ * does: all or none. *last_id (may be NULL) receives the last row's id. AZ_ERR_INVALID for n
+ * out of range; nothing is written on any error. */
+az_err az_audit_append_many(az_pg *pg, const az_audit_entry *e, size_t n, int64_t *last_id, char *msg);
+
 /* Recomputes the whole chain in one snapshot, from its anchor when retention pruned its start
  * (the oldest kept row must link to the last pruned one). AZ_OK with *rows = rows checked and *first_bad_id =
  * 0 when intact, or the id of the first row whose hash or link does not match (msg says which);

@@ -291,6 +291,45 @@ static void test_cleaning(void)
     CU_ASSERT_EQUAL(bad, 0);
 }
 
+/* A batch is one INSERT of array literals: quotes, backslashes, braces, commas and the word
+ * NULL must land as given, ids in order, the chain intact. */
+static void test_batch(void)
+{
+    reset_log();
+    enum { N = 50 };
+    static const char *const nasty[] = {"a\"b", "back\\slash", "{brace}", "x,y", "NULL", "",
+                                        "\"\\\"", "caf\xc3\xa9"};
+    enum { K = sizeof nasty / sizeof *nasty };
+    az_audit_entry e[N];
+    for (int i = 0; i < N; i++) {
+        e[i] = entry(i % 3 ? AZ_DEFAULT_WORKSPACE : NULL, nasty[i % K], "/agentz.v1.TaskService/CreateTask", "OK");
+        e[i].target_id = nasty[(i + 1) % K];
+        e[i].request_id = nasty[(i + 2) % K];
+        e[i].peer = nasty[(i + 3) % K];
+    }
+    int64_t last = 0;
+    char m[AZ_MSG_MAX];
+    CU_ASSERT_EQUAL_FATAL(az_audit_append_many(pg, e, N, &last, m), AZ_OK);
+    CU_ASSERT_EQUAL(query_long("SELECT max(id) FROM audit_log", NULL), last);
+    CU_ASSERT_EQUAL(query_long("SELECT max(id) - min(id) + 1 FROM audit_log", NULL), N);
+    for (int i = 0; i < N; i++) {
+        char q[300];
+        snprintf(q, sizeof q, "SELECT count(*) FROM audit_log WHERE id = %lld AND principal = $1"
+                 " AND (workspace_id IS NULL) = %s", (long long)(last - N + 1 + i), i % 3 ? "false" : "true");
+        CU_ASSERT_EQUAL(query_long(q, nasty[i % K]), 1);
+        snprintf(q, sizeof q, "SELECT count(*) FROM audit_log WHERE id = %lld AND target_id = $1",
+                 (long long)(last - N + 1 + i));
+        CU_ASSERT_EQUAL(query_long(q, nasty[(i + 1) % K]), 1);
+    }
+    int64_t rows = -1, bad = -1;
+    verify(&rows, &bad);
+    CU_ASSERT_EQUAL(rows, N);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(az_audit_append_many(pg, e, 0, NULL, m), AZ_ERR_INVALID);
+    CU_ASSERT_EQUAL(az_audit_append_many(pg, e, AZ_AUDIT_BATCH_MAX + 1, NULL, m), AZ_ERR_INVALID);
+    CU_ASSERT_EQUAL(query_long("SELECT count(*) FROM audit_log", NULL), N);
+}
+
 static void test_list(void)
 {
     reset_log();
@@ -357,6 +396,7 @@ int main(void)
     CU_add_test(s, "append-only trigger", test_append_only_trigger);
     CU_add_test(s, "8 threads keep one linear chain", test_concurrent_appends_stay_linear);
     CU_add_test(s, "fields are cleaned", test_cleaning);
+    CU_add_test(s, "a batch of 50 with quotes and backslashes", test_batch);
     CU_add_test(s, "list", test_list);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     if (suite_init() != 0) {
