@@ -71,6 +71,134 @@ static int listed(int s, const char *id)
     return 0;
 }
 
+static Agentz__V1__Agent__LabelsEntry **labels_of(size_t n, const char *const *kv)
+{
+    Agentz__V1__Agent__LabelsEntry **l = az_arena_alloc(arena, (n ? n : 1) * sizeof *l);
+    for (size_t i = 0; i < n; i++) {
+        l[i] = az_arena_alloc(arena, sizeof *l[i]);
+        agentz__v1__agent__labels_entry__init(l[i]);
+        l[i]->key = (char *)kv[2 * i];
+        l[i]->value = (char *)kv[2 * i + 1];
+    }
+    return l;
+}
+
+static Agentz__V1__Agent *labeled_agent(const char *name, size_t n, const char *const *kv)
+{
+    Agentz__V1__Agent a = AGENTZ__V1__AGENT__INIT;
+    a.name = (char *)name;
+    a.role = "Worker";
+    a.goal = "Work";
+    a.backstory = "Works";
+    a.n_labels = n;
+    a.labels = labels_of(n, kv);
+    Agentz__V1__Agent *out = NULL;
+    int replayed;
+    CU_ASSERT_EQUAL_FATAL(az_agent_create(pg, &ctx, &a, "", "", arena, &out, &replayed, msg), AZ_OK);
+    return out;
+}
+
+/* Names of the agents a selector lists, newest first, comma-joined; *total gets total_size. */
+static const char *selected(const char *json, int page_size, const char *token, int *total, const char **next)
+{
+    az_agent_query q = {.labels_json = json, .page_size = page_size, .page_token = token ? token : ""};
+    Agentz__V1__ListAgentsResponse *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_agent_list(pg, &ctx, &q, arena, &r, msg), AZ_OK);
+    char *names = az_arena_strdup(arena, "");
+    for (size_t i = 0; i < r->n_agents; i++)
+        names = az_arena_printf(arena, "%s%s%s", names, i ? "," : "", r->agents[i]->name);
+    if (total) *total = r->total_size;
+    if (next) *next = r->next_page_token;
+    return names;
+}
+
+/* Label selectors go through agent_labels (migration 0016), kept by a trigger: all pairs must
+ * match, values may hold '=' and ',', a replaced agent is found by its new labels only, a
+ * deleted one not at all, pages and totals agree, and under the workspace policy (these
+ * sessions are agentz_app) the look-up is an index scan of the pairs, not of the agents. */
+static void test_label_selector(void)
+{
+    static const char *const l1[] = {"team", "ml", "tier", "gold"};
+    static const char *const l2[] = {"team", "ml", "tier", "silver"};
+    static const char *const l3[] = {"team", "ops", "note", "a=b,c"};
+    Agentz__V1__Agent *a1 = labeled_agent("sel-1", 2, l1);
+    labeled_agent("sel-2", 2, l2);
+    labeled_agent("sel-3", 2, l3);
+    int total = -1;
+    const char *next = NULL;
+    CU_ASSERT_STRING_EQUAL(selected("{\"team\":\"ml\"}", 50, NULL, &total, NULL), "sel-2,sel-1");
+    CU_ASSERT_EQUAL(total, 2);
+    CU_ASSERT_STRING_EQUAL(selected("{\"team\":\"ml\",\"tier\":\"gold\"}", 50, NULL, &total, NULL), "sel-1");
+    CU_ASSERT_EQUAL(total, 1);
+    CU_ASSERT_STRING_EQUAL(selected("{\"note\":\"a=b,c\"}", 50, NULL, &total, NULL), "sel-3");
+    CU_ASSERT_STRING_EQUAL(selected("{\"note\":\"a\"}", 50, NULL, &total, NULL), "");
+    CU_ASSERT_EQUAL(total, 0);
+    CU_ASSERT_STRING_EQUAL(selected("{\"team\":\"ml\"}", 1, NULL, &total, &next), "sel-2");
+    CU_ASSERT_EQUAL(total, 2);
+    CU_ASSERT_STRING_EQUAL(selected("{\"team\":\"ml\"}", 1, next, &total, &next), "sel-1");
+    CU_ASSERT_EQUAL(total, 2);
+    CU_ASSERT_STRING_EQUAL(next, "");
+
+    /* Replaced labels: found by the new ones only. */
+    static const char *const l4[] = {"team", "infra"};
+    a1->n_labels = 1;
+    a1->labels = labels_of(1, l4);
+    Agentz__V1__Agent *up = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_agent_replace(pg, &ctx, a1, az_agent_etag_revision(a1->etag), arena, &up, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(selected("{\"team\":\"ml\"}", 50, NULL, &total, NULL), "sel-2");
+    CU_ASSERT_STRING_EQUAL(selected("{\"team\":\"infra\"}", 50, NULL, &total, NULL), "sel-1");
+    CU_ASSERT_EQUAL(az_agent_delete(pg, &ctx, a1->id, 0, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(selected("{\"team\":\"infra\"}", 50, NULL, &total, NULL), "");
+
+    /* Another workspace's labels are not ours. */
+    Agentz__V1__Agent b = AGENTZ__V1__AGENT__INIT;
+    b.name = "sel-b";
+    b.role = "Worker";
+    b.goal = "Work";
+    b.backstory = "Works";
+    b.n_labels = 2;
+    b.labels = labels_of(2, l2);
+    Agentz__V1__Agent *bo = NULL;
+    int replayed;
+    CU_ASSERT_EQUAL_FATAL(az_agent_create(pg, &ctx_b, &b, "", "", arena, &bo, &replayed, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(selected("{\"tier\":\"silver\"}", 50, NULL, &total, NULL), "sel-2");
+
+    az_pgconn *c;
+    PGresult *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(az_pg_acquire(pg, &ctx, &c, msg), AZ_OK);
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, "SELECT current_user, row_security_active('agents')",
+                                     0, NULL, &r, msg), AZ_OK);
+    CU_ASSERT_STRING_EQUAL(PQgetvalue(r, 0, 0), "agentz_app");
+    CU_ASSERT_STRING_EQUAL(PQgetvalue(r, 0, 1), "t");
+    PQclear(r);
+    /* Enough other labelled agents that scanning the workspace's labels is the dear plan. */
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx,
+                                     "INSERT INTO agents (workspace_id, name, role, goal, backstory, labels)"
+                                     " SELECT $1, 'bulk-' || g, 'r', 'g', 'b', jsonb_build_object('bulk', g::text)"
+                                     " FROM generate_series(1, 3000) AS g",
+                                     1, (const char *[]){ctx.workspace_id}, NULL, msg), AZ_OK);
+    /* Statistics as autovacuum would have them (ANALYZE needs the owner: the login role). */
+    PGresult *an = PQexec(az_pg_raw(c), "RESET ROLE; ANALYZE agents, agent_labels; SET ROLE agentz_app");
+    CU_ASSERT_EQUAL(PQresultStatus(an), PGRES_COMMAND_OK);
+    PQclear(an);
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx, "SET enable_seqscan = off", 0, NULL, NULL, msg), AZ_OK);
+    const char *prm[1] = {ctx.workspace_id};
+    CU_ASSERT_EQUAL_FATAL(az_pg_exec(c, &ctx,
+                                     "EXPLAIN SELECT l.agent_id FROM agent_labels l WHERE l.workspace_id = $1"
+                                     " AND l.pair = ANY ('{team=ml}'::text[])",
+                                     1, prm, &r, msg), AZ_OK);
+    int pairs = 0, scan = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        pairs |= strstr(PQgetvalue(r, i, 0), "agent_labels_pkey") != NULL;
+        scan |= strstr(PQgetvalue(r, i, 0), "Seq Scan") != NULL;
+    }
+    CU_ASSERT_TRUE(pairs);
+    CU_ASSERT_FALSE(scan);
+    PQclear(r);
+    CU_ASSERT_EQUAL(az_pg_exec(c, &ctx, "RESET enable_seqscan", 0, NULL, NULL, msg), AZ_OK);
+    az_pg_release(c);
+}
+
 static void test_transitions(void)
 {
     Agentz__V1__Agent *a = new_agent("status-1");
@@ -328,6 +456,7 @@ int main(void)
     CU_add_test(s, "concurrent starts and ends", test_concurrent);
     CU_add_test(s, "one row per holder, not per task", test_holders);
     CU_add_test(s, "a lost holder (dead worker)", test_holder_lost);
+    CU_add_test(s, "label selectors through agent_labels", test_label_selector);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
