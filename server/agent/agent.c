@@ -350,43 +350,6 @@ static az_err decode_token(const char *token, unsigned long hash, char ts[64], c
  * 400 agents); this way the pairs always drive. */
 #define BY_ID "(SELECT * FROM agents WHERE workspace_id = $1 AND id = m.agent_id OFFSET 0)"
 
-/* The selector (a JSON object of strings) as a text[] literal of "key=value" pairs, in arena;
- * NULL when out of memory or not such an object. */
-static char *selector_pairs(az_arena *a, const char *labels_json)
-{
-    json_error_t jerr;
-    json_t *o = json_loads(labels_json, 0, &jerr);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return NULL;
-    }
-    size_t cap = 3, n = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v) cap += 2 * (strlen(k) + strlen(json_string_value(v) ? json_string_value(v) : "")) + 6;
-    char *lit = az_arena_alloc(a, cap);
-    if (lit) {
-        lit[n++] = '{';
-        int first = 1;
-        json_object_foreach(o, k, v) {
-            if (!first) lit[n++] = ',';
-            first = 0;
-            lit[n++] = '"';
-            char pair[2 * 4096];
-            snprintf(pair, sizeof pair, "%s=%s", k, json_string_value(v) ? json_string_value(v) : "");
-            for (const char *c = pair; *c; c++) {
-                if (*c == '"' || *c == '\\') lit[n++] = '\\';
-                lit[n++] = *c;
-            }
-            lit[n++] = '"';
-        }
-        lit[n++] = '}';
-        lit[n] = '\0';
-    }
-    json_decref(o);
-    return lit;
-}
-
 az_err az_agent_list(az_pg *pg, const az_ctx *ctx, const az_agent_query *q, az_arena *a,
                      Agentz__V1__ListAgentsResponse **out, char *msg)
 {
@@ -405,7 +368,7 @@ az_err az_agent_list(az_pg *pg, const az_ctx *ctx, const az_agent_query *q, az_a
     /* Two statement pairs, not one with "$3 IS NULL OR ...": a generic plan must serve both
      * cases, and with the selector it is the pairs' look-up that should drive. */
     int by_labels = q->labels_json != NULL;
-    if (by_labels && !(p[2] = selector_pairs(a, q->labels_json)))
+    if (by_labels && !(p[2] = az_text_selector_pairs(a, q->labels_json)))
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     az_pgconn *c;
     if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) return err;

@@ -237,15 +237,33 @@ az_err az_workflow_list(az_pg *pg, const az_ctx *ctx, const az_workflow_query *q
     snprintf(limit, sizeof limit, "%d", q->page_size + 1);
     const char *p[5] = {ctx->workspace_id, q->labels_json, ts[0] ? ts : NULL,
                         after[0] ? after : NULL, limit};
+    /* With a selector its pairs drive, through workflow_labels (migration 0017): under
+     * row-level security jsonb containment, not leakproof, cannot use an index. Each selected
+     * workflow is then fetched by its primary key (OFFSET 0: not flattened, so the planner
+     * cannot turn the join around on tables without statistics yet). */
+    int by_labels = q->labels_json != NULL;
+    if (by_labels && !(p[1] = az_text_selector_pairs(a, q->labels_json)))
+        return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     az_pgconn *c;
     if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) return err;
     PGresult *r;
-    err = az_pg_exec(c, ctx,
-                     "SELECT " COLS FROM_LATEST " WHERE w.workspace_id = $1"
-                     " AND ($2::jsonb IS NULL OR w.labels @> $2::jsonb)"
-                     " AND ($3::timestamptz IS NULL OR (w.create_time, w.id) < ($3::timestamptz, $4::uuid))"
-                     " ORDER BY w.create_time DESC, w.id DESC LIMIT $5::integer",
-                     5, p, &r, msg);
+    err = by_labels
+              ? az_pg_exec(c, ctx,
+                           "SELECT " COLS " FROM (SELECT l.workflow_id FROM workflow_labels l"
+                           "  WHERE l.workspace_id = $1 AND l.pair = ANY ($2::text[])"
+                           "  GROUP BY l.workflow_id HAVING count(*) = cardinality($2::text[])) m"
+                           " CROSS JOIN LATERAL (SELECT * FROM workflows WHERE workspace_id = $1"
+                           "  AND id = m.workflow_id OFFSET 0) w"
+                           " JOIN workflow_versions v ON v.workspace_id = w.workspace_id"
+                           "  AND v.workflow_id = w.id AND v.version = w.latest_version"
+                           " WHERE ($3::timestamptz IS NULL OR (w.create_time, w.id) < ($3::timestamptz, $4::uuid))"
+                           " ORDER BY w.create_time DESC, w.id DESC LIMIT $5::integer",
+                           5, p, &r, msg)
+              : az_pg_exec(c, ctx,
+                           "SELECT " COLS FROM_LATEST " WHERE w.workspace_id = $1 AND $2::text[] IS NULL"
+                           " AND ($3::timestamptz IS NULL OR (w.create_time, w.id) < ($3::timestamptz, $4::uuid))"
+                           " ORDER BY w.create_time DESC, w.id DESC LIMIT $5::integer",
+                           5, p, &r, msg);
     az_pg_release(c);
     if (err != AZ_OK) return err;
     int rows = PQntuples(r), n = rows > q->page_size ? q->page_size : rows;

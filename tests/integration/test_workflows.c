@@ -516,6 +516,42 @@ static void test_list_pagination(void)
     CU_ASSERT_EQUAL(call(SVC "ListWorkflows", &req, &agentz__v1__list_workflows_response__descriptor, NULL),
                     INVALID);
     free_msg(r);
+
+    /* Labels replaced by UpdateWorkflow: the selectors follow (workflow_labels, kept by a
+     * trigger), two pairs must both match, and a value may hold "=". */
+    char moved[96], sel2[200];
+    snprintf(moved, sizeof moved, "%s=x", tag);
+    wf_builder p;
+    Agentz__V1__Workflow *patch = build(&p, "ignored");
+    patch->id = ids[N - 1];
+    Agentz__V1__Workflow__LabelsEntry le[2] = {AGENTZ__V1__WORKFLOW__LABELS_ENTRY__INIT,
+                                               AGENTZ__V1__WORKFLOW__LABELS_ENTRY__INIT};
+    Agentz__V1__Workflow__LabelsEntry *lps[2] = {&le[0], &le[1]};
+    le[0].key = "page";
+    le[0].value = moved;
+    le[1].key = "kind";
+    le[1].value = "moved";
+    patch->n_labels = 2;
+    patch->labels = lps;
+    char *lpath[] = {"labels"};
+    int st;
+    free_msg(update(patch, lpath, 1, &st));
+    CU_ASSERT_EQUAL_FATAL(st, OK);
+    snprintf(sel2, sizeof sel2, "page=%s,kind=moved", moved);
+    const char *const sels[] = {selector, sel2, "kind=moved,page=nothing"};
+    const size_t want[] = {N - 1, 1, 0};
+    for (int k = 0; k < 3; k++) {
+        Agentz__V1__ListWorkflowsRequest lr = AGENTZ__V1__LIST_WORKFLOWS_REQUEST__INIT;
+        lr.page_size = 100;
+        lr.label_selector = (char *)sels[k];
+        Agentz__V1__ListWorkflowsResponse *lw = NULL;
+        CU_ASSERT_EQUAL_FATAL(call(SVC "ListWorkflows", &lr, &agentz__v1__list_workflows_response__descriptor,
+                                   (void **)&lw),
+                              OK);
+        CU_ASSERT_EQUAL(lw->n_workflows, want[k]);
+        if (k == 1 && lw->n_workflows == 1) CU_ASSERT_STRING_EQUAL(lw->workflows[0]->id, ids[N - 1]);
+        free_msg(lw);
+    }
 }
 
 /* ---------------------------------------------------------------- runs */
