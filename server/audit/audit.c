@@ -17,6 +17,7 @@
 #include "core/pbtime.h"
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
+#include "store/pgarray.h"
 
 /* An arbitrary constant ("azaudit" in ASCII): the chain's advisory lock. */
 #define LOCK_KEY "27431817484437876"
@@ -157,50 +158,6 @@ static void row_hash(const char *prev, int64_t id, int64_t time_us, char *const 
     hex32(digest, out);
 }
 
-/* A growing PostgreSQL array literal ("{...}") in a malloc'd buffer; oom sticks. */
-typedef struct lit {
-    char *s;
-    size_t n, cap;
-    int oom;
-} lit;
-
-static void lit_raw(lit *l, const char *v, size_t len)
-{
-    if (l->oom) return;
-    if (l->n + len + 2 > l->cap) {
-        size_t cap = l->cap ? l->cap : 1024;
-        while (l->n + len + 2 > cap) cap *= 2;
-        char *s = realloc(l->s, cap);
-        if (!s) {
-            l->oom = 1;
-            return;
-        }
-        l->s = s;
-        l->cap = cap;
-    }
-    memcpy(l->s + l->n, v, len);
-    l->n += len;
-    l->s[l->n] = '\0';
-}
-
-/* Element i: v quoted (a backslash before each '"' and backslash), or NULL when v is NULL. */
-static void lit_item(lit *l, size_t i, const char *v)
-{
-    lit_raw(l, i ? "," : "{", 1);
-    if (!v) {
-        lit_raw(l, "NULL", 4);
-        return;
-    }
-    lit_raw(l, "\"", 1);
-    for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\') lit_raw(l, "\\", 1);
-        lit_raw(l, p, 1);
-    }
-    lit_raw(l, "\"", 1);
-}
-
-static void lit_end(lit *l, size_t n) { lit_raw(l, n ? "}" : "{}", n ? 1 : 2); }
-
 enum { A_ID, A_TIME, A_PRINCIPAL, A_WORKSPACE, A_METHOD, A_TARGET, A_OUTCOME, A_PEER, A_REQUEST,
        A_PREV, A_HASH, A_N };
 
@@ -222,7 +179,7 @@ static az_err append_batch(az_pg *pg, qentry *list, int64_t deadline_ms, int64_t
     az_err err = az_pg_acquire(pg, &ctx, &c, msg);
     if (err != AZ_OK) return err;
     PGresult *r = NULL;
-    lit a[A_N];
+    az_pgarray a[A_N];
     memset(a, 0, sizeof a);
     char prev[65] = ZERO_HASH;
     if ((err = az_pg_begin(c, &ctx, msg)) != AZ_OK ||
@@ -252,17 +209,15 @@ static az_err append_batch(az_pg *pg, qentry *list, int64_t deadline_ms, int64_t
         const char *v[A_N] = {id_s, time_s, q->f[F_PRINCIPAL], q->f[F_WORKSPACE][0] ? q->f[F_WORKSPACE] : NULL,
                               q->f[F_METHOD], q->f[F_TARGET], q->f[F_OUTCOME], q->f[F_PEER],
                               q->f[F_REQUEST], prev, hash};
-        for (int k = 0; k < A_N; k++) lit_item(&a[k], i, v[k]);
+        for (int k = 0; k < A_N; k++) az_pgarray_add(&a[k], v[k]);
         memcpy(prev, hash, 65);
     }
     const char *p[A_N];
     for (int k = 0; k < A_N; k++) {
-        lit_end(&a[k], n);
-        if (a[k].oom) {
+        if (!(p[k] = az_pgarray_text(&a[k]))) {
             err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
             goto out;
         }
-        p[k] = a[k].s;
     }
     if ((err = az_pg_defer(c, &ctx,
                            "INSERT INTO audit_log (id, time, principal, workspace_id, method, target_id,"
@@ -276,7 +231,7 @@ static az_err append_batch(az_pg *pg, qentry *list, int64_t deadline_ms, int64_t
         (err = az_pg_commit(c, &ctx, msg)) == AZ_OK && last_id)
         *last_id = id;
 out:
-    for (int k = 0; k < A_N; k++) free(a[k].s);
+    for (int k = 0; k < A_N; k++) az_pgarray_free(&a[k]);
     PQclear(r);
     az_pg_release(c);
     return err;

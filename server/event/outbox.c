@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "event/webhook.h"
+#include "store/pgarray.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
 #define LIST_MAX 1000
@@ -119,39 +120,6 @@ static const char append_many_sql[] =
     "  SELECT $1, run, task, agent, rs, ts, ag, term, body FROM numbered ORDER BY ord RETURNING id)"
     " INSERT INTO event_queue (id) SELECT id FROM ins";
 
-/* A growing array literal ("{a,b,...}") in a malloc'd buffer. */
-typedef struct lit {
-    char *s;
-    size_t n, cap;
-    int oom;
-} lit;
-
-static void lit_put(lit *l, const char *v, size_t len)
-{
-    if (l->oom) return;
-    if (l->n + len + 2 > l->cap) {
-        size_t cap = l->cap ? l->cap : 256;
-        while (l->n + len + 2 > cap) cap *= 2;
-        char *s = realloc(l->s, cap);
-        if (!s) {
-            l->oom = 1;
-            return;
-        }
-        l->s = s;
-        l->cap = cap;
-    }
-    memcpy(l->s + l->n, v, len);
-    l->n += len;
-    l->s[l->n] = '\0';
-}
-
-static void lit_item(lit *l, size_t i, const char *v)
-{
-    lit_put(l, i ? "," : "{", 1);
-    if (v) lit_put(l, v, strlen(v));
-    else lit_put(l, "NULL", 4);
-}
-
 az_err az_outbox_append_many(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__Event *const *evs,
                              size_t n, char *msg)
 {
@@ -160,7 +128,7 @@ az_err az_outbox_append_many(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__
         return az_fail(msg, AZ_ERR_INVALID, "events: at most %d per batch, got %zu", AZ_OUTBOX_BATCH_MAX, n);
     if (!ctx || !ctx->workspace_id || !az_text_is_uuid(ctx->workspace_id))
         return az_fail(msg, AZ_ERR_INVALID, "event: a workspace is required");
-    lit a[6] = {{0}};
+    az_pgarray a[6] = {{0}};
     az_err err = AZ_OK;
     for (size_t i = 0; i < n && err == AZ_OK; i++) {
         const Agentz__V1__Event *ev = evs[i];
@@ -179,27 +147,22 @@ az_err az_outbox_append_many(az_pgconn *c, const az_ctx *ctx, const Agentz__V1__
             err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
             break;
         }
-        lit_item(&a[0], i, run);
-        lit_item(&a[1], i, task);
-        lit_item(&a[2], i, uuid_or_null(ev->agent_id));
-        lit_item(&a[3], i, agents ? "t" : "f");
-        lit_item(&a[4], i, terminal_type(ev) ? "t" : "f");
-        /* "\\x…": inside a quoted array element a backslash escapes the next character */
-        lit_put(&a[5], i ? ",\"\\" : "{\"\\", 3);
-        lit_put(&a[5], hex, strlen(hex));
-        lit_put(&a[5], "\"", 1);
+        az_pgarray_add(&a[0], run);
+        az_pgarray_add(&a[1], task);
+        az_pgarray_add(&a[2], uuid_or_null(ev->agent_id));
+        az_pgarray_add(&a[3], agents ? "t" : "f");
+        az_pgarray_add(&a[4], terminal_type(ev) ? "t" : "f");
+        az_pgarray_add(&a[5], hex);
         free(hex);
     }
-    for (int k = 0; k < 6 && err == AZ_OK; k++) {
-        lit_put(&a[k], "}", 1);
-        if (a[k].oom) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
-    }
+    const char *p[7] = {ctx->workspace_id};
+    for (int k = 0; k < 6 && err == AZ_OK; k++)
+        if (!(p[k + 1] = az_pgarray_text(&a[k]))) err = az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     if (err == AZ_OK) {
-        const char *p[7] = {ctx->workspace_id, a[0].s, a[1].s, a[2].s, a[3].s, a[4].s, a[5].s};
         err = az_pg_defer(c, ctx, append_many_sql, 7, p, msg);
         if (err == AZ_OK) az_pg_after_commit(c, ctx, notify_sql);
     }
-    for (int k = 0; k < 6; k++) free(a[k].s);
+    for (int k = 0; k < 6; k++) az_pgarray_free(&a[k]);
     return err;
 }
 
