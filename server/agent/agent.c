@@ -16,6 +16,7 @@
 #include "google/protobuf/timestamp.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
 #include "store/idem.h"
+#include "store/pgarray.h"
 
 #define COLS                                                                                     \
     "id::text, name, role, goal, backstory, llm_provider, llm_model, llm_base_url,"             \
@@ -368,7 +369,7 @@ az_err az_agent_list(az_pg *pg, const az_ctx *ctx, const az_agent_query *q, az_a
     /* Two statement pairs, not one with "$3 IS NULL OR ...": a generic plan must serve both
      * cases, and with the selector it is the pairs' look-up that should drive. */
     int by_labels = q->labels_json != NULL;
-    if (by_labels && !(p[2] = az_text_selector_pairs(a, q->labels_json)))
+    if (by_labels && !(p[2] = az_pgarray_label_pairs(a, q->labels_json)))
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     az_pgconn *c;
     if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) return err;

@@ -4,7 +4,6 @@
 #include "google/protobuf/duration.pb-c.h"
 
 #include <ctype.h>
-#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -126,45 +125,4 @@ az_err az_text_check_duration(const char *field, const Google__Protobuf__Duratio
     if (d->seconds > max_s || (d->seconds == max_s && d->nanos > 0))
         return az_fail(msg, AZ_ERR_INVALID, "%s: must be at most %lds", field, max_s);
     return AZ_OK;
-}
-
-char *az_text_selector_pairs(az_arena *arena, const char *labels_json)
-{
-    json_error_t jerr;
-    json_t *o = labels_json ? json_loads(labels_json, 0, &jerr) : NULL;
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return NULL;
-    }
-    const char *k;
-    json_t *v;
-    size_t cap = 3;
-    json_object_foreach(o, k, v) {
-        if (!json_is_string(v)) {
-            json_decref(o);
-            return NULL;
-        }
-        cap += 2 * (strlen(k) + 1 + strlen(json_string_value(v))) + 3;
-    }
-    char *lit = az_arena_alloc(arena, cap);
-    if (lit) {
-        size_t n = 0;
-        lit[n++] = '{';
-        json_object_foreach(o, k, v) {
-            if (n > 1) lit[n++] = ',';
-            lit[n++] = '"';
-            for (int part = 0; part < 2; part++) {
-                for (const char *c = part ? json_string_value(v) : k; *c; c++) {
-                    if (*c == '"' || *c == '\\') lit[n++] = '\\';
-                    lit[n++] = *c;
-                }
-                if (!part) lit[n++] = '=';
-            }
-            lit[n++] = '"';
-        }
-        lit[n++] = '}';
-        lit[n] = '\0';
-    }
-    json_decref(o);
-    return lit;
 }

@@ -4,7 +4,6 @@
 
 #include <stddef.h>
 
-#include "arena.h"
 #include "err.h"
 
 enum {
@@ -23,12 +22,6 @@ az_err az_text_check(const char *field, const char *s, size_t max, int flags, ch
 /* 1 when k is a label key: 1..63 characters of a-z, 0-9, '_', '-', '.', '/'. Shared by every
  * resource's labels and label selectors. */
 int az_text_label_key_ok(const char *k);
-
-/* A label selector as parsed by the services (a JSON object of string values, keys checked by
- * az_text_label_key_ok) as a PostgreSQL text[] literal of "key=value" pairs, quoted, in arena:
- * the form the *_labels tables store (keys cannot hold '=', so a pair reads one way). NULL when
- * out of memory or when labels_json is not such an object. */
-char *az_text_selector_pairs(az_arena *arena, const char *labels_json);
 
 /* Checks an http(s) URL of at most AZ_TEXT_URL_MAX characters with a host and no spaces; empty
  * is an error only with AZ_TEXT_REQUIRED. AZ_ERR_INVALID names field. */

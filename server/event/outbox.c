@@ -10,8 +10,8 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "event/webhook.h"
-#include "store/pgarray.h"
 #include "google/protobuf/timestamp.pb-c.h"
+#include "store/pgarray.h"
 
 #define LIST_MAX 1000
 #define PRUNE_BATCH 200        /* runs (or tasks) deleted per statement */

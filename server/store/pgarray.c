@@ -1,6 +1,7 @@
 /* Array literals for set-based statements: one growing buffer, quoting every element. */
 #include "pgarray.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,4 +69,32 @@ void az_pgarray_free(az_pgarray *a)
     if (!a) return;
     free(a->s);
     memset(a, 0, sizeof *a);
+}
+
+char *az_pgarray_label_pairs(az_arena *arena, const char *labels_json)
+{
+    json_error_t jerr;
+    json_t *o = labels_json ? json_loads(labels_json, 0, &jerr) : NULL;
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return NULL;
+    }
+    az_pgarray a = {0};
+    char *out = NULL;
+    const char *k;
+    json_t *v;
+    int ok = 1;
+    json_object_foreach(o, k, v) {
+        char *pair = json_is_string(v) ? az_arena_printf(arena, "%s=%s", k, json_string_value(v)) : NULL;
+        if (!pair) {
+            ok = 0;
+            break;
+        }
+        az_pgarray_add(&a, pair);
+    }
+    const char *t = ok ? az_pgarray_text(&a) : NULL;
+    if (t) out = az_arena_strdup(arena, t);
+    az_pgarray_free(&a);
+    json_decref(o);
+    return out;
 }

@@ -13,6 +13,7 @@
 #include "core/text.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "store/idem.h"
+#include "store/pgarray.h"
 
 #define COLS                                                                                     \
     "w.id::text, v.version, v.spec, w.revision,"                                                 \
@@ -242,7 +243,7 @@ az_err az_workflow_list(az_pg *pg, const az_ctx *ctx, const az_workflow_query *q
      * workflow is then fetched by its primary key (OFFSET 0: not flattened, so the planner
      * cannot turn the join around on tables without statistics yet). */
     int by_labels = q->labels_json != NULL;
-    if (by_labels && !(p[1] = az_text_selector_pairs(a, q->labels_json)))
+    if (by_labels && !(p[1] = az_pgarray_label_pairs(a, q->labels_json)))
         return az_fail(msg, AZ_ERR_NOMEM, "out of memory");
     az_pgconn *c;
     if ((err = az_pg_acquire(pg, ctx, &c, msg)) != AZ_OK) return err;

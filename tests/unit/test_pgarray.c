@@ -1,10 +1,11 @@
 /* CUnit suite for server/store/pgarray: elements quoted and escaped so that any text is one
- * element, NULL as SQL NULL, the empty array, growth past the first buffer, and closing the
- * literal in the middle without losing what follows. */
+ * element, NULL as SQL NULL, the empty array, growth past the first buffer, closing the
+ * literal in the middle without losing what follows, and label selectors as pairs. */
 #include <CUnit/Basic.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "store/pgarray.h"
 
 static void test_empty(void)
@@ -60,6 +61,23 @@ static void test_growth(void)
     az_pgarray_free(&a);
 }
 
+/* Selector pairs as the *_labels tables store them, quoted for a text[] literal. */
+static void test_selector_pairs(void)
+{
+    az_arena *a = az_arena_new(0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    char *p = az_pgarray_label_pairs(a, "{\"team\":\"ml\"}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_STRING_EQUAL(p, "{\"team=ml\"}");
+    p = az_pgarray_label_pairs(a, "{\"a\":\"x=y\",\"b\":\"q\\\"uote\\\\back\"}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_STRING_EQUAL(p, "{\"a=x=y\",\"b=q\\\"uote\\\\back\"}");
+    CU_ASSERT_PTR_NULL(az_pgarray_label_pairs(a, "[1]"));
+    CU_ASSERT_PTR_NULL(az_pgarray_label_pairs(a, "{\"a\":1}"));
+    CU_ASSERT_PTR_NULL(az_pgarray_label_pairs(a, NULL));
+    az_arena_free(a);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
@@ -69,6 +87,7 @@ int main(void)
     CU_add_test(s, "quoting and NULL", test_quoting);
     CU_add_test(s, "closed, then more", test_close_then_more);
     CU_add_test(s, "5000 elements", test_growth);
+    CU_add_test(s, "label selector pairs", test_selector_pairs);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +

@@ -167,23 +167,6 @@ static void test_uuid4(void)
     CU_ASSERT(varied > N / 2);
 }
 
-/* Selector pairs as the *_labels tables store them, quoted for a text[] literal. */
-static void test_selector_pairs(void)
-{
-    az_arena *a = az_arena_new(0);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-    char *p = az_text_selector_pairs(a, "{\"team\":\"ml\"}");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-    CU_ASSERT_STRING_EQUAL(p, "{\"team=ml\"}");
-    p = az_text_selector_pairs(a, "{\"a\":\"x=y\",\"b\":\"q\\\"uote\\\\back\"}");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-    CU_ASSERT_STRING_EQUAL(p, "{\"a=x=y\",\"b=q\\\"uote\\\\back\"}");
-    CU_ASSERT_PTR_NULL(az_text_selector_pairs(a, "[1]"));
-    CU_ASSERT_PTR_NULL(az_text_selector_pairs(a, "{\"a\":1}"));
-    CU_ASSERT_PTR_NULL(az_text_selector_pairs(a, NULL));
-    az_arena_free(a);
-}
-
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
@@ -198,7 +181,6 @@ int main(void)
     if (!u) return 1;
     CU_add_test(u, "az_text_is_uuid", test_is_uuid);
     CU_add_test(u, "az_text_uuid4", test_uuid4);
-    CU_add_test(u, "az_text_selector_pairs", test_selector_pairs);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
