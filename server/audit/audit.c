@@ -22,7 +22,6 @@
 /* An arbitrary constant ("azaudit" in ASCII): the chain's advisory lock. */
 #define LOCK_KEY "27431817484437876"
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
-#define BATCH_MAX AZ_AUDIT_BATCH_MAX
 #define APPEND_MS 5000
 #define SYNC_MS 2000
 #define DRAIN_TRIES 3
@@ -284,10 +283,10 @@ static void *writer_main(void *arg)
     for (;;) {
         while (!a->head && !a->stop) pthread_cond_wait(&a->cv, &a->mu);
         if (!a->head) break;
-        /* Detach up to BATCH_MAX entries; they stay counted until written. */
+        /* Detach up to AZ_AUDIT_BATCH_MAX entries; they stay counted until written. */
         qentry *batch = a->head, *last = batch;
         int n = 1;
-        while (last->next && n < BATCH_MAX) last = last->next, n++;
+        while (last->next && n < AZ_AUDIT_BATCH_MAX) last = last->next, n++;
         a->head = last->next;
         if (!a->head) a->tail = NULL;
         last->next = NULL;
